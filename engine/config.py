@@ -1,0 +1,435 @@
+"""Pipeline files: load, override, validate (every problem at once) and compile to a ``PipelineSpec``.
+
+The frame of a pipeline file is fixed by SPEC §2b (``version``, ``name``, ``streams``, ``nodes``,
+``outputs``); node params are each node type's own pydantic schema. Each stream becomes a source node
+of type ``avstream/source@v1`` (or the ``type:`` it names).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError, ModelError, Problem
+from .graph import OUTPUTS_NODE, POLICIES, EdgeSpec, NodeSpec, OutputsSpec, PipelineSpec
+from .items import AV_WINDOW, MEDIA, RESULT
+from .node import CheckContext, Node, WindowRequirement
+from .registry import Registry, load_registry
+from .yamlsrc import Marks, Path_, apply_set, load_yaml
+
+SOURCE_TYPE = "avstream/source@v1"
+TOP_KEYS = ("version", "name", "description", "streams", "nodes", "outputs")
+NODE_KEYS = ("type", "inputs", "params", "process", "restart")
+STREAM_FRAME_KEYS = ("type", "process")
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp", "v4l2", "mic")
+
+
+class PublishOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the results go to")
+    wait_for_subscribers: int = Field(0, ge=0, description="wait for this many subscribers before the first result")
+    wait_timeout_s: float = Field(10.0, gt=0, description="give up waiting for subscribers after this long")
+
+
+class JsonlOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="file to append results to, one JSON object per line; '-' for stdout")
+    fsync: str = Field("batch", pattern="^(line|batch)$", description="fsync after every line or per batch")
+
+
+class OutputsOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    publish: PublishOptions = Field(default_factory=lambda: PublishOptions())
+    jsonl: JsonlOptions | None = None
+
+
+@dataclass
+class Overrides:
+    """What the command line changes in a pipeline (SPEC §2)."""
+
+    sets: list[str] = field(default_factory=list)
+    input_uri: str | None = None
+    publish: str | None = None
+    jsonl: str | None = None
+    duration: float | None = None
+
+
+def builtin_pipelines() -> dict[str, Path]:
+    folder = importlib.resources.files("avstream.pipelines")
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def resolve_pipeline(ref: str) -> Path:
+    """A YAML path, or the name of a built-in pipeline."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    builtins = builtin_pipelines()
+    if ref in builtins:
+        return builtins[ref]
+    hint = ", ".join(sorted(builtins)) or "none"
+    raise ConfigError([Problem(ref, 0, 0, "", f"no such file or built-in pipeline (built-ins: {hint})")])
+
+
+def is_live_uri(uri: str) -> bool:
+    return urlsplit(uri).scheme in LIVE_SCHEMES
+
+
+def load_pipeline(ref: str, overrides: Overrides | None = None, registry: Registry | None = None) -> PipelineSpec:
+    """Load and validate a pipeline; raises ConfigError listing every problem."""
+    path = resolve_pipeline(ref)
+    overrides = overrides or Overrides()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(path), 0, 0, "", f"cannot read: {exc}")]) from None
+    tree, marks, problems = load_yaml(text, str(path))
+    if tree is None:
+        raise ConfigError(problems)
+    if not isinstance(tree, dict):
+        raise ConfigError([marks.problem((), "a pipeline file is a mapping (version, name, streams, nodes, outputs)")])
+    for i, assignment in enumerate(overrides.sets, start=1):
+        problem = apply_set(tree, marks, assignment, i)
+        if problem:
+            problems.append(problem)
+    compiler = _Compiler(tree, marks, path, registry or load_registry(), problems)
+    spec = compiler.compile(overrides)
+    if compiler.problems:
+        raise ConfigError(sorted(compiler.problems, key=lambda p: (p.file != str(path), p.line, p.col)))
+    assert spec is not None
+    return spec
+
+
+class _Compiler:
+    def __init__(self, tree: dict[str, Any], marks: Marks, path: Path, registry: Registry, problems: list[Problem]):
+        self.tree = tree
+        self.marks = marks
+        self.path = path
+        self.base_dir = path.resolve().parent
+        self.registry = registry
+        self.problems = problems
+        self.nodes: dict[str, NodeSpec] = {}
+        self.classes: dict[str, type[Node[Any]]] = {}
+        self.validated: dict[str, Any] = {}
+        self.edges: list[EdgeSpec] = []
+
+    def error(self, path: Path_, message: str) -> None:
+        self.problems.append(self.marks.problem(path, message))
+
+    def unknown_keys(self, mapping: dict[str, Any], allowed: tuple[str, ...], path: Path_) -> None:
+        for key in mapping:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (allowed: {', '.join(allowed)})"
+                self.error((*path, key), f"unknown key{hint}")
+
+    def mapping(self, path: Path_, required: bool) -> dict[str, Any]:
+        node: Any = self.tree
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            if required:
+                self.error(path, "missing (required)")
+            return {}
+        if not isinstance(node, dict):
+            self.error(path, f"must be a mapping, got {type(node).__name__}")
+            return {}
+        return node
+
+    def compile(self, overrides: Overrides) -> PipelineSpec | None:
+        tree = self.tree
+        self.unknown_keys(tree, TOP_KEYS, ())
+        if tree.get("version") != 1:
+            self.error(("version",), f"unsupported pipeline format version {tree.get('version')!r} (this engine reads 1)")
+        name = str(tree.get("name") or self.path.stem)
+        streams = self.mapping(("streams",), required=True)
+        if not streams and "streams" in tree:
+            self.error(("streams",), "at least one stream is required")
+        self.apply_cli(streams, overrides)
+        live = [sid for sid, s in streams.items() if isinstance(s, dict) and self.stream_is_live(s)]
+        for sid, stream in streams.items():
+            self.add_stream(str(sid), stream)
+        nodes = self.mapping(("nodes",), required=True)
+        for nid, node in nodes.items():
+            self.add_node(str(nid), node)
+        for nid, node in nodes.items():
+            if str(nid) in self.nodes and isinstance(node, dict):
+                self.add_inputs(str(nid), node.get("inputs", []), streams, live)
+        self.check_cycles()
+        self.assign_streams()
+        self.resolve_windows()
+        self.run_node_checks()
+        outputs = self.compile_outputs(overrides)
+        for nid, cls in self.classes.items():
+            if cls.output_kind == RESULT:
+                self.edges.append(EdgeSpec(nid, OUTPUTS_NODE, RESULT, "block", 64))
+        if self.problems:
+            return None
+        readers: dict[str, int] = {}
+        for edge in self.edges:
+            edge.reader = readers.get(edge.src, 0)
+            readers[edge.src] = edge.reader + 1
+        return PipelineSpec(
+            name=name,
+            file=str(self.path),
+            base_dir=str(self.base_dir),
+            nodes=self.nodes,
+            edges=self.edges,
+            outputs=outputs,
+            duration=overrides.duration,
+            live_streams=live,
+        )
+
+    def stream_is_live(self, stream: dict[str, Any]) -> bool:
+        uris = [stream.get(k) for k in ("uri", "video", "audio")]
+        return any(isinstance(u, str) and is_live_uri(u) for u in uris)
+
+    def apply_cli(self, streams: dict[str, Any], overrides: Overrides) -> None:
+        if overrides.input_uri is None:
+            return
+        if len(streams) != 1:
+            self.problems.append(
+                Problem("<--input>", 1, 1, "streams", f"--input needs a pipeline with exactly one stream, this one has {len(streams)}; use --set streams.ID.uri=URI")
+            )
+            return
+        (sid,) = streams
+        stream = streams[sid] if isinstance(streams[sid], dict) else {}
+        for key in ("video", "audio"):
+            stream.pop(key, None)
+        stream["uri"] = overrides.input_uri
+        streams[sid] = stream
+        self.marks.set(("streams", sid, "uri"), 1, 1, "<--input>")
+
+    def add_stream(self, sid: str, stream: Any) -> None:
+        path: Path_ = ("streams", sid)
+        if not isinstance(stream, dict):
+            self.error(path, "a stream is a mapping with `uri:` (or `video:` + `audio:`)")
+            return
+        type_id = str(stream.get("type", SOURCE_TYPE))
+        params = {k: v for k, v in stream.items() if k not in STREAM_FRAME_KEYS}
+        cls = self.lookup_type(type_id, (*path, "type"))
+        if cls is None:
+            return
+        if cls.input_kinds:
+            self.error((*path, "type"), f"{type_id} is not a source node type")
+            return
+        self.register(sid, cls, params, path, path, process=str(stream.get("process") or sid))
+        self.nodes[sid].is_source = True
+
+    def add_node(self, nid: str, node: Any) -> None:
+        path: Path_ = ("nodes", nid)
+        if nid in self.nodes:
+            self.error(path, f"node id '{nid}' is already a stream id")
+            return
+        if not isinstance(node, dict):
+            self.error(path, "a node is a mapping with `type`, `inputs`, `params`")
+            return
+        self.unknown_keys(node, NODE_KEYS, path)
+        if "type" not in node:
+            self.error(path, "missing key 'type'")
+            return
+        cls = self.lookup_type(str(node["type"]), (*path, "type"))
+        if cls is None:
+            return
+        params = node.get("params") or {}
+        if not isinstance(params, dict):
+            self.error((*path, "params"), "params must be a mapping")
+            return
+        self.register(nid, cls, params, (*path, "params"), path, process=str(node.get("process") or nid))
+        self.nodes[nid].restart = bool(node.get("restart", True))
+        if not cls.input_kinds:
+            self.nodes[nid].is_source = True
+
+    def lookup_type(self, type_id: str, path: Path_) -> type[Node[Any]] | None:
+        if type_id in self.registry.types:
+            return self.registry.get(type_id)
+        close = self.registry.suggest(type_id)
+        hint = f" (did you mean '{close}'?)" if close else ""
+        self.error(path, f"unknown node type '{type_id}'{hint}; `avstream plugins` lists the installed ones")
+        return None
+
+    def register(self, nid: str, cls: type[Node[Any]], params: dict[str, Any], ppath: Path_, npath: Path_, process: str) -> None:
+        try:
+            validated = cls.Params.model_validate(params)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = tuple(err["loc"])
+                if err["type"] == "extra_forbidden":
+                    fields = list(cls.Params.model_fields)
+                    close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else f" (allowed: {', '.join(fields)})"
+                    self.error((*ppath, *loc), f"unknown key{hint}")
+                elif err["type"] == "missing":
+                    self.error((*ppath, *loc), "missing (required)")
+                else:
+                    self.error((*ppath, *loc), f"{err['msg']} (got {err.get('input')!r})")
+            validated = None
+        line = self.marks.at.get(npath, ("", 0, 0))[1]
+        self.nodes[nid] = NodeSpec(nid, cls.type_id, {} if validated is None else validated.model_dump(mode="json"), process, [], line)
+        self.classes[nid] = cls
+        self.validated[nid] = validated
+
+    def add_inputs(self, nid: str, inputs: Any, streams: dict[str, Any], live: list[str]) -> None:
+        path: Path_ = ("nodes", nid, "inputs")
+        cls = self.classes[nid]
+        if not isinstance(inputs, list):
+            self.error(path, "inputs must be a list of stream or node ids")
+            return
+        if cls.input_kinds and not inputs:
+            self.error(path, f"{cls.type_id} needs at least one input")
+        if not cls.input_kinds and inputs:
+            self.error(path, f"{cls.type_id} is a source and takes no inputs")
+        for i, entry in enumerate(inputs):
+            ipath: Path_ = (*path, i)
+            opts: dict[str, Any] = {}
+            if isinstance(entry, dict):
+                opts = dict(entry)
+                self.unknown_keys(opts, ("from", "policy", "size"), ipath)
+                src = str(opts.get("from", ""))
+            else:
+                src = str(entry)
+            if src not in self.nodes:
+                known = list(self.nodes)
+                close = difflib.get_close_matches(src, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.error(ipath, f"unknown input '{src}'{hint}")
+                continue
+            src_kind = self.classes[src].output_kind
+            if src_kind not in cls.input_kinds:
+                self.error(ipath, f"input '{src}' gives {src_kind} items but {cls.type_id} takes {' or '.join(cls.input_kinds)}")
+                continue
+            default_policy = "drop_oldest" if src_kind == MEDIA and self.source_paced(src, streams, live) else "block"
+            policy = str(opts.get("policy", default_policy))
+            if policy not in POLICIES:
+                self.error((*ipath, "policy"), f"unknown policy '{policy}' (one of {', '.join(POLICIES)})")
+            size = opts.get("size", 8)
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                self.error((*ipath, "size"), f"queue size must be an integer >= 1 (got {size!r})")
+                size = 8
+            self.edges.append(EdgeSpec(src, nid, str(src_kind), policy, size))
+
+    def source_paced(self, src: str, streams: dict[str, Any], live: list[str]) -> bool:
+        """Sources paced by a clock (live, or files with realtime: true) drop rather than lag."""
+        if src in live:
+            return True
+        stream = streams.get(src)
+        return isinstance(stream, dict) and bool(stream.get("realtime", True))
+
+    def check_cycles(self) -> None:
+        graph: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for edge in self.edges:
+            graph[edge.src].append(edge.dst)
+        state: dict[str, int] = {}
+        stack: list[str] = []
+
+        def visit(n: str) -> None:
+            state[n] = 1
+            stack.append(n)
+            for m in graph[n]:
+                if state.get(m) == 1:
+                    cycle = stack[stack.index(m):] + [m]
+                    self.error(("nodes", m, "inputs"), "cycle: " + " -> ".join(cycle))
+                elif m not in state:
+                    visit(m)
+            stack.pop()
+            state[n] = 2
+
+        for n in graph:
+            if n not in state:
+                visit(n)
+
+    def assign_streams(self) -> None:
+        for nid, spec in self.nodes.items():
+            seen: set[str] = set()
+            todo = [nid]
+            while todo:
+                n = todo.pop()
+                if n in seen:
+                    continue
+                seen.add(n)
+                todo.extend(e.src for e in self.edges if e.dst == n)
+            spec.streams = sorted(s for s in seen if self.nodes[s].is_source and s in self.nodes)
+
+    def resolve_windows(self) -> None:
+        for nid, cls in self.classes.items():
+            if cls.output_kind != AV_WINDOW or self.validated.get(nid) is None:
+                continue
+            wants: list[tuple[str, WindowRequirement]] = []
+            for edge in self.edges:
+                if edge.src != nid or self.validated.get(edge.dst) is None:
+                    continue
+                try:
+                    req = self.classes[edge.dst].window_requirement(self.validated[edge.dst], self.base_dir)
+                except ModelError as exc:
+                    self.error(("nodes", edge.dst, "params", "model"), str(exc))
+                    continue
+                if req is not None:
+                    wants.append((edge.dst, req))
+            self.nodes[nid].window = self.merge_window(nid, wants)
+
+    def merge_window(self, nid: str, wants: list[tuple[str, WindowRequirement]]) -> WindowRequirement | None:
+        params = self.validated[nid]
+        seconds = getattr(params, "seconds", None)
+        hop = getattr(params, "hop", None)
+        if not wants:
+            if not seconds:
+                self.error(("nodes", nid, "params", "seconds"), "no consumer states a window length: set seconds")
+                return None
+            return WindowRequirement(seconds=seconds, hop=hop or seconds, fps=getattr(params, "fps", 0) or 0.0,
+                                     frames=0, height=getattr(params, "height", 0) or 0,
+                                     width=getattr(params, "width", 0) or 0, sample_rate=getattr(params, "sample_rate", 0) or 0)
+        base_id, base = wants[0]
+        for other_id, other in wants[1:]:
+            if (other.seconds, other.fps, other.frames, other.height, other.width, other.sample_rate) != (
+                base.seconds, base.fps, base.frames, base.height, base.width, base.sample_rate
+            ):
+                self.error(("nodes", other_id, "inputs"), f"needs different windows than '{base_id}' from '{nid}': give each its own window node")
+        if seconds and abs(seconds - base.seconds) > 1e-6 and (base.frames or base.audio_samples):
+            self.error(("nodes", nid, "params", "seconds"),
+                       f"{seconds} s windows cannot feed '{base_id}': its model takes {base.seconds} s windows")
+            return None
+        return WindowRequirement(
+            seconds=base.seconds, hop=hop or base.hop, fps=base.fps, frames=base.frames, height=base.height,
+            width=base.width, sample_rate=base.sample_rate, audio_samples=base.audio_samples, source=base_id,
+        )
+
+    def run_node_checks(self) -> None:
+        for nid, cls in self.classes.items():
+            params = self.validated.get(nid)
+            if params is None:
+                continue
+            downstream = [self.nodes[e.src].window for e in self.edges if e.dst == nid and self.nodes[e.src].window]
+            ctx = CheckContext(node_id=nid, base_dir=self.base_dir, downstream=[w for w in downstream if w])
+            prefix: Path_ = ("streams", nid) if self.nodes[nid].is_source and nid in self.tree.get("streams", {}) else ("nodes", nid, "params")
+            for key, message in cls.check(params, ctx):
+                self.error((*prefix, *[p for p in key.split(".") if p]), message)
+
+    def compile_outputs(self, overrides: Overrides) -> OutputsSpec:
+        raw = self.mapping(("outputs",), required=False)
+        try:
+            opts = OutputsOptions.model_validate(raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                self.error(("outputs", *err["loc"]), msg)
+            opts = OutputsOptions()
+        out = OutputsSpec(
+            publish=overrides.publish or opts.publish.endpoint,
+            wait_for_subscribers=opts.publish.wait_for_subscribers,
+            wait_timeout_s=opts.publish.wait_timeout_s,
+        )
+        if opts.jsonl is not None:
+            path = opts.jsonl.path
+            out.jsonl = path if path == "-" or Path(path).is_absolute() else str(self.base_dir / path)
+            out.jsonl_fsync = opts.jsonl.fsync
+        if overrides.jsonl:
+            out.jsonl = overrides.jsonl if overrides.jsonl == "-" else str(Path(overrides.jsonl).resolve())
+        if overrides.duration is not None and overrides.duration <= 0:
+            self.problems.append(Problem("<--duration>", 1, 1, "", "--duration must be > 0"))
+        return out

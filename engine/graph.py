@@ -1,0 +1,104 @@
+"""The compiled pipeline: what the supervisor runs. Produced by ``config.compile_pipeline``.
+
+Everything here is plain data (JSON-serialisable through ``to_json``) so it can be handed to worker
+processes on their command line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .node import WindowRequirement
+
+POLICIES = ("block", "drop_oldest", "latest")
+DEFAULT_PUBLISH = "tcp://127.0.0.1:5560"
+
+
+@dataclass
+class EdgeSpec:
+    src: str
+    dst: str
+    kind: str  # item kind carried
+    policy: str = "block"
+    size: int = 8  # receiving queue capacity
+    endpoint: str = ""  # filled by the supervisor (the receiver binds it)
+    reader: int = 0  # index of this edge among the src node's frame readers
+
+
+@dataclass
+class NodeSpec:
+    id: str
+    type_id: str
+    params: dict[str, Any]
+    process: str  # process group name
+    streams: list[str]
+    line: int = 0
+    window: WindowRequirement | None = None
+    is_source: bool = False
+    restart: bool = True
+
+
+@dataclass
+class OutputsSpec:
+    publish: str = DEFAULT_PUBLISH
+    wait_for_subscribers: int = 0
+    wait_timeout_s: float = 10.0
+    jsonl: str | None = None
+    jsonl_fsync: str = "batch"  # "line" or "batch"
+
+
+@dataclass
+class PipelineSpec:
+    name: str
+    file: str
+    base_dir: str
+    nodes: dict[str, NodeSpec]
+    edges: list[EdgeSpec]
+    outputs: OutputsSpec
+    duration: float | None = None
+    live_streams: list[str] = field(default_factory=list)  # streams paced by wall time
+
+    def processes(self) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for node in self.nodes.values():
+            groups.setdefault(node.process, []).append(node.id)
+        return groups
+
+    def inputs_of(self, node_id: str) -> list[EdgeSpec]:
+        return [e for e in self.edges if e.dst == node_id]
+
+    def outputs_of(self, node_id: str) -> list[EdgeSpec]:
+        return [e for e in self.edges if e.src == node_id]
+
+    def result_nodes(self) -> list[str]:
+        """Nodes whose results go to the outputs (PUB/JSONL)."""
+        return [n.id for n in self.nodes.values() if n.process and self._emits_results(n.id)]
+
+    def _emits_results(self, node_id: str) -> bool:
+        return any(e.dst == "@outputs" for e in self.edges if e.src == node_id)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> PipelineSpec:
+        raw = json.loads(text)
+        nodes = {}
+        for nid, n in raw["nodes"].items():
+            win = n.pop("window")
+            nodes[nid] = NodeSpec(**n, window=WindowRequirement(**win) if win else None)
+        return PipelineSpec(
+            name=raw["name"],
+            file=raw["file"],
+            base_dir=raw["base_dir"],
+            nodes=nodes,
+            edges=[EdgeSpec(**e) for e in raw["edges"]],
+            outputs=OutputsSpec(**raw["outputs"]),
+            duration=raw["duration"],
+            live_streams=raw["live_streams"],
+        )
+
+
+OUTPUTS_NODE = "@outputs"

@@ -1,0 +1,132 @@
+"""The pipeline's outputs: the ZeroMQ PUB socket of SPEC §4 and the JSONL sink.
+
+The publisher stamps ``seq`` per (stream, kind) and ``wall`` at emit, so sequence numbers continue
+across node restarts. Socket set-up lives in ``make_pub_socket`` only, so authentication (CURVE for
+non-loopback tcp) can be added in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import IO, Any
+
+import numpy as np
+import zmq
+
+from .items import Event, Result
+
+SCHEMA_VERSION = 1
+
+
+def make_pub_socket(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    """The results socket. XPUB so a run can wait for subscribers; behaves as PUB for them."""
+    sock = ctx.socket(zmq.XPUB)
+    sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+    sock.setsockopt(zmq.SNDHWM, 10000)
+    sock.setsockopt(zmq.LINGER, 500)
+    sock.bind(endpoint)
+    return sock
+
+
+def _dtype_name(arr: np.ndarray) -> str:
+    return str(arr.dtype.newbyteorder("<").name)
+
+
+class ResultPublisher:
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, jsonl: str | None = None, fsync: str = "batch"):
+        self.sock = make_pub_socket(ctx, endpoint)
+        self.endpoint = endpoint
+        self.seq: dict[tuple[str, str], int] = {}
+        self.subscriptions = 0
+        self.published = 0
+        self.latest: dict[str, dict[str, dict[str, Any]]] = {}  # stream -> kind -> header
+        self.fsync_each = fsync == "line"
+        self.jsonl: IO[str] | None = None
+        self.pending_sync = False
+        if jsonl == "-":
+            self.jsonl = sys.stdout
+        elif jsonl:
+            os.makedirs(os.path.dirname(os.path.abspath(jsonl)), exist_ok=True)
+            self.jsonl = open(jsonl, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def poll_subscriptions(self) -> int:
+        """Read subscription notices (XPUB); returns the number of current subscriptions."""
+        while self.sock.poll(0):
+            msg = self.sock.recv()
+            if msg[:1] == b"\x01":
+                self.subscriptions += 1
+            elif msg[:1] == b"\x00":
+                self.subscriptions = max(0, self.subscriptions - 1)
+        return self.subscriptions
+
+    def wait_for_subscribers(self, count: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.poll_subscriptions() < count:
+            if time.monotonic() > deadline:
+                return False
+            self.sock.poll(50)
+        return True
+
+    def _stamp(self, kind: str, stream: str) -> dict[str, Any]:
+        key = (stream, kind)
+        self.seq[key] = self.seq.get(key, -1) + 1
+        return {"schema_version": SCHEMA_VERSION, "kind": kind, "stream": stream, "seq": self.seq[key], "wall": time.time()}
+
+    def publish_result(self, result: Result) -> dict[str, Any]:
+        header = self._stamp(result.kind, result.stream)
+        header.update(t0=result.t0, t1=result.t1,
+                      latency_ms=round((header["wall"] - result.capture_wall) * 1000.0, 3), model=result.model)
+        header.update(result.fields)
+        arrays = [np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False) for a in result.payloads.values()]
+        header["payloads"] = [
+            {"name": name, "dtype": _dtype_name(a), "shape": list(a.shape)} for name, a in zip(result.payloads, arrays, strict=True)
+        ]
+        self._send(header, arrays)
+        return header
+
+    def publish_event(self, event: Event) -> dict[str, Any]:
+        header = self._stamp("event", event.stream)
+        header.update(name=event.name, detail=event.detail)
+        if event.t0 is not None:
+            header.update(t0=event.t0, t1=event.t1 if event.t1 is not None else event.t0)
+        header["payloads"] = []
+        self._send(header, [])
+        return header
+
+    def _send(self, header: dict[str, Any], arrays: list[np.ndarray]) -> None:
+        topic = f"{header['kind']}.{header['stream']}".encode()
+        frames: list[Any] = [topic, json.dumps(header).encode(), *arrays]
+        self.sock.send_multipart(frames, copy=False)
+        self.published += 1
+        self.latest.setdefault(header["stream"], {})[header["kind"]] = header
+        if self.jsonl is not None:
+            line = dict(header)
+            line["payloads"] = [dict(p, data=a.tolist()) for p, a in zip(header["payloads"], arrays, strict=True)]
+            # One write per complete line: a reader never sees a torn line.
+            self.jsonl.write(json.dumps(line) + "\n")
+            self.jsonl.flush()
+            if self.fsync_each:
+                self._fsync()
+            else:
+                self.pending_sync = True
+
+    def _fsync(self) -> None:
+        if self.jsonl is not None and self.jsonl is not sys.stdout:
+            os.fsync(self.jsonl.fileno())
+        self.pending_sync = False
+
+    def tick(self) -> None:
+        """Called about once a second: fsync the batch written since the last tick."""
+        if self.pending_sync:
+            self._fsync()
+
+    def close(self) -> None:
+        if self.jsonl is not None:
+            self.tick()
+            if self.jsonl is not sys.stdout:
+                self.jsonl.close()
+            self.jsonl = None
+        self.sock.close()

@@ -1,0 +1,265 @@
+"""The supervisor: owns the graph of one ``avstream run``.
+
+It allocates endpoints, spawns one worker process per process group, watches heartbeats, restarts
+crashed workers with backoff (publishing ``node_restarted``), collects results into the outputs,
+drains at end of input and stops everything on SIGINT/SIGTERM within a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .graph import OUTPUTS_NODE, PipelineSpec
+from .items import Event, Result
+from .outputs import ResultPublisher
+from .status import StatusView
+from .wire import decode
+
+log = logging.getLogger("avstream.supervisor")
+HEARTBEAT_TIMEOUT_S = 10.0
+STOP_GRACE_S = 3.0
+MAX_RESTARTS = 5  # within RESTART_WINDOW_S; more means the node is broken, not unlucky
+RESTART_WINDOW_S = 60.0
+
+
+@dataclass
+class WorkerProc:
+    name: str
+    nodes: list[str]
+    popen: subprocess.Popen[bytes] | None = None
+    last_seen: float = 0.0
+    status: dict[str, Any] = field(default_factory=dict)
+    restarts: list[float] = field(default_factory=list)
+    restart_at: float | None = None
+    done: bool = False
+    fatal: str | None = None
+    error_reported: bool = False
+
+
+class Supervisor:
+    def __init__(self, spec: PipelineSpec, *, quiet: bool = False, tty: bool | None = None):
+        self.spec = spec
+        self.quiet = quiet
+        self.id = f"{os.getpid():x}{int(time.time() * 1000) % 0xFFFFFF:x}"
+        self.run_dir = Path(tempfile.mkdtemp(prefix="avs-"))
+        shm_root = Path("/dev/shm")
+        self.ring_dir = shm_root / f"avstream-{self.id}" if shm_root.is_dir() else self.run_dir / "rings"
+        self.ring_dir.mkdir(parents=True, exist_ok=True)
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.workers = {name: WorkerProc(name, nodes) for name, nodes in spec.processes().items()}
+        self.by_node = {n: w for w in self.workers.values() for n in w.nodes}
+        self.stopping = False
+        self.stop_reason = ""
+        self.failed = False
+        self.view = StatusView(spec, tty=tty, quiet=quiet)
+
+    # --- set-up ---
+    def allocate_endpoints(self) -> None:
+        results = f"ipc://{self.run_dir}/results"
+        for i, edge in enumerate(self.spec.edges):
+            edge.endpoint = results if edge.dst == OUTPUTS_NODE else f"ipc://{self.run_dir}/e{i}"
+        self.results_endpoint = results
+        self.control_endpoint = f"ipc://{self.run_dir}/control"
+        (self.run_dir / "spec.json").write_text(self.spec.to_json())
+
+    def spawn(self, worker: WorkerProc) -> None:
+        resume = {n: worker.status.get(n, {}).get("last_t", {}) for n in worker.nodes}
+        cmd = [sys.executable, "-m", "avstream.engine.worker", "--spec", str(self.run_dir / "spec.json"),
+               "--process", worker.name, "--control", self.control_endpoint, "--run-dir", str(self.ring_dir),
+               "--resume", json.dumps(resume), "--parent", str(os.getpid())]
+        worker.popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        worker.last_seen = time.monotonic()
+        worker.restart_at = None
+
+    # --- main loop ---
+    def run(self) -> int:
+        old_int = signal.signal(signal.SIGINT, self._on_signal)
+        old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            return self._run()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            self._cleanup()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if not self.stopping:
+            self.request_stop(f"signal {signal.Signals(signum).name}")
+
+    def request_stop(self, reason: str) -> None:
+        self.stopping = True
+        self.stop_reason = reason
+        self.stop_deadline = time.monotonic() + STOP_GRACE_S
+        for worker in self.workers.values():
+            if worker.popen is not None and worker.popen.poll() is None:
+                self._send_control(worker.name, {"type": "stop"})
+                worker.popen.send_signal(signal.SIGTERM)
+
+    def _send_control(self, name: str, msg: dict[str, Any]) -> None:
+        identity = self.identities.get(name)
+        if identity is not None:
+            try:
+                self.control.send_multipart([identity, json.dumps(msg).encode()], flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    def _run(self) -> int:
+        self.allocate_endpoints()
+        self.identities: dict[str, bytes] = {}
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.bind(self.control_endpoint)
+        self.results = self.ctx.socket(zmq.PULL)
+        self.results.setsockopt(zmq.LINGER, 0)
+        self.results.bind(self.results_endpoint)
+        try:
+            self.publisher = ResultPublisher(self.ctx, self.spec.outputs.publish, self.spec.outputs.jsonl, self.spec.outputs.jsonl_fsync)
+        except zmq.ZMQError as exc:
+            self.view.line(f"error: cannot bind the output socket {self.spec.outputs.publish}: {exc}")
+            return 1
+        self.view.line(f"pipeline '{self.spec.name}': {len(self.spec.nodes)} nodes in {len(self.workers)} processes, "
+                       f"publishing on {self.spec.outputs.publish}")
+        if self.spec.outputs.wait_for_subscribers:
+            n = self.spec.outputs.wait_for_subscribers
+            self.view.line(f"waiting for {n} subscriber(s) on {self.spec.outputs.publish}")
+            if not self.publisher.wait_for_subscribers(n, self.spec.outputs.wait_timeout_s):
+                self.view.line(f"warning: only {self.publisher.subscriptions} of {n} subscriber(s) after "
+                               f"{self.spec.outputs.wait_timeout_s} s; starting anyway")
+        for worker in self.workers.values():
+            self.spawn(worker)
+        started = time.monotonic()
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.results, zmq.POLLIN)
+        next_tick = time.monotonic() + 1.0
+        while True:
+            for sock, _ in poller.poll(100):
+                if sock is self.results:
+                    self._drain_results()
+                else:
+                    self._drain_control()
+            now = time.monotonic()
+            self._check_workers(now)
+            live_limit = self.spec.duration if self.spec.live_streams else None
+            if live_limit and not self.stopping and now - started >= live_limit:
+                self.request_stop("--duration reached")
+            if now >= next_tick:
+                next_tick = now + 1.0
+                self.publisher.tick()
+                self.view.update(self.workers, self.publisher)
+            if all(w.done for w in self.workers.values()):
+                # Workers flush their sockets before exiting; collect what is still in transit.
+                while self.results.poll(150):
+                    self._drain_results()
+                break
+            if self.stopping and now > self.stop_deadline:
+                for worker in self.workers.values():
+                    if worker.popen is not None and worker.popen.poll() is None:
+                        worker.popen.kill()
+                        worker.popen.wait()
+                    worker.done = True
+                break
+        self.view.update(self.workers, self.publisher, final=True)
+        reason = self.stop_reason or "end of input"
+        self.view.line(f"stopped ({reason}): {self.publisher.published} messages published")
+        return 1 if self.failed else 0
+
+    def _drain_results(self) -> None:
+        while self.results.poll(0):
+            frames = self.results.recv_multipart(copy=False)
+            item = decode([f.buffer for f in frames])
+            if isinstance(item, Result):
+                self.publisher.publish_result(item)
+            elif isinstance(item, Event):
+                self.publisher.publish_event(item)
+
+    def _drain_control(self) -> None:
+        while self.control.poll(0):
+            identity, raw = self.control.recv_multipart()
+            msg = json.loads(raw)
+            worker = self.workers.get(msg.get("process", ""))
+            if worker is None:
+                continue
+            self.identities[worker.name] = identity
+            worker.last_seen = time.monotonic()
+            kind = msg["type"]
+            if kind == "status":
+                worker.status = msg["nodes"]
+            elif kind == "log":
+                self.view.line(f"[{worker.name}] {msg['level'].lower()}: {msg['message']}")
+            elif kind == "error":
+                worker.error_reported = True
+                if msg.get("fatal"):
+                    worker.fatal = msg["message"].split(": ", 1)[-1]
+                    self.view.line(f"error: node '{msg['node']}': {worker.fatal}")
+                else:
+                    self.view.line(f"node '{msg['node']}' failed:\n{msg['traceback'].rstrip()}")
+
+    def _check_workers(self, now: float) -> None:
+        for worker in self.workers.values():
+            if worker.done:
+                continue
+            if worker.popen is None:
+                if worker.restart_at is not None and now >= worker.restart_at and not self.stopping:
+                    self.spawn(worker)
+                continue
+            rc = worker.popen.poll()
+            if rc is None:
+                if not self.stopping and now - worker.last_seen > HEARTBEAT_TIMEOUT_S:
+                    self.view.line(f"process '{worker.name}' sent no heartbeat for {HEARTBEAT_TIMEOUT_S:.0f} s: killing it")
+                    worker.popen.kill()
+                continue
+            worker.popen = None
+            if rc == 0 or self.stopping:
+                worker.done = True
+                continue
+            self._handle_crash(worker, rc, now)
+
+    def _handle_crash(self, worker: WorkerProc, rc: int, now: float) -> None:
+        how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
+        if worker.fatal:
+            self.view.line(f"process '{worker.name}' stopped: {worker.fatal}")
+            worker.done = True
+            self.failed = True
+            return
+        worker.restarts = [t for t in worker.restarts if now - t < RESTART_WINDOW_S] + [now]
+        if len(worker.restarts) > MAX_RESTARTS:
+            self.view.line(f"process '{worker.name}' failed {len(worker.restarts)} times in {RESTART_WINDOW_S:.0f} s ({how}): giving up")
+            worker.done = True
+            self.failed = True
+            return
+        delay = min(0.5 * 2 ** (len(worker.restarts) - 1), 8.0)
+        worker.restart_at = now + delay
+        worker.error_reported = False
+        self.view.line(f"process '{worker.name}' ended with {how}: restarting in {delay:.1f} s")
+        for node in worker.nodes:
+            self.publisher.publish_event(Event(
+                "node_restarted", "", {"node": node, "process": worker.name, "reason": how,
+                                       "restarts": len(worker.restarts), "delay_s": delay}))
+
+    def _cleanup(self) -> None:
+        for worker in self.workers.values():
+            if worker.popen is not None and worker.popen.poll() is None:
+                worker.popen.kill()
+                worker.popen.wait()
+        for name in ("publisher",):
+            if hasattr(self, name):
+                self.publisher.close()
+        self.ctx.destroy(linger=0)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        shutil.rmtree(self.ring_dir, ignore_errors=True)
+        self.view.close()
+

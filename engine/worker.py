@@ -1,0 +1,266 @@
+"""A worker process: runs the nodes of one process group, each in its own thread.
+
+Started by the supervisor as ``python -m avstream.engine.worker``. It talks to the supervisor on a
+control socket (status and heartbeats out, ``stop`` in) and exits when its nodes have finished, when
+told to stop, on SIGTERM, or when the supervisor disappears (parent-death signal plus a parent-pid
+watch, so no worker outlives a ``kill -9`` of the supervisor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .graph import NodeSpec, PipelineSpec
+from .errors import ConfigError, MissingDependencyError, ModelError, SourceError
+from .items import AudioChunk, EndOfStream, Event, Item, Result, VideoFrame
+from .node import Node, NodeContext, NodeState, SourceNode
+from .registry import load_registry
+from .transport import Inbox, InputPort, OutputPort
+
+STATUS_EVERY_S = 0.5
+# Errors caused by the user's input or set-up: reported without a traceback and not retried.
+USER_ERRORS = (SourceError, ModelError, ConfigError, MissingDependencyError)
+log = logging.getLogger("avstream.worker")
+
+
+class ControlLink:
+    """The worker's control socket, owned by one thread; other threads post through a queue."""
+
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, process: str, stop: threading.Event):
+        self.ctx, self.endpoint, self.process, self.stop = ctx, endpoint, process, stop
+        self.outbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.status_fn: Any = lambda: {}
+        self.thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    def post(self, message: dict[str, Any]) -> None:
+        self.outbox.put(message)
+
+    def _run(self) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(self.endpoint)
+        sock.send_json({"type": "hello", "process": self.process, "pid": os.getpid()})
+        next_status = 0.0
+        while True:
+            while not self.outbox.empty():
+                msg = self.outbox.get()
+                msg.setdefault("process", self.process)
+                sock.send_json(msg)
+                if msg["type"] == "bye":
+                    sock.close()
+                    return
+            now = time.monotonic()
+            if now >= next_status:
+                sock.send_json({"type": "status", "process": self.process, "nodes": self.status_fn()})
+                next_status = now + STATUS_EVERY_S
+            if sock.poll(50):
+                cmd = sock.recv_json()
+                if isinstance(cmd, dict) and cmd.get("type") == "stop":
+                    self.stop.set()
+
+
+class ForwardingHandler(logging.Handler):
+    """Sends log records to the supervisor, which prints them above the status view."""
+
+    def __init__(self, link: ControlLink):
+        super().__init__(logging.INFO)
+        self.link = link
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.link.post({"type": "log", "level": record.levelname, "logger": record.name, "message": self.format(record)})
+
+
+class NodeRunner:
+    """One node in its thread: inputs -> process() -> outputs, end-of-stream accounting, stats."""
+
+    def __init__(self, spec: PipelineSpec, node: NodeSpec, zctx: zmq.Context[Any], run_dir: Path,
+                 stop: threading.Event, link: ControlLink, resume: dict[str, float]):
+        self.spec, self.node_spec, self.link, self.stop = spec, node, link, stop
+        cls = load_registry().get(node.type_id)
+        logger = logging.getLogger(f"avstream.node.{node.id}")
+        self.ctx = NodeContext(
+            node_id=node.id, streams=tuple(node.streams), base_dir=Path(spec.base_dir), stop_event=stop,
+            logger=logger, window=node.window, resume_after=resume,
+            duration=spec.duration if node.is_source and node.id not in spec.live_streams else None,
+        )
+        self.node: Node[Any] = cls(self.ctx, cls.Params.model_validate(node.params))
+        self.inbox = Inbox()
+        self.in_edges = spec.inputs_of(node.id)
+        for edge in self.in_edges:
+            InputPort(zctx, edge, self.inbox, run_dir, stop)
+        self.output = OutputPort(zctx, node.id, spec.outputs_of(node.id), run_dir, stop)
+        self.items_in = 0
+        self.items_out = 0
+        self.last_t: dict[str, float] = {}
+        self.latency_ms = 0.0
+        self.failed = False
+        self.thread = threading.Thread(target=self.run, name=f"node:{node.id}", daemon=True)
+
+    def emit(self, item: Item) -> bool:
+        if isinstance(item, (VideoFrame, AudioChunk)):
+            self.last_t[item.stream] = item.t
+            self.latency_ms = (time.time() - item.wall) * 1000
+        elif isinstance(item, Result):
+            self.last_t[item.stream] = item.t1
+            self.latency_ms = (time.time() - item.capture_wall) * 1000
+        ok = self.output.send(item)
+        self.items_out += ok
+        return ok
+
+    def run(self) -> None:
+        node = self.node
+        try:
+            node.state = NodeState.STARTING
+            node.on_start()
+            node.state = NodeState.RUNNING
+            if isinstance(node, SourceNode):
+                self.run_source(node)
+            else:
+                self.run_consumer(node)
+            node.state = NodeState.STOPPED
+        except Exception as exc:
+            node.state = NodeState.FAILED
+            self.failed = True
+            fatal = isinstance(exc, USER_ERRORS)
+            self.link.post({"type": "error", "node": self.node_spec.id, "fatal": fatal,
+                            "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+            if fatal and isinstance(node, SourceNode):
+                # Let everything downstream finish the stream; the other streams keep running.
+                stream = self.ctx.streams[0] if self.ctx.streams else ""
+                self.emit(Event("stream_down", stream, {"error": str(exc)}))
+                for s in self.ctx.streams:
+                    self.emit(EndOfStream(s))
+            else:
+                self.stop.set()
+        finally:
+            try:
+                node.on_stop()
+            except Exception:
+                log.exception("node %s: on_stop failed", self.node_spec.id)
+
+    def run_source(self, node: SourceNode[Any]) -> None:
+        for item in node.produce():
+            if not self.emit(item) or self.stop.is_set():
+                return
+        for stream in self.ctx.streams:
+            self.emit(EndOfStream(stream))
+
+    def run_consumer(self, node: Node[Any]) -> None:
+        # Each input edge delivers one end-of-stream per stream flowing through it.
+        streams_of_edge = [set(self.spec.nodes[e.src].streams) for e in self.in_edges]
+        pending = {s: sum(1 for ss in streams_of_edge if s in ss) for s in self.ctx.streams}
+        while pending and not self.stop.is_set():
+            got = self.inbox.get(0.1)
+            if got is None:
+                continue
+            _, item = got
+            self.items_in += 1
+            if isinstance(item, Event):  # events travel to the outputs untouched
+                self.emit(item)
+                continue
+            if isinstance(item, EndOfStream):
+                if item.stream not in pending:
+                    continue
+                pending[item.stream] -= 1
+                if pending[item.stream] == 0:
+                    del pending[item.stream]
+                    node.state = NodeState.DRAINING
+                    for out in node.on_eos(item.stream):
+                        self.emit(out)
+                    self.emit(item)
+                continue
+            try:
+                for out in node.process(item):
+                    if not self.emit(out):
+                        return
+            finally:
+                if isinstance(item, VideoFrame):
+                    item.release()  # nodes copy what they keep; the slot goes back to the writer
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "type": self.node_spec.type_id, "state": self.node.state.value, "in": self.items_in,
+            "out": self.items_out, "queue": self.inbox.depth(), "drops": self.inbox.drops(),
+            "latency_ms": round(self.latency_ms, 1), "last_t": self.last_t,
+            "counters": dict(self.ctx.counters), "extra": self.node.status(),
+        }
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="avstream-worker")
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--process", required=True)
+    parser.add_argument("--control", required=True)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--resume", default="{}")
+    parser.add_argument("--parent", type=int, default=0)
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor coordinates a Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    parent = args.parent or os.getppid()
+    if os.getppid() != parent:
+        return 0
+    spec = PipelineSpec.from_json(Path(args.spec).read_text())
+    zctx: zmq.Context[Any] = zmq.Context()
+    link = ControlLink(zctx, args.control, args.process, stop)
+    root = logging.getLogger("avstream")
+    root.setLevel(logging.INFO)
+    root.addHandler(ForwardingHandler(link))
+    root.propagate = False
+    link.thread.start()
+    resume: dict[str, dict[str, float]] = json.loads(args.resume)
+    runners: list[NodeRunner] = []
+    try:
+        for node_id in spec.processes()[args.process]:
+            runners.append(NodeRunner(spec, spec.nodes[node_id], zctx, Path(args.run_dir), stop, link,
+                                      resume.get(node_id, {})))
+    except Exception:
+        link.post({"type": "error", "node": args.process, "traceback": traceback.format_exc()})
+        link.post({"type": "bye", "failed": True})
+        link.thread.join(2)
+        return 1
+    link.status_fn = lambda: {r.node_spec.id: r.status() for r in runners}
+    for r in runners:
+        r.thread.start()
+    while any(r.thread.is_alive() for r in runners):
+        if os.getppid() != parent:  # supervisor gone
+            stop.set()
+        for r in runners:
+            r.thread.join(0.1)
+    failed = any(r.failed for r in runners)
+    graceful = not stop.is_set()
+    for r in runners:
+        r.output.close(linger_ms=2000 if graceful else 0)
+    link.post({"type": "status", "nodes": link.status_fn()})
+    link.post({"type": "bye", "failed": failed})
+    link.thread.join(3)
+    zctx.term() if graceful else zctx.destroy(linger=0)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""YAML with line/column tracking, ``${ENV}`` substitution and ``--set`` overrides.
+
+The tree is plain dicts/lists/scalars; ``Marks`` maps each key path to where it was written so every
+problem found later can be reported as ``FILE:LINE:COL: key.path: message``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import yaml
+
+from .errors import Problem
+
+Path_ = tuple[str | int, ...]
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Marks:
+    """Where each key path of a loaded tree was written."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.at: dict[Path_, tuple[str, int, int]] = {}
+
+    def set(self, path: Path_, line: int, col: int, file: str | None = None) -> None:
+        self.at[path] = (file or self.file, line, col)
+
+    def problem(self, path: Path_, message: str) -> Problem:
+        """A problem located at ``path`` or its nearest written ancestor."""
+        probe = tuple(path)
+        while probe and probe not in self.at:
+            probe = probe[:-1]
+        file, line, col = self.at.get(probe, (self.file, 1, 1))
+        return Problem(file, line, col, dotted(path), message)
+
+
+def dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_yaml(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
+    """Parse ``text``; returns the tree, its marks and the problems (syntax, duplicate keys, env)."""
+    marks = Marks(file)
+    problems: list[Problem] = []
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return None, marks, [Problem(file, line, col, "", f"YAML syntax error: {exc.problem or exc}")]
+    finally:
+        loader.dispose()
+    if root is None:
+        return {}, marks, []
+
+    def build(node: yaml.Node, path: Path_) -> Any:
+        marks.set(path, node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(loader.construct_object(key_node))
+                if key in out:
+                    line = key_node.start_mark.line + 1
+                    problems.append(Problem(file, line, key_node.start_mark.column + 1, dotted((*path, key)), "duplicate key"))
+                marks.set((*path, key), key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                out[key] = build(value_node, (*path, key))
+                # Keep the key's own position (more useful than the value's) for messages.
+                marks.set((*path, key), key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = loader.construct_object(node, deep=True)
+        if isinstance(value, str) and "${" in value:
+            value = substitute_env(value, path, marks, problems)
+        return value
+
+    try:
+        tree = build(root, ())
+    except yaml.YAMLError as exc:
+        return None, marks, [Problem(file, 1, 1, "", f"YAML error: {exc}")]
+    return tree, marks, problems
+
+
+def substitute_env(value: str, path: Path_, marks: Marks, problems: list[Problem]) -> str:
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            problems.append(marks.problem(path, f"environment variable {name} is not set"))
+            return ""
+        return os.environ[name]
+
+    return ENV_REF.sub(repl, value)
+
+
+def apply_set(tree: dict[str, Any], marks: Marks, assignment: str, index: int) -> Problem | None:
+    """Apply one ``--set a.b[0].c=value`` (value parsed as YAML). Returns a problem or None."""
+    origin = "<--set>"
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        return Problem(origin, index, 1, "", f"--set {assignment!r}: expected KEY=VALUE")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        return Problem(origin, index, len(key) + 2, key, f"value is not valid YAML: {exc}")
+    parts: list[str | int] = []
+    for token in key.split("."):
+        if not token:
+            return Problem(origin, index, 1, key, "empty key in path")
+        name, *indices = re.split(r"\[(\d+)\]", token)
+        if name:
+            parts.append(name)
+        parts.extend(int(i) for i in indices if i != "")
+    node: Any = tree
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        here = dotted(tuple(parts[: depth + 1]))
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                return Problem(origin, index, 1, here, "no such list item")
+            if last:
+                node[part] = value
+            else:
+                node = node[part]
+        else:
+            if isinstance(node, list) and part.isdigit():
+                return apply_set(tree, marks, assignment.replace(f".{part}", f"[{part}]"), index)
+            if not isinstance(node, dict):
+                return Problem(origin, index, 1, here, "cannot set a key inside a non-mapping value")
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+    marks.set(tuple(parts), index, 1, origin)
+    return None

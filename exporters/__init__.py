@@ -1,0 +1,1 @@
+"""Package data / modules of avstream."""

@@ -1,0 +1,15 @@
+"""The built-in node types, registered through the ``avstream.plugins`` entry point like any plugin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from avstream.engine.node import Node
+
+
+def node_types() -> list[type[Node[Any]]]:
+    from .encoders import encoder_node_types
+    from .sources import source_node_types
+    from .window import AVWindowNode
+
+    return [*source_node_types(), AVWindowNode, *encoder_node_types()]

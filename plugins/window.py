@@ -1,0 +1,180 @@
+"""``avstream/av_window@v1``: aligns a stream's video frames and audio into fixed windows by media time.
+
+Window length, hop, frame rate, frame size and sample rate come from the consuming model's metadata
+(SPEC §5) unless set here. Frames are resized as they arrive (only those on the model's frame grid),
+so the node keeps small copies and hands shared-memory slots straight back to the source.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from avstream.engine.items import AudioChunk, AVWindow, Item, StreamInfo, VideoFrame
+from avstream.engine.node import Node, NodeContext, Params, WindowRequirement
+
+
+class WindowParams(Params):
+    seconds: float | None = Field(None, gt=0, le=600, description="window length in seconds (default: the model's)")
+    hop: float | None = Field(None, gt=0, le=600, description="seconds between window starts (default: the model's)")
+    fps: float | None = Field(None, gt=0, le=240, description="frames per second inside a window when no model says")
+    width: int | None = Field(None, gt=0, le=8192, description="frame width when no model says (default: native)")
+    height: int | None = Field(None, gt=0, le=8192, description="frame height when no model says (default: native)")
+    sample_rate: int | None = Field(None, gt=0, le=192000, description="audio rate when no model says (default: native)")
+
+
+@dataclass
+class _StreamState:
+    has_video: bool | None = None
+    has_audio: bool | None = None
+    next_t0: float = 0.0
+    next_keep: float = 0.0
+    frames: list[tuple[float, float, np.ndarray]] = field(default_factory=list)  # (t, wall, small image)
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    audio_start: int = 0  # sample index (at the window rate) of audio[0]
+    audio_wall: float = 0.0
+    video_t: float = -math.inf  # latest media time seen per modality
+    audio_t: float = -math.inf
+    native_rate: int = 0
+
+
+class AVWindowNode(Node[WindowParams]):
+    type_id = "avstream/av_window@v1"
+    summary = "Aligns video frames and audio into windows of fixed length and hop, by media time."
+    Params = WindowParams
+    input_kinds = ("media",)
+    output_kind = "av_window"
+
+    def __init__(self, ctx: NodeContext, params: WindowParams):
+        super().__init__(ctx, params)
+        req = ctx.window or WindowRequirement(seconds=params.seconds or 2.0, hop=params.hop or 1.0)
+        self.req = req
+        self.fps = req.fps or (params.fps or 0.0)
+        self.frames_per_window = req.frames or (int(round(self.fps * req.seconds)) if self.fps else 0)
+        self.size = (req.width, req.height) if req.width else ((params.width, params.height) if params.width and params.height else None)
+        self.rate = req.sample_rate or (params.sample_rate or 0)
+        self.streams: dict[str, _StreamState] = {}
+
+    def _state(self, stream: str) -> _StreamState:
+        return self.streams.setdefault(stream, _StreamState())
+
+    def process(self, item: Item) -> Iterable[Item]:
+        if isinstance(item, StreamInfo):
+            st = self._state(item.stream)
+            st.has_video, st.has_audio = item.has_video, item.has_audio
+            return ()
+        if isinstance(item, VideoFrame):
+            self._add_frame(item)
+            return self._ready(item.stream, final=False)
+        if isinstance(item, AudioChunk):
+            self._add_audio(item)
+            return self._ready(item.stream, final=False)
+        return ()
+
+    def on_eos(self, stream: str) -> Iterable[Item]:
+        out = list(self._ready(stream, final=True))
+        self.streams.pop(stream, None)
+        return out
+
+    def _add_frame(self, frame: VideoFrame) -> None:
+        st = self._state(frame.stream)
+        st.video_t = max(st.video_t, frame.t)
+        if st.has_video is None:
+            st.has_video = True
+        if self.fps and frame.t + 1e-6 < st.next_keep:
+            return  # between grid points of the model's frame rate: not needed
+        if self.fps:
+            st.next_keep = (math.floor(frame.t * self.fps + 1e-6) + 1) / self.fps
+        image = frame.image
+        if self.size is not None and (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        else:
+            image = image.copy()  # the shared-memory slot goes back to the writer
+        st.frames.append((frame.t, frame.wall, image))
+
+    def _add_audio(self, chunk: AudioChunk) -> None:
+        st = self._state(chunk.stream)
+        if st.has_audio is None:
+            st.has_audio = True
+        rate = self.rate or chunk.sample_rate
+        self.rate = rate
+        samples = chunk.samples.astype(np.float32, copy=False)
+        if chunk.sample_rate != rate:  # linear resampling is enough for window-level features
+            n = int(round(len(samples) * rate / chunk.sample_rate))
+            samples = np.interp(np.arange(n) * chunk.sample_rate / rate, np.arange(len(samples)), samples).astype(np.float32)
+        start = int(round(chunk.t * rate))
+        end_have = st.audio_start + len(st.audio)
+        if not len(st.audio):
+            st.audio_start, st.audio = start, samples.copy()
+        elif start >= end_have:  # a gap becomes silence
+            st.audio = np.concatenate([st.audio, np.zeros(start - end_have, np.float32), samples])
+        else:  # overlap: keep what we had
+            st.audio = np.concatenate([st.audio, samples[end_have - start:]])
+        st.audio_t = max(st.audio_t, chunk.t_end)
+        st.audio_wall = chunk.wall
+
+    def _ready(self, stream: str, final: bool) -> Iterable[Item]:
+        st = self._state(stream)
+        out: list[Item] = []
+        while True:
+            t0 = st.next_t0
+            t1 = t0 + self.req.seconds
+            need = []
+            if st.has_video:
+                need.append(st.video_t + (1.0 / self.fps if self.fps else 0.0) >= t1 - 1e-6)
+            if st.has_audio:
+                need.append(st.audio_t >= t1 - 1e-6)
+            if not need:
+                break
+            if not all(need):
+                latest = max(st.video_t, st.audio_t)
+                if not (final and t0 < latest):  # at the end, a partial last window is padded
+                    break
+            out.append(self._window(stream, st, t0, t1))
+            st.next_t0 = round(t0 + self.req.hop, 9)
+            self._trim(st)
+        return out
+
+    def _window(self, stream: str, st: _StreamState, t0: float, t1: float) -> AVWindow:
+        walls = [0.0]
+        frames = None
+        if st.has_video and st.frames:
+            inside = [f for f in st.frames if t0 - 1e-6 <= f[0] < t1 - 1e-6] or [min(st.frames, key=lambda f: abs(f[0] - t0))]
+            count = self.frames_per_window or len(inside)
+            picks = []
+            for k in range(count):
+                want = t0 + k / self.fps if self.fps else inside[min(k, len(inside) - 1)][0]
+                earlier = [f for f in inside if f[0] <= want + 1e-6]
+                picks.append(earlier[-1] if earlier else inside[0])
+            frames = np.stack([p[2] for p in picks])
+            walls.append(max(p[1] for p in picks))
+        audio = None
+        if st.has_audio and self.rate:
+            n = self.req.audio_samples or int(round(self.req.seconds * self.rate))
+            first = int(round(t0 * self.rate))
+            audio = np.zeros(n, np.float32)
+            lo = max(first, st.audio_start)
+            hi = min(first + n, st.audio_start + len(st.audio))
+            if hi > lo:
+                audio[lo - first:hi - first] = st.audio[lo - st.audio_start:hi - st.audio_start]
+            walls.append(st.audio_wall)
+        self.ctx.count("windows")
+        return AVWindow(stream, t0, t1, max(walls), frames, audio, self.fps, self.rate)
+
+    def _trim(self, st: _StreamState) -> None:
+        t0 = st.next_t0
+        keep_from = 0
+        for i, f in enumerate(st.frames):
+            if f[0] < t0 - 1e-6:
+                keep_from = i  # keep the last frame before t0 to fill a window start
+        st.frames = st.frames[keep_from:]
+        if self.rate:
+            cut = int(round(t0 * self.rate)) - st.audio_start
+            if cut > 0:
+                st.audio = st.audio[cut:]
+                st.audio_start += cut

@@ -1,0 +1,160 @@
+"""Pipeline files: every problem reported at once as FILE:LINE:COL: key.path: message."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from avstream.engine.config import Overrides, load_pipeline
+from avstream.engine.errors import ConfigError
+from tests.conftest import run_cli
+
+GOOD = """\
+version: 1
+name: t
+streams:
+  cam0:
+    uri: synthetic://scene?seed=1&duration=3
+    realtime: false
+nodes:
+  window: {type: avstream/av_window@v1, inputs: [cam0]}
+  score:  {type: avstream/highlight@v1, inputs: [window], params: {model: "builtin:highlight"}}
+outputs:
+  publish: {endpoint: "tcp://127.0.0.1:5599"}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(path: Path, overrides: Overrides | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(str(path), overrides)
+    return [str(p) for p in info.value.problems]
+
+
+def test_good_pipeline_compiles_with_window_from_model(tmp_path: Path) -> None:
+    spec = load_pipeline(str(write(tmp_path, GOOD)))
+    assert set(spec.nodes) == {"cam0", "window", "score"}
+    window = spec.nodes["window"].window
+    assert window is not None and window.seconds > 0 and window.source == "score"
+    assert [(e.src, e.dst) for e in spec.edges] == [("cam0", "window"), ("window", "score"), ("score", "@outputs")]
+    assert spec.nodes["score"].streams == ["cam0"]
+    assert spec.edges[0].policy == "block"  # realtime: false -> no drops
+
+
+def test_every_problem_at_once_with_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        version: 1
+        name: broken
+        streams:
+          cam0: {uri: "sample://demo", realtim: true}
+        nodes:
+          window: {type: avstream/av_window@v1, inputs: [cam9], params: {seconds: -1}}
+          score:  {type: avstream/highlite@v1, inputs: [window]}
+          loop1:  {type: avstream/av_window@v1, inputs: [loop2]}
+          loop2:  {type: avstream/av_window@v1, inputs: [loop1]}
+          bad:    {type: avstream/av_window@v1, inputs: [window], colour: red}
+        outputs:
+          publish: {endpoint: "tcp://127.0.0.1:5599", wait_for_subscribers: -2}
+        """)
+    got = problems(path)
+    f = str(path)
+    assert f"{f}:4:27: streams.cam0.realtim: unknown key (did you mean 'realtime'?)" in got
+    assert f"{f}:6:82: nodes.window.params.seconds: Input should be greater than 0 (got -1)" in got
+    assert f"{f}:6:57: nodes.window.inputs[0]: unknown input 'cam9' (did you mean 'cam0'?)" in got
+    assert any(p.startswith(f"{f}:7:19: nodes.score.type: unknown node type 'avstream/highlite@v1' (did you mean 'avstream/highlight@v1'?)") for p in got)
+    assert any(p.startswith(f"{f}:8:") and "cycle: loop1 -> loop2 -> loop1" in p or "cycle: loop2 -> loop1 -> loop2" in p for p in got)
+    assert f"{f}:10:67: nodes.bad.colour: unknown key (allowed: type, inputs, params, process, restart)" in got
+    assert f"{f}:10:57: nodes.bad.inputs[0]: input 'window' gives av_window items but avstream/av_window@v1 takes media" in got
+    assert any(p.startswith(f"{f}:12:") and "wait_for_subscribers" in p for p in got)
+    # sorted by line
+    lines = [int(p.split(":")[1]) for p in got]
+    assert lines == sorted(lines)
+
+
+def test_yaml_syntax_error_has_position(tmp_path: Path) -> None:
+    path = write(tmp_path, "version: 1\nstreams: {cam0: [unclosed\n")
+    (msg,) = problems(path)
+    assert msg.startswith(f"{path}:3:1: YAML syntax error")
+
+
+def test_missing_sections_and_version(tmp_path: Path) -> None:
+    got = problems(write(tmp_path, "version: 2\nname: x\n"))
+    assert any(":1:1: version: unsupported pipeline format version 2" in p for p in got)
+    assert any("streams: missing (required)" in p for p in got)
+    assert any("nodes: missing (required)" in p for p in got)
+
+
+def test_env_substitution_and_unset_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = GOOD.replace("synthetic://scene?seed=1&duration=3", "${AVS_TEST_URI}")
+    path = write(tmp_path, text)
+    monkeypatch.setenv("AVS_TEST_URI", "synthetic://scene?seed=2&duration=2")
+    assert load_pipeline(str(path)).nodes["cam0"].params["uri"] == "synthetic://scene?seed=2&duration=2"
+    monkeypatch.delenv("AVS_TEST_URI")
+    (msg,) = problems(path)
+    assert msg == f"{path}:5:10: streams.cam0.uri: environment variable AVS_TEST_URI is not set"
+
+
+def test_set_overrides_and_cli_options(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    ov = Overrides(sets=["nodes.window.params.hop=0.5", "outputs.publish.wait_for_subscribers=1", "nodes.window.inputs[0]=cam0"],
+                   input_uri="synthetic://scene?seed=5&duration=1", publish="tcp://127.0.0.1:5601",
+                   jsonl=str(tmp_path / "o.jsonl"), duration=1.5)
+    spec = load_pipeline(str(path), ov)
+    assert spec.nodes["window"].window is not None and spec.nodes["window"].window.hop == 0.5
+    assert spec.outputs.wait_for_subscribers == 1
+    assert spec.nodes["cam0"].params["uri"] == "synthetic://scene?seed=5&duration=1"
+    assert spec.outputs.publish == "tcp://127.0.0.1:5601"
+    assert spec.outputs.jsonl == str(tmp_path / "o.jsonl")
+    assert spec.duration == 1.5
+
+
+def test_set_errors_are_located_on_the_command_line(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    got = problems(path, Overrides(sets=["nodes.window.params.seconds=abc", "nodes.score.inputs[3]=x", "novalue"]))
+    assert "<--set>:1:1: nodes.window.params.seconds: Input should be a valid number, unable to parse string as a number (got 'abc')" in got
+    assert "<--set>:2:1: nodes.score.inputs[3]: no such list item" in got
+    assert "<--set>:3:1: --set 'novalue': expected KEY=VALUE" in got
+
+
+def test_input_needs_a_single_stream(tmp_path: Path) -> None:
+    text = GOOD.replace("nodes:", "  cam1: {uri: 'sample://demo'}\nnodes:")
+    got = problems(write(tmp_path, text), Overrides(input_uri="x.mp4"))
+    assert any("--input needs a pipeline with exactly one stream, this one has 2" in p for p in got)
+
+
+def test_window_setting_the_model_cannot_take(tmp_path: Path) -> None:
+    text = GOOD.replace("inputs: [cam0]}", "inputs: [cam0], params: {seconds: 7.5}}")
+    got = problems(write(tmp_path, text))
+    assert any("nodes.window.params.seconds: 7.5 s windows cannot feed 'score'" in p for p in got)
+
+
+def test_relative_model_path_resolves_against_yaml_folder(tmp_path: Path) -> None:
+    text = GOOD.replace('"builtin:highlight"', "models/missing.onnx")
+    got = problems(write(tmp_path, text))
+    assert any("nodes.score.params.model" in p and "missing.onnx" in p for p in got)
+
+
+def test_validate_cli_exit_codes_and_no_traceback(tmp_path: Path) -> None:
+    good = write(tmp_path, GOOD)
+    res = run_cli("validate", str(good))
+    assert res.returncode == 0, res.stderr
+    bad = write(tmp_path, GOOD.replace("avstream/highlight@v1", "avstream/nope@v1"), "bad.yaml")
+    res = run_cli("validate", str(bad))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert f"{bad}:9:11: nodes.score.type: unknown node type 'avstream/nope@v1'" in res.stderr
+    res = run_cli("run", str(tmp_path / "does-not-exist.yaml"))
+    assert res.returncode == 2 and "no such file or built-in pipeline" in res.stderr
+
+
+def test_builtin_pipeline_by_name() -> None:
+    spec = load_pipeline("highlight")
+    assert spec.name == "highlight"
+    assert spec.nodes["cam0"].params["uri"] == "sample://demo"
