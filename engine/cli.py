@@ -167,7 +167,7 @@ def cmd_plugins() -> int:
         print(f"    {cls.summary}")
         print(f"    inputs: {ins}   output: {cls.output_kind or '-'}")
         for name, field in cls.Params.model_fields.items():
-            default = "required" if field.is_required() else f"default {field.default!r}"
+            default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
             print(f"    {name}: {field.description or ''} ({default})")
     for err in registry.load_errors:
         print(f"error: {err}", file=sys.stderr)

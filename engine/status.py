@@ -39,8 +39,10 @@ class StatusView:
         self.lines_drawn = 0
         self.last_log = time.monotonic()
 
-    def line(self, text: str) -> None:
-        """A log line; on a terminal it goes above the status table."""
+    def line(self, text: str, important: bool = False) -> None:
+        """A log line; on a terminal it goes above the status table. --quiet keeps only important ones."""
+        if self.quiet and not important:
+            return
         self._erase()
         print(text, file=self.out, flush=True)
 

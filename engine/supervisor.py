@@ -128,7 +128,7 @@ class Supervisor:
         try:
             self.publisher = ResultPublisher(self.ctx, self.spec.outputs.publish, self.spec.outputs.jsonl, self.spec.outputs.jsonl_fsync)
         except zmq.ZMQError as exc:
-            self.view.line(f"error: cannot bind the output socket {self.spec.outputs.publish}: {exc}")
+            self.view.line(f"error: cannot bind the output socket {self.spec.outputs.publish}: {exc}", important=True)
             return 1
         self.view.line(f"pipeline '{self.spec.name}': {len(self.spec.nodes)} nodes in {len(self.workers)} processes, "
                        f"publishing on {self.spec.outputs.publish}")
@@ -137,7 +137,7 @@ class Supervisor:
             self.view.line(f"waiting for {n} subscriber(s) on {self.spec.outputs.publish}")
             if not self.publisher.wait_for_subscribers(n, self.spec.outputs.wait_timeout_s):
                 self.view.line(f"warning: only {self.publisher.subscriptions} of {n} subscriber(s) after "
-                               f"{self.spec.outputs.wait_timeout_s} s; starting anyway")
+                               f"{self.spec.outputs.wait_timeout_s} s; starting anyway", important=True)
         for worker in self.workers.values():
             self.spawn(worker)
         started = time.monotonic()
@@ -199,14 +199,15 @@ class Supervisor:
             if kind == "status":
                 worker.status = msg["nodes"]
             elif kind == "log":
-                self.view.line(f"[{worker.name}] {msg['level'].lower()}: {msg['message']}")
+                self.view.line(f"[{worker.name}] {msg['level'].lower()}: {msg['message']}",
+                               important=msg["level"] in ("WARNING", "ERROR", "CRITICAL"))
             elif kind == "error":
                 worker.error_reported = True
                 if msg.get("fatal"):
                     worker.fatal = msg["message"].split(": ", 1)[-1]
-                    self.view.line(f"error: node '{msg['node']}': {worker.fatal}")
+                    self.view.line(f"error: node '{msg['node']}': {worker.fatal}", important=True)
                 else:
-                    self.view.line(f"node '{msg['node']}' failed:\n{msg['traceback'].rstrip()}")
+                    self.view.line(f"node '{msg['node']}' failed:\n{msg['traceback'].rstrip()}", important=True)
 
     def _check_workers(self, now: float) -> None:
         for worker in self.workers.values():
@@ -219,7 +220,7 @@ class Supervisor:
             rc = worker.popen.poll()
             if rc is None:
                 if not self.stopping and now - worker.last_seen > HEARTBEAT_TIMEOUT_S:
-                    self.view.line(f"process '{worker.name}' sent no heartbeat for {HEARTBEAT_TIMEOUT_S:.0f} s: killing it")
+                    self.view.line(f"process '{worker.name}' sent no heartbeat for {HEARTBEAT_TIMEOUT_S:.0f} s: killing it", important=True)
                     worker.popen.kill()
                 continue
             worker.popen = None
@@ -231,20 +232,20 @@ class Supervisor:
     def _handle_crash(self, worker: WorkerProc, rc: int, now: float) -> None:
         how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
         if worker.fatal:
-            self.view.line(f"process '{worker.name}' stopped: {worker.fatal}")
+            self.view.line(f"process '{worker.name}' stopped: {worker.fatal}", important=True)
             worker.done = True
             self.failed = True
             return
         worker.restarts = [t for t in worker.restarts if now - t < RESTART_WINDOW_S] + [now]
         if len(worker.restarts) > MAX_RESTARTS:
-            self.view.line(f"process '{worker.name}' failed {len(worker.restarts)} times in {RESTART_WINDOW_S:.0f} s ({how}): giving up")
+            self.view.line(f"process '{worker.name}' failed {len(worker.restarts)} times in {RESTART_WINDOW_S:.0f} s ({how}): giving up", important=True)
             worker.done = True
             self.failed = True
             return
         delay = min(0.5 * 2 ** (len(worker.restarts) - 1), 8.0)
         worker.restart_at = now + delay
         worker.error_reported = False
-        self.view.line(f"process '{worker.name}' ended with {how}: restarting in {delay:.1f} s")
+        self.view.line(f"process '{worker.name}' ended with {how}: restarting in {delay:.1f} s", important=True)
         for node in worker.nodes:
             self.publisher.publish_event(Event(
                 "node_restarted", "", {"node": node, "process": worker.name, "reason": how,

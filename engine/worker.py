@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     graceful = not stop.is_set()
     for r in runners:
         r.output.close(linger_ms=2000 if graceful else 0)
+    stop.set()  # receiver threads end within one poll interval
+    for r in runners:
+        for port in r.inbox.ports:
+            port.thread.join(1)
     link.post({"type": "status", "nodes": link.status_fn()})
     link.post({"type": "bye", "failed": failed})
     link.thread.join(3)

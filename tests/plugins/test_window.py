@@ -1,0 +1,83 @@
+"""The A/V window node, driven synchronously in one process: items in, windows out, in order."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from avstream.engine.items import AudioChunk, AVWindow, StreamInfo, VideoFrame
+from avstream.engine.node import NodeContext, WindowRequirement
+from avstream.plugins.window import AVWindowNode, WindowParams
+
+REQ = WindowRequirement(seconds=2.0, hop=1.0, fps=4.0, frames=8, height=12, width=16, sample_rate=16000, audio_samples=32000)
+
+
+def make_node(req: WindowRequirement | None = REQ, **params: float) -> AVWindowNode:
+    ctx = NodeContext("window", ("s",), Path("."), threading.Event(), logging.getLogger("t"), window=req)
+    return AVWindowNode(ctx, WindowParams(**params))
+
+
+def feed(node: AVWindowNode, seconds: float, video: bool = True, audio: bool = True, fps: float = 25.0) -> list[AVWindow]:
+    """A stream whose frame k has pixel value k and whose audio sample n equals n / rate (a ramp)."""
+    out: list[AVWindow] = []
+    out += node.process(StreamInfo("s", has_video=video, has_audio=audio))  # type: ignore[arg-type]
+    chunk = 640
+    n_frames = int(seconds * fps)
+    n_chunks = int(seconds * 16000 / chunk)
+    events: list[tuple[float, object]] = []
+    if video:
+        events += [(k / fps, VideoFrame("s", k / fps, 1000.0 + k / fps, np.full((36, 48, 3), k % 256, np.uint8))) for k in range(n_frames)]
+    if audio:
+        for c in range(n_chunks):
+            t = c * chunk / 16000
+            samples = (np.arange(c * chunk, (c + 1) * chunk) / 16000).astype(np.float32)
+            events.append((t, AudioChunk("s", t, 1000.0 + t, samples, 16000)))
+    for _, item in sorted(events, key=lambda e: e[0]):
+        out += node.process(item)  # type: ignore[arg-type]
+    out += node.on_eos("s")  # type: ignore[arg-type]
+    return out
+
+
+def test_windows_follow_length_hop_and_model_shape() -> None:
+    wins = feed(make_node(), 5.0)
+    assert [(w.t0, w.t1) for w in wins] == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0), (3.0, 5.0), (4.0, 6.0)]
+    w = wins[1]
+    assert w.frames is not None and w.frames.shape == (8, 12, 16, 3)
+    # frames sampled on the 4 fps grid from t0: the first source frame at or after t0 + k/4
+    assert [int(f[0, 0, 0]) for f in w.frames] == [math.ceil((1 + k / 4) * 25) for k in range(8)]
+    assert w.audio is not None and w.audio.shape == (32000,)
+    # audio aligned by media time: the ramp's first sample is t0
+    assert abs(float(w.audio[0]) - 1.0) < 1e-4 and abs(float(w.audio[-1]) - (3.0 - 1 / 16000)) < 1e-3
+    # the last window is partial and padded with silence
+    last = wins[-1]
+    assert last.audio is not None and float(np.abs(last.audio[16000:]).max()) == 0.0
+    assert last.wall >= wins[0].wall
+
+
+def test_missing_audio_and_missing_video() -> None:
+    wins = feed(make_node(), 3.0, audio=False)
+    assert wins and all(w.audio is None and w.frames is not None for w in wins)
+    wins = feed(make_node(), 3.0, video=False)
+    assert wins and all(w.frames is None and w.audio is not None for w in wins)
+
+
+def test_params_without_a_model() -> None:
+    node = make_node(None, seconds=1.0, hop=0.5, fps=2.0, width=8, height=6)
+    wins = feed(node, 2.0, audio=False)
+    assert [(w.t0, w.t1) for w in wins][:3] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0)]
+    assert wins[0].frames is not None and wins[0].frames.shape == (2, 6, 8, 3)
+
+
+def test_audio_resampled_to_the_model_rate() -> None:
+    node = make_node()
+    node.process(StreamInfo("s", has_video=False, has_audio=True))
+    out = []
+    for c in range(150):  # 3 s at 8 kHz in 160-sample chunks
+        t = c * 160 / 8000
+        out += node.process(AudioChunk("s", t, t, np.full(160, 0.5, np.float32), 8000))
+    assert out and isinstance(out[0], AVWindow) and out[0].audio is not None
+    assert out[0].audio.shape == (32000,) and abs(float(out[0].audio.mean()) - 0.5) < 1e-3

@@ -1,0 +1,109 @@
+"""Real multi-process runs: real ZeroMQ sockets, real child processes, a subscriber in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.system.helpers import Subscriber, children, start_run, stop, wait_gone, worker_pid
+
+pytestmark = pytest.mark.timeout(120)
+
+FAST = ["--set", "streams.cam0.realtime=false"]
+
+
+def endpoint(port: int) -> str:
+    return f"tcp://127.0.0.1:{port}"
+
+
+def check_result_header(msg: dict, stream: str = "cam0") -> None:
+    h = msg["header"]
+    assert msg["topic"] == f"{h['kind']}.{h['stream']}"
+    assert h["schema_version"] == 1 and h["stream"] == stream
+    assert isinstance(h["seq"], int) and isinstance(h["wall"], float)
+    if h["kind"] != "event":
+        assert 0 <= h["t0"] < h["t1"]
+        assert isinstance(h["latency_ms"], float) and h["latency_ms"] >= 0
+        assert "@" in h["model"]
+    assert msg["payload_bytes"] == [
+        int(__import__("numpy").prod(p["shape"])) * __import__("numpy").dtype(p["dtype"]).itemsize for p in h["payloads"]
+    ]
+
+
+def test_subscriber_receives_the_spec_messages(port: int, tmp_path: Path) -> None:
+    sub = Subscriber(endpoint(port))
+    jsonl = tmp_path / "out.jsonl"
+    run = start_run("highlight", "--input", "synthetic://scene?seed=3&duration=6", *FAST, "--publish", endpoint(port),
+                    "--set", "outputs.publish.wait_for_subscribers=1", "--jsonl", str(jsonl), "--quiet")
+    try:
+        out, err = run.communicate(timeout=90)
+        assert run.returncode == 0, err
+        msgs = sub.until(lambda m: m["header"]["t0"] >= 5.0, timeout=10)  # the last, padded window
+    finally:
+        sub.close()
+        stop(run)
+    assert [m["header"]["seq"] for m in msgs] == list(range(len(msgs)))
+    assert [m["header"]["t0"] for m in msgs] == [float(i) for i in range(len(msgs))]
+    for m in msgs:
+        check_result_header(m)
+        assert m["header"]["kind"] == "highlight" and 0.0 <= m["header"]["score"] <= 1.0
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [line["seq"] for line in lines] == [m["header"]["seq"] for m in msgs]
+    assert "Traceback" not in err
+
+
+def test_kill9_a_node_is_restarted_and_results_resume(port: int) -> None:
+    sub = Subscriber(endpoint(port))
+    run = start_run("highlight", "--input", "synthetic://scene?seed=4&duration=40", "--publish", endpoint(port), "--quiet")
+    try:
+        sub.until(lambda m: m["header"]["kind"] == "highlight", timeout=60)
+        os.kill(worker_pid(run.pid, "score"), signal.SIGKILL)
+        got = sub.until(lambda m: m["header"]["kind"] == "event", timeout=30)
+        event = got[-1]["header"]
+        assert event["name"] == "node_restarted" and event["detail"]["node"] == "score"
+        assert "SIGKILL" in event["detail"]["reason"]
+        after = sub.until(lambda m: m["header"]["kind"] == "highlight", timeout=60)
+        before_seq = [m["header"]["seq"] for m in got if m["header"]["kind"] == "highlight"]
+        assert after[-1]["header"]["seq"] == (before_seq[-1] + 1 if before_seq else after[-1]["header"]["seq"])
+        assert run.poll() is None
+    finally:
+        sub.close()
+        stop(run)
+
+
+def test_sigint_stops_the_graph_within_5s_and_leaves_no_child(port: int) -> None:
+    sub = Subscriber(endpoint(port))
+    run = start_run("highlight", "--input", "synthetic://scene?seed=5&duration=60", "--publish", endpoint(port))
+    try:
+        sub.until(lambda m: m["header"]["kind"] == "highlight", timeout=60)
+        kids = [c.pid for c in children(run.pid)]
+        assert len(kids) == 3
+        run.send_signal(signal.SIGINT)
+        run.wait(timeout=5)
+        assert run.returncode == 0
+        assert wait_gone(kids, 1) == []
+        _, err = run.communicate()
+        assert "stopped (signal SIGINT)" in err and "Traceback" not in err
+    finally:
+        sub.close()
+        stop(run)
+
+
+def test_workers_exit_when_the_supervisor_is_killed(port: int) -> None:
+    sub = Subscriber(endpoint(port))
+    run = start_run("highlight", "--input", "synthetic://scene?seed=6&duration=60", "--publish", endpoint(port), "--quiet")
+    try:
+        sub.until(lambda m: m["header"]["kind"] == "highlight", timeout=60)
+        kids = [c.pid for c in children(run.pid)]
+        assert kids
+        run.kill()
+        run.wait(5)
+        assert wait_gone(kids, 5) == [], [psutil.Process(p).cmdline() for p in kids if psutil.pid_exists(p)]
+    finally:
+        sub.close()
+        stop(run)
