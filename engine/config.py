@@ -118,6 +118,7 @@ class _Compiler:
         self.classes: dict[str, type[Node[Any]]] = {}
         self.validated: dict[str, Any] = {}
         self.edges: list[EdgeSpec] = []
+        self.fed_unknown: set[str] = set()  # nodes feeding a node of unknown type
 
     def error(self, path: Path_, message: str) -> None:
         self.problems.append(self.marks.problem(path, message))
@@ -236,6 +237,9 @@ class _Compiler:
             return
         cls = self.lookup_type(str(node["type"]), (*path, "type"))
         if cls is None:
+            inputs = node.get("inputs")
+            for entry in inputs if isinstance(inputs, list) else []:
+                self.fed_unknown.add(str(entry.get("from") if isinstance(entry, dict) else entry))
             return
         params = node.get("params") or {}
         if not isinstance(params, dict):
@@ -358,7 +362,7 @@ class _Compiler:
 
     def resolve_windows(self) -> None:
         for nid, cls in self.classes.items():
-            if cls.output_kind != AV_WINDOW or self.validated.get(nid) is None:
+            if cls.output_kind != AV_WINDOW or MEDIA not in cls.input_kinds or self.validated.get(nid) is None:
                 continue
             wants: list[tuple[str, WindowRequirement]] = []
             for edge in self.edges:
@@ -379,7 +383,8 @@ class _Compiler:
         hop = getattr(params, "hop", None)
         if not wants:
             if not seconds:
-                self.error(("nodes", nid, "params", "seconds"), "no consumer states a window length: set seconds")
+                if nid not in self.fed_unknown:
+                    self.error(("nodes", nid, "params", "seconds"), "no consumer states a window length: set seconds")
                 return None
             return WindowRequirement(seconds=seconds, hop=hop or seconds, fps=getattr(params, "fps", 0) or 0.0,
                                      frames=0, height=getattr(params, "height", 0) or 0,

@@ -52,8 +52,17 @@ class Registry:
         return self.types[type_id].cls
 
     def suggest(self, type_id: str) -> str | None:
-        close = difflib.get_close_matches(type_id, list(self.types), n=1, cutoff=0.5)
-        return close[0] if close else None
+        """The closest known id, judged on the name (a shared vendor prefix says nothing)."""
+
+        def name(tid: str) -> str:
+            return tid.split("/", 1)[-1].split("@", 1)[0]
+
+        best, score = None, 0.6
+        for known in self.types:
+            ratio = difflib.SequenceMatcher(None, name(type_id), name(known)).ratio()
+            if ratio > score or (ratio == score and best is None):
+                best, score = known, ratio
+        return best
 
 
 def check_interface(cls: Any, plugin: str) -> None:
