@@ -149,8 +149,9 @@ class AVWindowNode(Node[WindowParams]):
             picks = []
             for k in range(count):
                 want = t0 + k / self.fps if self.fps else inside[min(k, len(inside) - 1)][0]
-                earlier = [f for f in inside if f[0] <= want + 1e-6]
-                picks.append(earlier[-1] if earlier else inside[0])
+                # the first kept frame at or after the grid point (the one the grid kept for it)
+                later = [f for f in inside if f[0] >= want - 1e-6]
+                picks.append(later[0] if later else inside[-1])
             frames = np.stack([p[2] for p in picks])
             walls.append(max(p[1] for p in picks))
         audio = None
