@@ -121,7 +121,9 @@ class _Compiler:
         self.fed_unknown: set[str] = set()  # nodes feeding a node of unknown type
 
     def error(self, path: Path_, message: str) -> None:
-        self.problems.append(self.marks.problem(path, message))
+        problem = self.marks.problem(path, message)
+        if problem not in self.problems:  # two checks may find the same thing (a missing model file)
+            self.problems.append(problem)
 
     def unknown_keys(self, mapping: dict[str, Any], allowed: tuple[str, ...], path: Path_) -> None:
         for key in mapping:

@@ -1,0 +1,253 @@
+"""Encoder nodes: run a self-describing ONNX model on AV windows.
+
+- ``avstream/onnx_encoder@v1`` runs any model with the ``avstream`` metadata and publishes its scalar
+  outputs as result fields and its other outputs as payloads;
+- ``avstream/highlight@v1`` turns the highlight model's per-window ``activation`` into a causal
+  ``score`` in [0, 1], normalised per stream over a rolling horizon of past windows.
+
+One node instance serves several streams; anything kept between windows is keyed by stream. The
+math lives in pure functions/classes (``split_outputs``, ``RollingScore``) next to the nodes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from pydantic import Field
+
+from avstream.engine.errors import AvstreamError, ModelError
+from avstream.engine.inference import PROVIDERS, Runner
+from avstream.engine.items import AV_WINDOW, RESULT, AVWindow, Item, Result
+from avstream.engine.models import ModelContract, read_contract, resolve_model
+from avstream.engine.node import CheckContext, Node, NodeContext, Params, WindowRequirement
+
+DEFAULT_PROVIDERS = ["tensorrt", "cuda", "cpu"]
+
+
+# --------------------------------------------------------------------------------------------------
+# pure helpers
+def split_outputs(contract: ModelContract, outputs: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One window's outputs (no batch axis) → (fields: scalars as float, payloads: float32 arrays).
+
+    Keys are the contract's output keys (its ``outputs`` object), not necessarily the graph names.
+    """
+    by_name = {spec.name: key for key, spec in contract.outputs.items()}
+    fields: dict[str, Any] = {}
+    payloads: dict[str, np.ndarray] = {}
+    for name, value in outputs.items():
+        key = by_name.get(name)
+        if key is None:
+            continue  # graph outputs the contract does not describe are not published
+        arr = np.asarray(value)
+        if arr.size == 1:
+            fields[key] = float(arr.reshape(()))
+        else:
+            payloads[key] = np.ascontiguousarray(arr, dtype=np.float32)
+    return fields, payloads
+
+
+class RollingScore:
+    """Causal per-stream normalisation of an activation: robust z-score → logistic, in [0, 1].
+
+    The reference set is the stream's activations over the last ``horizon_s`` seconds of media time,
+    the current window included; later windows never change an earlier score.
+    """
+
+    def __init__(self, horizon_s: float, max_items: int = 10_000):
+        self.horizon_s = horizon_s
+        self.history: deque[tuple[float, float]] = deque(maxlen=max_items)
+
+    def update(self, t: float, activation: float) -> float:
+        if not math.isfinite(activation):
+            return 0.5
+        if self.history and t < self.history[-1][0] - 1e-6:
+            self.history.clear()  # media time went back (stream restarted): start over
+        self.history.append((t, activation))
+        while self.history and self.history[0][0] < t - self.horizon_s:
+            self.history.popleft()
+        values = np.fromiter((a for _, a in self.history), dtype=np.float64)
+        median = float(np.median(values))
+        mad = float(np.median(np.abs(values - median)))
+        scale = max(1.4826 * mad, 1e-3 * (1.0 + abs(median)))  # floor: a flat history is not all noise
+        z = max(-30.0, min(30.0, (activation - median) / scale))
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+def _params(cls: type[Node[Any]], params: Any) -> Any:
+    return params if isinstance(params, cls.Params) else cls.Params.model_validate(params)
+
+
+def _model_problems(model: str, ctx: CheckContext, need_outputs: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """Problems of the ``model`` param and of the windows fed to it, without raising."""
+    try:
+        contract = read_contract(resolve_model(model, ctx.base_dir))
+    except ModelError as exc:
+        return [("model", str(exc))]
+    problems = []
+    for out in need_outputs:
+        if out not in contract.outputs:
+            problems.append(("model", f"{contract.ref} has no {out!r} output (outputs: {', '.join(contract.outputs)})"))
+    want = contract.window_requirement()
+    for got in ctx.downstream:  # the windows the upstream window node will make
+        for attr in ("seconds", "fps", "frames", "height", "width", "sample_rate"):
+            a, b = getattr(got, attr), getattr(want, attr)
+            if b and a and abs(a - b) > 1e-6:
+                problems.append(("model", f"{contract.ref} takes windows with {attr}={b:g}, its input gives {a:g}"))
+    return problems
+
+
+def _provider_problems(providers: Sequence[str]) -> list[tuple[str, str]]:
+    known = set(PROVIDERS)
+    return [(f"providers.{i}", f"unknown execution provider {p!r} (known: {', '.join(PROVIDERS)})")
+            for i, p in enumerate(providers) if p.lower() not in known and not p.endswith("ExecutionProvider")]
+
+
+# --------------------------------------------------------------------------------------------------
+# nodes
+class ModelParams(Params):
+    model: str = Field(description="ONNX model with avstream metadata: a path (relative to the pipeline "
+                                   "file) or builtin:NAME")
+    providers: list[str] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS),
+                                 description="execution providers in order of preference (tensorrt, cuda, "
+                                             "cpu...); unavailable ones are skipped with a logged reason")
+    threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads (0: its default)")
+
+
+MP = TypeVar("MP", bound=ModelParams)
+
+
+class ModelNode(Node[MP]):
+    """Shared part of the encoder nodes: model lookup, validation, session, batched inference."""
+
+    input_kinds: ClassVar[tuple[str, ...]] = (AV_WINDOW,)
+    output_kind: ClassVar[str | None] = RESULT
+    required_outputs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, ctx: NodeContext, params: MP):
+        super().__init__(ctx, params)
+        self.runner: Runner | None = None
+        self.path: Path | None = None
+
+    @classmethod
+    def window_requirement(cls, params: Any, base_dir: Path) -> WindowRequirement | None:
+        p = _params(cls, params)
+        return read_contract(resolve_model(p.model, base_dir)).window_requirement()
+
+    @classmethod
+    def check(cls, params: Any, ctx: CheckContext) -> list[tuple[str, str]]:
+        p = _params(cls, params)
+        return _model_problems(p.model, ctx, cls.required_outputs) + _provider_problems(p.providers)
+
+    @property
+    def contract(self) -> ModelContract:
+        if self.runner is None:
+            raise AvstreamError(f"{self.ctx.node_id}: model not loaded (on_start not called)")
+        return self.runner.contract
+
+    def on_start(self) -> None:
+        self.path = resolve_model(self.params.model, self.ctx.base_dir)
+        self.runner = Runner.open(self.path, providers=self.params.providers, threads=self.params.threads,
+                                  node_id=self.ctx.node_id)
+        missing = [o for o in self.required_outputs if o not in self.runner.contract.outputs]
+        if missing:
+            raise ModelError(f"{self.path}: {self.runner.contract.ref} lacks the output(s) {missing} "
+                             f"that {self.type_id} needs")
+        self.ctx.logger.info("%s: model %s on %s", self.ctx.node_id, self.runner.contract.ref,
+                             ", ".join(self.runner.providers))
+
+    def on_stop(self) -> None:
+        self.runner = None
+
+    def infer(self, windows: Sequence[AVWindow]) -> list[dict[str, np.ndarray]]:
+        """Run windows of any streams as one batch (what a batching scheduler calls)."""
+        if self.runner is None:
+            self.on_start()
+        assert self.runner is not None
+        outs = self.runner.run_windows(windows)
+        self.ctx.count("windows", len(windows))
+        self.ctx.count("batches")
+        return outs
+
+    def process_batch(self, windows: Sequence[AVWindow]) -> list[Result]:
+        """Results for several windows (any streams), in order; ``process`` is the one-window case."""
+        outs = self.infer(windows)
+        return [self.make_result(w, o) for w, o in zip(windows, outs, strict=True)]
+
+    def make_result(self, window: AVWindow, outputs: dict[str, np.ndarray]) -> Result:
+        raise NotImplementedError
+
+    def process(self, item: Item) -> Iterable[Item]:
+        if not isinstance(item, AVWindow):
+            return ()
+        return self.process_batch([item])
+
+
+class OnnxEncoderParams(ModelParams):
+    kind: str | None = Field(default=None, description="result kind of the messages (default: the model's task)")
+
+
+class OnnxEncoderNode(ModelNode[OnnxEncoderParams]):
+    """Runs any self-describing ONNX model on each AV window: scalar outputs → fields, others → payloads."""
+
+    type_id: ClassVar[str] = "avstream/onnx_encoder@v1"
+    summary: ClassVar[str] = "generic encoder: any ONNX model with avstream metadata on AV windows"
+    Params: ClassVar[type[Params]] = OnnxEncoderParams
+
+    def make_result(self, window: AVWindow, outputs: dict[str, np.ndarray]) -> Result:
+        fields, payloads = split_outputs(self.contract, outputs)
+        return Result(kind=self.params.kind or self.contract.task, stream=window.stream, t0=window.t0,
+                      t1=window.t1, capture_wall=window.wall, model=self.contract.ref, fields=fields,
+                      payloads=payloads)
+
+
+class HighlightParams(ModelParams):
+    model: str = Field(default="builtin:highlight", description="highlight model (path or builtin:NAME) "
+                       "with an 'activation' output")
+    horizon_s: float = Field(default=60.0, gt=0, description="rolling normalisation horizon in seconds of "
+                             "media time: each score compares the window with this much of the stream's past")
+
+
+class HighlightNode(ModelNode[HighlightParams]):
+    """Causal highlight score per stream from the model's representation activation (RASL-style).
+
+    Fields: ``score`` in [0, 1] and the raw ``activation`` it was computed from.
+    """
+
+    type_id: ClassVar[str] = "avstream/highlight@v1"
+    summary: ClassVar[str] = "highlight score in [0,1] per window, causal, normalised per stream"
+    Params: ClassVar[type[Params]] = HighlightParams
+    required_outputs: ClassVar[tuple[str, ...]] = ("activation",)
+
+    def __init__(self, ctx: NodeContext, params: HighlightParams):
+        super().__init__(ctx, params)
+        self.scores: dict[str, RollingScore] = {}
+        self.latest: dict[str, float] = {}
+
+    def make_result(self, window: AVWindow, outputs: dict[str, np.ndarray]) -> Result:
+        name = self.contract.outputs["activation"].name
+        activation = float(np.asarray(outputs[name]).reshape(-1)[0])
+        roll = self.scores.get(window.stream)
+        if roll is None:
+            roll = self.scores[window.stream] = RollingScore(self.params.horizon_s)
+        score = roll.update(window.t1, activation)
+        self.latest[window.stream] = score
+        return Result(kind="highlight", stream=window.stream, t0=window.t0, t1=window.t1,
+                      capture_wall=window.wall, model=self.contract.ref,
+                      fields={"score": score, "activation": activation})
+
+    def on_eos(self, stream: str) -> Iterable[Item]:
+        self.scores.pop(stream, None)
+        return ()
+
+    def status(self) -> dict[str, Any]:
+        return {"score": {s: round(v, 3) for s, v in self.latest.items()}}
+
+
+def encoder_node_types() -> list[type[Node[Any]]]:
+    """The encoder node types, for the builtin plugin entry point."""
+    return [OnnxEncoderNode, HighlightNode]

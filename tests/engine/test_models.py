@@ -1,0 +1,136 @@
+"""Model contract (SPEC §5): metadata round trip, validation messages, lookup, ``avstream models``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from avstream.engine.errors import ModelError
+from avstream.engine.models import (
+    contract_from_dict,
+    models_main,
+    read_contract,
+    read_onnx_header,
+    resolve_model,
+)
+
+pytest.importorskip("onnx")
+from avstream.exporters.testing import TINY_CONTRACT as CONTRACT  # noqa: E402
+from avstream.exporters.testing import contract_variant as variant  # noqa: E402
+from avstream.exporters.testing import tiny_model as make_model  # noqa: E402
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = make_model(tmp_path / "m.onnx")
+    c = read_contract(path)
+    assert c.ref == "tiny@1" and c.task == "tinytask"
+    assert c.video is not None and c.video.frames == 4 and c.video.height == 4 and c.video.width == 6
+    assert c.audio is not None and c.audio.samples == 160 and c.audio.sample_rate == 80
+    assert c.to_dict() == CONTRACT
+    req = c.window_requirement()
+    assert (req.seconds, req.hop, req.fps, req.frames, req.height, req.width) == (2.0, 1.0, 2.0, 4, 4, 6)
+    assert (req.sample_rate, req.audio_samples, req.source) == (80, 160, "tiny@1")
+
+
+def test_header_without_onnx_package(tmp_path: Path) -> None:
+    h = read_onnx_header(make_model(tmp_path / "m.onnx"))
+    assert h.opsets[""] == 17 and h.ir_version == 8
+    assert [(t.name, t.dtype, t.shape) for t in h.inputs] == [
+        ("video", "uint8", ("B", 4, 4, 6, 3)), ("audio", "float32", ("B", 160))]
+    assert {t.name for t in h.outputs} == {"frame_mean", "activation"}
+
+
+@pytest.mark.parametrize("video,audio", [(True, False), (False, True)])
+def test_single_modality(tmp_path: Path, video: bool, audio: bool) -> None:
+    meta = variant(inputs__audio=None) if not audio else variant(inputs__video=None)
+    if not video:
+        meta["outputs"].pop("frame_mean")
+    c = read_contract(make_model(tmp_path / "m.onnx", meta, video=video, audio=audio))
+    assert (c.video is not None, c.audio is not None) == (video, audio)
+    assert (c.window_requirement().sample_rate > 0) == audio
+
+
+def test_missing_metadata(tmp_path: Path) -> None:
+    path = make_model(tmp_path / "plain.onnx", meta=None)
+    with pytest.raises(ModelError, match=r"plain\.onnx: no 'avstream' metadata"):
+        read_contract(path)
+
+
+def test_bad_json(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not valid JSON"):
+        read_contract(make_model(tmp_path / "m.onnx", meta="{nope"))
+
+
+@pytest.mark.parametrize(
+    "meta,key",
+    [
+        (variant(inputs__video__fps="x"), "inputs.video.fps"),
+        (variant(inputs__video__frames=7), "inputs.video.frames"),
+        (variant(inputs__video__layout="NCHW"), "inputs.video.layout"),
+        (variant(inputs__audio__samples=100), "inputs.audio.samples"),
+        (variant(id=None), "id"),
+        (variant(schema=2), "schema"),
+        (variant(outputs={}), "outputs"),
+        (variant(inputs={}), "inputs"),
+        (variant(inputs__depth={}), "inputs.depth"),
+        (variant(window__hop=-1), "window.hop"),
+    ],
+)
+def test_bad_keys_are_named(tmp_path: Path, meta: dict[str, Any], key: str) -> None:
+    with pytest.raises(ModelError) as err:
+        read_contract(make_model(tmp_path / "m.onnx", meta))
+    assert "m.onnx" in str(err.value) and f"{key}:" in str(err.value)
+
+
+def test_contract_must_match_graph(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="graph has no input 'frames'"):
+        read_contract(make_model(tmp_path / "a.onnx", variant(inputs__video__name="frames")))
+    with pytest.raises(ModelError, match="graph has no output 'score'"):
+        read_contract(make_model(tmp_path / "b.onnx", variant(outputs={"score": {"name": "score"}})))
+    with pytest.raises(ModelError, match="axis 2 is 4, the contract says 8"):
+        read_contract(make_model(tmp_path / "c.onnx", variant(inputs__video__height=8)))
+
+
+def test_not_onnx(tmp_path: Path) -> None:
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"\xff\xff\xff\xff garbage")
+    with pytest.raises(ModelError, match="not an ONNX model"):
+        read_contract(bad)
+    with pytest.raises(ModelError, match="not found"):
+        read_contract(tmp_path / "missing.onnx")
+
+
+def test_contract_from_dict_defaults() -> None:
+    meta = variant(window=None)
+    meta["inputs"]["audio"].pop("samples")
+    c = contract_from_dict(meta)
+    assert c.window_seconds == 2.0 and c.window_hop == 2.0 and c.audio is not None and c.audio.samples == 160
+
+
+def test_resolve_model(tmp_path: Path) -> None:
+    path = make_model(tmp_path / "m.onnx")
+    assert resolve_model("m.onnx", tmp_path) == path
+    assert resolve_model(str(path), Path("/")) == path
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model("nope.onnx", tmp_path)
+    builtin = resolve_model("builtin:highlight", tmp_path)
+    assert builtin.name == "highlight.onnx" and builtin.is_file()
+    assert read_contract(builtin).ref == "highlight@1"
+    with pytest.raises(ModelError, match="builtin:highlight"):
+        resolve_model("builtin:nope", tmp_path)
+
+
+def test_models_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert models_main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "builtin:highlight" in out and "highlight@1" in out
+    path = make_model(tmp_path / "m.onnx")
+    assert models_main(["inspect", str(path), "--runs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny@1" in out and "opset ai.onnx 17" in out and "latency:" in out and "frame_mean" in out
+    assert models_main(["inspect", str(tmp_path / "missing.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found" in err and "Traceback" not in err
+    assert models_main(["frobnicate"]) == 2
