@@ -1,0 +1,492 @@
+"""Evaluation protocol of the violence detector (written and tested before any model was trained).
+
+Real footage (``shared/data/fight-surveillance``, development part): clip-level AP and alert
+accuracy, estimated by cross-validation over folds of whole source-video groups (``groups.csv``), so
+no source video is on both sides of a split. Every clip is cut into AV windows exactly as a pipeline
+does it (``engine.capture.open_reader`` → the ``avstream/av_window@v1`` node with the model's window
+requirement); a clip's score is the highest window score, and the clip *alerts* when that score
+reaches the node's on-threshold (SPEC §4: the alert turns on in the first window whose score passes
+it). Each method is measured twice: audio as recorded, and audio replaced by silence for every clip
+(silence and missing audio leak the label in this data set, see its README).
+
+Methods: the learned model (trained on the training folds only), the same network with random
+weights, and a non-learned motion-energy baseline (mean absolute frame difference of the window's new
+frames; its alert threshold is fitted on the training folds, as it has no calibrated scale).
+
+Synthetic scenes (seeds >= 1,000,000, never used for training): frame-level AP, each frame scored by
+the first window that covers it (a window's score covers the media time it adds to the stream), as
+MACIL-SD repeats each snippet score over its frames.
+
+95% confidence intervals: percentile bootstrap over source-video groups (scenes for the synthetic
+figure), ``engine.metrics.bootstrap_ci``.
+
+    python -m avstream.exporters.eval_violence [--folds 5] [--onnx models/violence.onnx] [--json out.json]
+
+The model side comes from ``exporters/recipes/violence.py``: ``window_requirement()`` (the windows the
+model takes) and ``Learner(progress=...)`` with ``fit(clips, seed, progress)`` and ``untrained(seed)``
+(see :class:`Learner`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from avstream.engine.metrics import accuracy, average_precision, bootstrap_ci
+from avstream.engine.node import WindowRequirement
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fight-surveillance"
+SYNTH_SEED0 = 1_000_000  # held-out synthetic seeds start here; training uses seeds below
+ON_THRESHOLD = 0.5  # the violence node's default on-threshold: learned alerts are measured at it
+TARGETS = {"clip_ap": 0.85, "accuracy": 0.75, "frame_ap": 0.9}
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+@dataclass(frozen=True)
+class Clip:
+    id: str
+    label: int  # 1 fight, 0 no fight
+    group: str  # source video
+    path: Path
+
+
+@dataclass
+class StreamWindows:
+    """The AV windows of one input, in order, as the pipeline makes them, stacked."""
+
+    frames: np.ndarray  # (W, T, H, W, 3) uint8 BGR
+    audio: np.ndarray  # (W, N) float32; zeros where the input has no audio track
+    t0: np.ndarray  # (W,) media time of each window
+    t1: np.ndarray
+    fps: float
+    has_audio: bool
+
+    def silenced(self) -> StreamWindows:
+        return replace(self, audio=np.zeros_like(self.audio))
+
+
+@dataclass
+class ClipData:
+    clip: Clip
+    windows: StreamWindows
+
+
+# one score per window; the scorer sees the windows of one stream in order and may keep state
+StreamScorer = Callable[[StreamWindows], np.ndarray]
+
+
+class Learner(Protocol):
+    """What the protocol needs from a trainable model (the recipe implements it)."""
+
+    def fit(self, clips: Sequence[ClipData], seed: int, progress: Callable[[str], None]) -> StreamScorer:
+        """Train on these clips only; return the trained model's scorer."""
+        ...
+
+    def untrained(self, seed: int) -> StreamScorer:
+        """The same network with random (initial) weights."""
+        ...
+
+
+def load_clips(root: Path = DEFAULT_DATA) -> list[Clip]:
+    """The clips listed in ``groups.csv`` (clip, label, source_group); files under fight/ and noFight/."""
+    table = root / "groups.csv"
+    if not table.is_file():
+        raise FileNotFoundError(f"{table}: not found (the fight-surveillance development data)")
+    clips = []
+    with table.open(newline="") as f:
+        for row in csv.DictReader(f):
+            label = {"fight": 1, "noFight": 0}.get(row["label"])
+            if label is None:
+                raise ValueError(f"{table}: clip {row['clip']}: unknown label {row['label']!r}")
+            path = root / row["label"] / f"{row['clip']}.mp4"
+            if not path.is_file():
+                raise FileNotFoundError(f"{table}: clip {row['clip']}: {path} not found")
+            clips.append(Clip(row["clip"], label, row["source_group"], path))
+    return clips
+
+
+def windows_of(uri: str, req: WindowRequirement, stream: str = "clip") -> StreamWindows:
+    """Decode ``uri`` and cut it into windows with the pipeline's own window node."""
+    import logging
+    import threading
+
+    from avstream.engine.capture import open_reader
+    from avstream.engine.items import AVWindow, Item
+    from avstream.engine.node import NodeContext
+    from avstream.plugins.window import AVWindowNode, WindowParams
+
+    ctx = NodeContext(node_id="window", streams=(stream,), base_dir=Path.cwd(), stop_event=threading.Event(),
+                      logger=logging.getLogger("avstream.eval"), window=req)
+    node = AVWindowNode(ctx, WindowParams())
+    out: list[Item] = []
+    with open_reader(uri, stream=stream, sample_rate=req.sample_rate or 16000) as reader:
+        info = reader.info
+        out += node.process(info)
+        for item in reader.read():
+            out += node.process(item)
+    out += node.on_eos(stream)
+    wins = [w for w in out if isinstance(w, AVWindow)]
+    if not wins:
+        raise ValueError(f"{uri}: no window (input shorter than a frame?)")
+    n_audio = req.audio_samples or int(round(req.seconds * (req.sample_rate or 16000)))
+    frames = np.stack([w.frames if w.frames is not None else
+                       np.zeros((req.frames, req.height, req.width, 3), np.uint8) for w in wins])
+    audio = np.stack([w.audio if w.audio is not None else np.zeros(n_audio, np.float32) for w in wins])
+    return StreamWindows(frames, audio.astype(np.float32), np.array([w.t0 for w in wins]),
+                         np.array([w.t1 for w in wins]), req.fps, bool(info.has_audio))
+
+
+def _req_key(req: WindowRequirement) -> str:
+    return f"{req.seconds:g}s-hop{req.hop:g}-{req.fps:g}fps-{req.frames}x{req.height}x{req.width}-{req.sample_rate}"
+
+
+def load_clip_windows(clips: Sequence[Clip], req: WindowRequirement, cache_dir: Path | None,
+                      progress: Callable[[str], None] = print) -> list[ClipData]:
+    """Windows of every clip (cached as .npz per clip under ``cache_dir/windows-<window spec>``)."""
+    folder = cache_dir / f"windows-{_req_key(req)}" if cache_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    t_start = time.perf_counter()
+    for i, clip in enumerate(clips):
+        path = folder / f"{clip.id}.npz" if folder is not None else None
+        if path is not None and path.exists():
+            z = np.load(path)
+            sw = StreamWindows(z["frames"], z["audio"], z["t0"], z["t1"], float(z["fps"]), bool(z["has_audio"]))
+        else:
+            sw = windows_of(str(clip.path), req)
+            if path is not None:
+                np.savez(path, frames=sw.frames, audio=sw.audio, t0=sw.t0, t1=sw.t1, fps=sw.fps,
+                         has_audio=sw.has_audio)
+        out.append(ClipData(clip, sw))
+        if (i + 1) % 50 == 0 or i + 1 == len(clips):
+            progress(f"windows of {i + 1}/{len(clips)} clips ({time.perf_counter() - t_start:.0f} s)")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# protocol pieces
+def grouped_folds(groups: Sequence[str] | np.ndarray, labels: Sequence[int] | np.ndarray, k: int = 5,
+                  seed: int = 0) -> list[np.ndarray]:
+    """``k`` test folds (clip indices) of whole groups, about equal in size and in share of positives.
+
+    Groups are shuffled with ``seed``, then placed largest first into the fold with the fewest clips
+    (ties: the fold whose positive share the group moves closest to the overall share).
+    """
+    g = np.asarray(groups)
+    y = np.asarray(labels, dtype=np.float64)
+    uniq = np.unique(g)
+    if k < 2 or k > len(uniq):
+        raise ValueError(f"need 2 <= k <= number of groups ({len(uniq)}), got k={k}")
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(uniq)
+    sizes = {u: int((g == u).sum()) for u in shuffled}
+    order = sorted(shuffled, key=lambda u: -sizes[u])  # stable: shuffled order among equal sizes
+    share = y.mean()
+    count = np.zeros(k)
+    pos = np.zeros(k)
+    members: list[list[str]] = [[] for _ in range(k)]
+    for u in order:
+        n, p = sizes[u], float(y[g == u].sum())
+        least = np.flatnonzero(count == count.min())
+        best = min(least, key=lambda f: abs((pos[f] + p) / (count[f] + n) - share))
+        members[best].append(u)
+        count[best] += n
+        pos[best] += p
+    return [np.flatnonzero(np.isin(g, m)) for m in members]
+
+
+def new_frame_mask(w: StreamWindows) -> np.ndarray:
+    """(W, T) True where a window's frame lies in media time no earlier window covered."""
+    n_win, n_frames = w.frames.shape[:2]
+    times = w.t0[:, None] + np.arange(n_frames)[None, :] / w.fps
+    prev_t1 = np.r_[-np.inf, w.t1[:-1]]
+    return np.asarray(times >= prev_t1[:, None] - 1e-6)
+
+
+def motion_energy(w: StreamWindows) -> np.ndarray:
+    """Non-learned baseline: mean |grey frame difference| (0..1) over each window's new frames."""
+    grey = w.frames.astype(np.float32).mean(axis=-1) / 255.0  # (W, T, H, W)
+    diff = np.abs(np.diff(grey, axis=1)).mean(axis=(2, 3))  # (W, T-1): pair (k-1, k)
+    new = new_frame_mask(w)[:, 1:]
+    scores = np.zeros(len(diff))
+    for i in range(len(diff)):
+        pick = diff[i][new[i]] if new[i].any() else diff[i]
+        scores[i] = float(pick.mean()) if pick.size else 0.0
+    return scores
+
+
+def clip_score(scorer: StreamScorer, w: StreamWindows) -> float:
+    """A clip's score: its highest window score (it alerts iff that reaches the on-threshold)."""
+    s = np.asarray(scorer(w), dtype=np.float64).reshape(-1)
+    if len(s) != len(w.t0):
+        raise ValueError(f"scorer returned {len(s)} scores for {len(w.t0)} windows")
+    return float(s.max())
+
+
+def frame_scores(t1: np.ndarray, window_scores: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Score of each frame time: that of the first window ending after it (the last window's beyond)."""
+    idx = np.searchsorted(np.asarray(t1) - 1e-9, np.asarray(times), side="right")
+    return np.asarray(window_scores)[np.minimum(idx, len(t1) - 1)]
+
+
+def fit_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold (score >= it alerts) with the best accuracy: midpoints between sorted scores."""
+    s = np.unique(scores)
+    cands = np.r_[s[0] - 1.0, (s[:-1] + s[1:]) / 2, s[-1] + 1.0]
+    accs = [accuracy(labels, (scores >= c).astype(int)) for c in cands]
+    return float(cands[int(np.argmax(accs))])
+
+
+@dataclass
+class Figure:
+    value: float
+    lo: float
+    hi: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
+
+
+def with_ci(stat: Callable[[np.ndarray], float], n: int, groups: np.ndarray, rounds: int = 1000) -> Figure:
+    lo, hi = bootstrap_ci(stat, n, groups=groups, rounds=rounds, seed=0)
+    return Figure(stat(np.arange(n)), lo, hi)
+
+
+def clip_figures(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, groups: np.ndarray,
+                 rounds: int = 1000) -> dict[str, Figure]:
+    """Clip AP and alert accuracy (score >= the clip's fold threshold) with grouped bootstrap CIs."""
+    pred = (scores >= thresholds).astype(int)
+    return {
+        "clip_ap": with_ci(lambda i: average_precision(labels[i], scores[i]), len(labels), groups, rounds),
+        "accuracy": with_ci(lambda i: accuracy(labels[i], pred[i]), len(labels), groups, rounds),
+    }
+
+
+def cross_validate(data: Sequence[ClipData], learner: Learner | None, folds: int = 5, seed: int = 0,
+                   progress: Callable[[str], None] = print, rounds: int = 1000) -> dict[str, Any]:
+    """Out-of-fold clip scores of each method and audio condition, and their figures.
+
+    Returns ``{"rows": {(method, audio): {"clip_ap": Figure, "accuracy": Figure}}, "scores": ...,
+    "folds": [...]}``; methods ``learned`` and ``random`` need ``learner``, ``motion`` does not.
+    """
+    labels = np.array([d.clip.label for d in data])
+    groups = np.array([d.clip.group for d in data])
+    fold_ix = grouped_folds(groups, labels, folds, seed)
+    conditions = {"recorded": lambda w: w, "silenced": StreamWindows.silenced}
+    motion = np.array([float(motion_energy(d.windows).max()) for d in data])
+    scores: dict[tuple[str, str], np.ndarray] = {}
+    thresholds: dict[tuple[str, str], np.ndarray] = {}
+    for cond in conditions:
+        scores[("motion", cond)] = motion  # video only: audio does not change it
+        thr = np.zeros(len(data))
+        for test in fold_ix:
+            train = np.setdiff1d(np.arange(len(data)), test)
+            thr[test] = fit_threshold(labels[train], motion[train])
+        thresholds[("motion", cond)] = thr
+    if learner is not None:
+        for method in ("learned", "random"):
+            for cond in conditions:
+                scores[(method, cond)] = np.zeros(len(data))
+                thresholds[(method, cond)] = np.full(len(data), ON_THRESHOLD)
+        for f, test in enumerate(fold_ix):
+            train = np.setdiff1d(np.arange(len(data)), test)
+            t0 = time.perf_counter()
+            progress(f"fold {f + 1}/{folds}: training on {len(train)} clips, testing on {len(test)} "
+                     f"({len(np.unique(groups[test]))} groups)")
+            scorers = {"learned": learner.fit([data[i] for i in train], seed + f, progress),
+                       "random": learner.untrained(seed + f)}
+            for method, scorer in scorers.items():
+                for cond, change in conditions.items():
+                    for i in test:
+                        scores[(method, cond)][i] = clip_score(scorer, change(data[i].windows))
+            progress(f"fold {f + 1}/{folds} done in {time.perf_counter() - t0:.0f} s")
+    rows = {key: clip_figures(labels, s, thresholds[key], groups, rounds) for key, s in scores.items()}
+    return {"rows": rows, "scores": scores, "thresholds": thresholds, "folds": fold_ix,
+            "labels": labels, "groups": groups}
+
+
+# --------------------------------------------------------------------------------------------------
+# synthetic scenes
+@dataclass
+class Scene:
+    seed: int
+    windows: StreamWindows
+    times: np.ndarray  # frame times at the model's frame rate
+    labels: np.ndarray  # 1 inside a violence event
+
+
+def synthetic_scenes(req: WindowRequirement, n: int = 24, seed0: int = SYNTH_SEED0, duration: float = 16.0) -> list[Scene]:
+    """``n`` held-out scenes as ``sample://demo`` renders them (640x360, 25 fps), every other one with violence."""
+    from avstream.engine.capture import open_reader
+
+    if seed0 < SYNTH_SEED0:
+        raise ValueError(f"held-out synthetic seeds start at {SYNTH_SEED0}, got {seed0}")
+    scenes = []
+    for i in range(n):
+        seed = seed0 + i
+        uri = f"synthetic://scene?seed={seed}&duration={duration:g}&violence={'true' if i % 2 == 0 else 'false'}"
+        w = windows_of(uri, req, stream=f"s{seed}")
+        with open_reader(uri, stream="truth") as r:
+            truth = r.truth or {}
+        times = np.arange(int(round(duration * req.fps))) / req.fps
+        lab = np.zeros(len(times), np.int64)
+        for e in truth.get("events", []):
+            if e["kind"] == "violence":
+                lab[(times >= e["t0"]) & (times < e["t1"])] = 1
+        scenes.append(Scene(seed, w, times, lab))
+    return scenes
+
+
+def synthetic_frame_ap(scorer: StreamScorer, scenes: Sequence[Scene], rounds: int = 1000) -> Figure:
+    """Frame-level AP over all scenes' frames, CI by resampling scenes."""
+    labels, scores, groups = [], [], []
+    for k, sc in enumerate(scenes):
+        s = np.asarray(scorer(sc.windows), dtype=np.float64).reshape(-1)
+        scores.append(frame_scores(sc.windows.t1, s, sc.times))
+        labels.append(sc.labels)
+        groups.append(np.full(len(sc.times), k))
+    y, s, g = np.concatenate(labels), np.concatenate(scores), np.concatenate(groups)
+    return with_ci(lambda i: average_precision(y[i], s[i]), len(y), g, rounds)
+
+
+def node_scorer(model: str, type_id: str = "avstream/violence@v1") -> StreamScorer:
+    """The released model as a pipeline runs it: the violence node's ``score`` field per window."""
+    import logging
+    import threading
+
+    from avstream.engine.items import AVWindow, Result
+    from avstream.engine.node import NodeContext
+    from avstream.engine.registry import load_registry
+
+    cls = load_registry().get(type_id)
+
+    def score(w: StreamWindows) -> np.ndarray:
+        ctx = NodeContext(node_id="violence", streams=("s",), base_dir=Path.cwd(), stop_event=threading.Event(),
+                          logger=logging.getLogger("avstream.eval"))
+        node = cls(ctx, cls.Params.model_validate({"model": model, "providers": ["cpu"], "threads": 1}))
+        node.on_start()
+        out = []
+        for i in range(len(w.t0)):
+            win = AVWindow("s", float(w.t0[i]), float(w.t1[i]), 0.0, w.frames[i], w.audio[i], w.fps, 16000)
+            res = [r for r in node.process(win) if isinstance(r, Result)]
+            out.append(float(res[0].fields["score"]))
+        node.on_stop()
+        return np.array(out)
+
+    return score
+
+
+# --------------------------------------------------------------------------------------------------
+# report
+def format_table(cv: dict[str, Any] | None, synth: dict[str, Figure] | None, n_clips: int = 0) -> str:
+    lines = []
+    if cv is not None:
+        lines.append(f"real clips, {len(cv['folds'])}-fold cross-validation by source group ({n_clips} clips); "
+                     "95% CI: bootstrap over groups")
+        lines.append(f"{'method':<10} {'audio':<9} {'clip AP':<24} {'alert accuracy':<24}")
+        for (method, cond), row in cv["rows"].items():
+            lines.append(f"{method:<10} {cond:<9} {row['clip_ap']!s:<24} {row['accuracy']!s:<24}")
+    if synth is not None:
+        lines.append("synthetic scenes (held-out seeds >= 1,000,000): frame-level AP, 95% CI over scenes")
+        for method, fig in synth.items():
+            lines.append(f"{method:<20} {fig}")
+    lines.append("targets: " + ", ".join(f"{k} >= {v:g}" for k, v in TARGETS.items()))
+    return "\n".join(lines)
+
+
+def target_lines(cv: dict[str, Any] | None, synth: dict[str, Figure] | None) -> list[str]:
+    """Each target against its figure, met or not."""
+    out = []
+    if cv is not None:
+        for cond in ("recorded", "silenced"):
+            row = cv["rows"].get(("learned", cond))
+            if row is None:
+                continue
+            for key in ("clip_ap", "accuracy"):
+                v = row[key].value
+                out.append(f"learned/{cond} {key} {v:.3f} vs target {TARGETS[key]:g}: "
+                           f"{'met' if v >= TARGETS[key] else 'NOT met'}")
+    if synth is not None and "learned" in synth:
+        v = synth["learned"].value
+        base = synth.get("motion")
+        out.append(f"synthetic frame AP {v:.3f} vs target {TARGETS['frame_ap']:g}: "
+                   f"{'met' if v >= TARGETS['frame_ap'] else 'NOT met'}"
+                   + (f"; motion baseline {base.value:.3f}" if base else ""))
+    return out
+
+
+def _jsonable(cv: dict[str, Any] | None, synth: dict[str, Figure] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if cv is not None:
+        out["cv"] = {f"{m}/{c}": {k: vars(f) for k, f in row.items()} for (m, c), row in cv["rows"].items()}
+    if synth is not None:
+        out["synthetic_frame_ap"] = {k: vars(f) for k, f in synth.items()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m avstream.exporters.eval_violence", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="fight-surveillance development folder")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (whole source groups)")
+    parser.add_argument("--seed", type=int, default=0, help="fold assignment and training seed")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/violence"), help="cache of decoded windows")
+    parser.add_argument("--scenes", type=int, default=24, help="held-out synthetic scenes (0: skip)")
+    parser.add_argument("--onnx", default="builtin:violence", help="released model for the synthetic figure "
+                        "('' : train one on all clips instead)")
+    parser.add_argument("--no-cv", action="store_true", help="skip the cross-validation on real clips")
+    parser.add_argument("--baseline-only", action="store_true", help="motion baseline only (no training)")
+    parser.add_argument("--rounds", type=int, default=1000, help="bootstrap rounds")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+
+    def say(msg: str) -> None:
+        print(f"[eval] {msg}", flush=True)
+
+    from .recipes import violence as recipe  # the model's window requirement and learner
+
+    req = recipe.window_requirement()
+    learner: Learner | None = None if args.baseline_only else recipe.Learner(progress=say)
+    t_start = time.perf_counter()
+    cv = None
+    clips: list[Clip] = []
+    if not args.no_cv:
+        if not args.data.is_dir():
+            print(f"eval_violence: error: {args.data}: data folder not found", file=sys.stderr)
+            return 2
+        clips = load_clips(args.data)
+        data = load_clip_windows(clips, req, args.cache_dir, say)
+        cv = cross_validate(data, learner, args.folds, args.seed, say, args.rounds)
+    synth = None
+    if args.scenes > 0:
+        say(f"rendering {args.scenes} held-out synthetic scenes ...")
+        scenes = synthetic_scenes(req, args.scenes)
+        synth = {"motion": synthetic_frame_ap(motion_energy, scenes, args.rounds)}
+        if learner is not None:
+            if args.onnx:
+                synth["learned"] = synthetic_frame_ap(node_scorer(args.onnx), scenes, args.rounds)
+            else:
+                all_data = load_clip_windows(clips or load_clips(args.data), req, args.cache_dir, say)
+                synth["learned"] = synthetic_frame_ap(learner.fit(all_data, args.seed, say), scenes, args.rounds)
+            synth["random"] = synthetic_frame_ap(learner.untrained(args.seed), scenes, args.rounds)
+    print(format_table(cv, synth, len(clips)))
+    for line in target_lines(cv, synth):
+        print(line)
+    print(f"evaluation took {time.perf_counter() - t_start:.0f} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps(_jsonable(cv, synth), indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
