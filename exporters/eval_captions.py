@@ -1,0 +1,431 @@
+"""Caption evaluation on held-out synthetic scenes: learned model vs non-learned baselines vs random weights.
+
+    python -m avstream.exporters.eval_captions [--model builtin:captions] [--beam 3] [--random]
+                                                [--scenes N] [--json out.json]
+
+The protocol (fixed before any caption model was trained; do not change it to suit a model):
+
+- scenes: ``SceneConfig(seed, duration=20)`` of generator ``PROTOCOL_GENERATOR`` (640x360, 25 fps,
+  16 kHz, objects/events as the seed decides) for ``EVAL_SEEDS`` = 1,000,000 ... 1,000,099; training
+  uses seeds < 1,000,000 only;
+- windows: ``WINDOW_S`` = 5 s every ``HOP_S`` = 2.5 s (7 per scene, 700 in all), built like the window
+  node builds them: audio at the captioner's rate, frames on its frame grid (the first frame at or after
+  each grid point), resized with ``cv2.INTER_AREA`` to its frame size;
+- sound events of a window (the truth): the scene's sounding class (bell, drum, engine, siren, voice)
+  plus ``bangs`` when a violence event overlaps the window by >= ``MIN_OVERLAP_S`` = 1 s;
+- events a caption mentions: its words (``metrics.tokenize``) mapped through ``SYNONYMS`` (the
+  generator's own words for a voice are "speaks" / "shouts"), kept if in ``EVENT_WORDS``;
+- caption event-word F1 = ``metrics.event_word_f1`` (micro F1 over all windows), with a 95 % bootstrap
+  interval resampling whole scenes; BLEU-4 = ``metrics.bleu4`` (corpus BLEU) against the texts of all
+  ground-truth caption segments overlapping the window by >= 1 s (at least the one overlapping most).
+
+Captioners: ``MostFrequentCaption`` (the most frequent training-window caption), ``AudioRulesCaption``
+(hand-set rules on energy dynamics, spectral centroid, low-frequency share, onset rate and peak level),
+and the learned ONNX model (plus the same network with random weights, ``--random``) through the same
+runtime code as the ``avstream/captions@v1`` node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from avstream.engine.items import AVWindow
+from avstream.engine.metrics import bleu4, bootstrap_ci, event_word_f1, tokenize
+from avstream.engine.node import WindowRequirement
+
+PROTOCOL_GENERATOR = "1.0"
+EVAL_SEEDS = tuple(range(1_000_000, 1_000_100))
+SCENE_SECONDS = 20.0
+WINDOW_S = 5.0
+HOP_S = 2.5
+MIN_OVERLAP_S = 1.0
+EVENT_WORDS = ("bell", "drum", "engine", "siren", "voice", "bangs")
+SYNONYMS = {
+    "bells": "bell", "drums": "drum", "engines": "engine", "sirens": "siren",
+    "speaks": "voice", "shouts": "voice", "speech": "voice", "voices": "voice", "talks": "voice",
+    "bang": "bangs",
+}
+TARGET_F1 = 0.8
+TRAIN_SEED_LIMIT = 1_000_000
+
+
+# --------------------------------------------------------------------------------------------------
+# protocol: windows, truth, references, scoring
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def window_starts(duration: float = SCENE_SECONDS, window_s: float = WINDOW_S, hop_s: float = HOP_S) -> list[float]:
+    """Start times of the full windows of a scene."""
+    n = int(math.floor((duration - window_s) / hop_s + 1e-9)) + 1
+    return [round(i * hop_s, 6) for i in range(max(0, n))]
+
+
+def truth_events(truth: dict[str, Any], t0: float, t1: float) -> set[str]:
+    """The sound events of window [t0, t1): the sounding class, plus ``bangs`` for enough violence."""
+    events = {str(truth["sound_class"])}
+    if any(e["kind"] == "violence" and _overlap(t0, t1, e["t0"], e["t1"]) >= MIN_OVERLAP_S - 1e-9
+           for e in truth["events"]):
+        events.add("bangs")
+    return events
+
+
+def window_caption(truth: dict[str, Any], t0: float, t1: float) -> str:
+    """The one caption of a window: the violence segment's text when the window counts as violent,
+    else the text of the segment overlapping the window most (the first of equals)."""
+    segs = truth["captions"]
+    if "bangs" in truth_events(truth, t0, t1):
+        for s in segs:
+            if s["kind"] == "violence" and _overlap(t0, t1, s["t0"], s["t1"]) >= MIN_OVERLAP_S - 1e-9:
+                return str(s["text"])
+    best = max(segs, key=lambda s: _overlap(t0, t1, s["t0"], s["t1"]))
+    return str(best["text"])
+
+
+def references(truth: dict[str, Any], t0: float, t1: float) -> list[str]:
+    """BLEU references of a window: distinct texts of the segments overlapping it by >= 1 s."""
+    refs: list[str] = []
+    for s in truth["captions"]:
+        if _overlap(t0, t1, s["t0"], s["t1"]) >= MIN_OVERLAP_S - 1e-9 and s["text"] not in refs:
+            refs.append(str(s["text"]))
+    main = window_caption(truth, t0, t1)
+    return refs if main in refs else [main, *refs]
+
+
+def normalise_events(text: str) -> str:
+    """The caption's words with event synonyms mapped to ``EVENT_WORDS`` (what the F1 reads)."""
+    return " ".join(SYNONYMS.get(w, w) for w in tokenize(text))
+
+
+def mentioned_events(text: str) -> set[str]:
+    return set(normalise_events(text).split()) & set(EVENT_WORDS)
+
+
+@dataclass
+class Scores:
+    """Metrics of one captioner over the evaluation windows."""
+
+    name: str
+    f1: float
+    f1_ci: tuple[float, float]
+    bleu4: float
+    class_accuracy: float  # windows whose caption names exactly the true sounding class among classes
+    bangs_precision: float
+    bangs_recall: float
+    windows: int
+    mean_words: float
+    seconds_per_caption: float = float("nan")
+    examples: list[tuple[str, str]] = field(default_factory=list)  # (hypothesis, main reference)
+
+    def row(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "examples"}
+
+
+def score(
+    name: str,
+    truths: Sequence[set[str]],
+    refs: Sequence[Sequence[str]],
+    hyps: Sequence[str],
+    groups: Sequence[int] | None = None,
+    ci_rounds: int = 1000,
+) -> Scores:
+    """The protocol's metrics for hypotheses ``hyps`` against per-window truths and references."""
+    vocab = set(EVENT_WORDS)
+    norm = [normalise_events(h) for h in hyps]
+    f1 = event_word_f1(truths, norm, vocab)
+    g = np.asarray(groups if groups is not None else range(len(hyps)))
+
+    def f1_of(idx: np.ndarray) -> float:
+        return event_word_f1([truths[i] for i in idx], [norm[i] for i in idx], vocab)
+
+    ci = bootstrap_ci(f1_of, len(hyps), groups=g, rounds=ci_rounds) if len(hyps) > 1 else (f1, f1)
+    classes = set(EVENT_WORDS) - {"bangs"}
+    said = [mentioned_events(h) for h in hyps]
+    cls_ok = [(s & classes) == (t & classes) for s, t in zip(said, truths, strict=True)]
+    tp = sum(1 for s, t in zip(said, truths, strict=True) if "bangs" in s and "bangs" in t)
+    pp = sum(1 for s in said if "bangs" in s)
+    ap = sum(1 for t in truths if "bangs" in t)
+    return Scores(
+        name=name, f1=f1, f1_ci=ci, bleu4=bleu4(refs, hyps),
+        class_accuracy=float(np.mean(cls_ok)) if cls_ok else float("nan"),
+        bangs_precision=tp / pp if pp else float("nan"), bangs_recall=tp / ap if ap else float("nan"),
+        windows=len(hyps), mean_words=float(np.mean([len(tokenize(h)) for h in hyps])) if hyps else 0.0,
+        examples=[(h, r[0]) for h, r in list(zip(hyps, refs, strict=True))[:: max(1, len(hyps) // 12)]],
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# windows of evaluation scenes, built like the window node builds them
+@dataclass
+class EvalScene:
+    seed: int
+    truth: dict[str, Any]
+    windows: list[AVWindow]
+
+
+def scene_windows(seed: int, req: WindowRequirement, duration: float = SCENE_SECONDS,
+                  window_s: float = WINDOW_S, hop_s: float = HOP_S) -> EvalScene:
+    """The evaluation windows of one scene for a captioner that needs ``req`` (fps/size/rate)."""
+    import cv2
+
+    from avstream.engine.synthetic import GENERATOR_VERSION, SceneConfig, scene_for
+
+    if GENERATOR_VERSION != PROTOCOL_GENERATOR:
+        raise RuntimeError(f"the caption protocol is fixed on generator {PROTOCOL_GENERATOR}, this one is "
+                           f"{GENERATOR_VERSION}: evaluate with that generator or fix a new protocol")
+    cfg = SceneConfig(seed=seed, duration=duration)
+    scene = scene_for(cfg)
+    rate = req.sample_rate or cfg.sample_rate
+    audio = scene.audio(0, round(duration * rate), rate) if req.sample_rate else None
+    frames_cache: dict[int, np.ndarray] = {}
+
+    def frame(index: int) -> np.ndarray:
+        if index not in frames_cache:
+            img = scene.frame(min(index, scene.num_frames - 1))
+            if req.width and req.height and (img.shape[1], img.shape[0]) != (req.width, req.height):
+                img = cv2.resize(img, (req.width, req.height), interpolation=cv2.INTER_AREA)
+            frames_cache[index] = img
+        return frames_cache[index]
+
+    windows = []
+    for t0 in window_starts(duration, window_s, hop_s):
+        t1 = t0 + window_s
+        frames = None
+        if req.fps and req.frames:
+            # the first frame at or after each grid point, as the window node picks them
+            idx = [math.ceil((t0 + k / req.fps) * cfg.fps - 1e-6) for k in range(req.frames)]
+            frames = np.stack([frame(i) for i in idx])
+        samples = None
+        if audio is not None:
+            n = req.audio_samples or round(window_s * rate)
+            a0 = round(t0 * rate)
+            samples = np.ascontiguousarray(audio[a0 : a0 + n])
+        windows.append(AVWindow("eval", t0, t1, 0.0, frames, samples, req.fps, rate if samples is not None else 0))
+    return EvalScene(seed, scene.truth, windows)
+
+
+# --------------------------------------------------------------------------------------------------
+# captioners
+class Captioner(Protocol):
+    name: str
+
+    @property
+    def requirement(self) -> WindowRequirement: ...
+
+    def caption(self, windows: Sequence[AVWindow]) -> list[str]: ...
+
+
+AUDIO_ONLY = WindowRequirement(seconds=WINDOW_S, hop=HOP_S, sample_rate=16000, audio_samples=int(WINDOW_S * 16000))
+
+
+class MostFrequentCaption:
+    """Always the most frequent window caption of the training scenes (seeds < 1,000,000)."""
+
+    name = "most frequent caption"
+
+    def __init__(self, train_seeds: Sequence[int] = range(0, 1000)):
+        from avstream.engine.synthetic import SceneConfig, generate_truth
+
+        counts: Counter[str] = Counter()
+        for seed in train_seeds:
+            if seed >= TRAIN_SEED_LIMIT:
+                raise ValueError(f"training seed {seed} is in the held-out range (>= {TRAIN_SEED_LIMIT})")
+            truth = generate_truth(SceneConfig(seed=int(seed), duration=SCENE_SECONDS))
+            for t0 in window_starts():
+                counts[window_caption(truth, t0, t0 + WINDOW_S)] += 1
+        self.text, self.count = counts.most_common(1)[0]
+
+    @property
+    def requirement(self) -> WindowRequirement:
+        return AUDIO_ONLY
+
+    def caption(self, windows: Sequence[AVWindow]) -> list[str]:
+        return [self.text for _ in windows]
+
+
+# hand-set rules on features whose ranges were read off training scenes (seeds < 1,000,000)
+_CALM = {"bell": "a yellow bell rings", "drum": "a red drum beats", "engine": "a blue engine hums",
+         "siren": "a magenta siren wails", "voice": "a green figure speaks"}
+
+
+def audio_features(samples: np.ndarray, rate: int) -> dict[str, float]:
+    """Window features for the rules: peak, dynamics, centroid, low-frequency share, onset rate.
+
+    Frames (20 ms) holding an impulsive bang (peak > 0.7) are left out of the spectral and dynamics
+    features, so a violent window still shows its sounding source.
+    """
+    hop = max(1, rate // 50)
+    n = len(samples) // hop
+    frames = samples[: n * hop].reshape(n, hop).astype(np.float64)
+    peak = float(np.abs(samples).max()) if len(samples) else 0.0
+    keep = np.abs(frames).max(axis=1) <= 0.7
+    if keep.sum() < n // 4:
+        keep = np.ones(n, bool)
+    rms = np.sqrt((frames**2).mean(axis=1)) + 1e-6
+    spec = np.abs(np.fft.rfft(frames[keep] * np.hanning(hop), axis=1)) ** 2
+    freqs = np.fft.rfftfreq(hop, 1.0 / rate)
+    total = spec.sum() + 1e-12
+    level = 20 * np.log10(rms[keep])
+    rise = np.diff(level, n=1, prepend=level[:1])
+    onsets = np.sum((rise > 6.0) & (np.r_[0.0, rise[:-1]] <= 6.0))
+    return {
+        "peak": peak,
+        "dynamics": float(np.percentile(rms[keep], 90) / np.percentile(rms[keep], 10)),
+        "centroid": float((spec * freqs).sum() / total),
+        "low_share": float(spec[:, freqs < 300].sum() / total),
+        "onset_rate": float(onsets / (len(samples) / rate)),
+    }
+
+
+def rule_caption(f: dict[str, float]) -> str:
+    """Sound class and bangs from the features, worded like the generator's captions."""
+    if f["dynamics"] < 4.0:  # continuous sound: engine (low hum) or siren (a sweeping tone)
+        cls = "engine" if f["low_share"] > 0.15 or f["centroid"] < 700 else "siren"
+    elif f["centroid"] > 1900 and f["low_share"] > 0.2:
+        cls = "drum"  # broadband bursts with a low thump
+    elif f["onset_rate"] > 2.4:
+        cls = "voice"  # syllables come faster than bell strikes
+    else:
+        cls = "bell"
+    if f["peak"] > 0.7:
+        return f"objects shake violently amid loud bangs while {_CALM[cls]}"
+    return _CALM[cls]
+
+
+class AudioRulesCaption:
+    """Non-learned audio baseline: ``rule_caption(audio_features(window))``."""
+
+    name = "audio rules (energy/centroid)"
+
+    @property
+    def requirement(self) -> WindowRequirement:
+        return AUDIO_ONLY
+
+    def caption(self, windows: Sequence[AVWindow]) -> list[str]:
+        out = []
+        for w in windows:
+            audio = w.audio if w.audio is not None else np.zeros(AUDIO_ONLY.audio_samples, np.float32)
+            out.append(rule_caption(audio_features(audio, w.sample_rate or 16000)))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# running the protocol
+def evaluate(captioners: Sequence[Captioner], seeds: Sequence[int] = EVAL_SEEDS,
+             progress: Callable[[str], None] = print, ci_rounds: int = 1000) -> list[Scores]:
+    """Caption every evaluation window with each captioner and score it (same windows for all)."""
+    bad = [s for s in seeds if s < TRAIN_SEED_LIMIT]
+    if bad:
+        raise ValueError(f"evaluation seeds must be >= {TRAIN_SEED_LIMIT} (held out), got {bad[:3]}")
+    truths: list[set[str]] = []
+    refs: list[list[str]] = []
+    groups: list[int] = []
+    hyps: dict[str, list[str]] = {c.name: [] for c in captioners}
+    spent: dict[str, float] = dict.fromkeys(hyps, 0.0)
+    by_req: dict[WindowRequirement, list[Captioner]] = {}
+    for c in captioners:
+        by_req.setdefault(c.requirement, []).append(c)
+    t_start = time.perf_counter()
+    for i, seed in enumerate(seeds):
+        first = True
+        for req, group in by_req.items():
+            es = scene_windows(int(seed), req)
+            if first:
+                for w in es.windows:
+                    truths.append(truth_events(es.truth, w.t0, w.t1))
+                    refs.append(references(es.truth, w.t0, w.t1))
+                    groups.append(i)
+                first = False
+            for c in group:
+                t = time.perf_counter()
+                texts = c.caption(es.windows)
+                spent[c.name] += time.perf_counter() - t
+                if len(texts) != len(es.windows) or not all(texts):
+                    raise RuntimeError(f"{c.name}: expected {len(es.windows)} non-empty captions, got {texts!r}")
+                hyps[c.name] += texts
+        if (i + 1) % 10 == 0 or i + 1 == len(seeds):
+            progress(f"scenes {i + 1}/{len(seeds)} ({time.perf_counter() - t_start:.0f} s)")
+    out = []
+    for c in captioners:
+        s = score(c.name, truths, refs, hyps[c.name], groups, ci_rounds=ci_rounds)
+        s.seconds_per_caption = spent[c.name] / max(1, len(truths))
+        out.append(s)
+    return out
+
+
+def table(scores: Sequence[Scores], seeds: Sequence[int]) -> str:
+    """Markdown table of the results, with the target."""
+    protocol = tuple(seeds) == EVAL_SEEDS
+    lines = [
+        f"scenes: {len(seeds)} (seeds {min(seeds)}..{max(seeds)}{'' if protocol else ', a SUBSET: not the protocol'}), "
+        f"{scores[0].windows if scores else 0} windows of {WINDOW_S:g} s every {HOP_S:g} s; target F1 >= {TARGET_F1}",
+        "",
+        "| captioner | event-word F1 (95% CI) | BLEU-4 | class acc. | bangs P / R | words | ms/caption |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in scores:
+        lines.append(f"| {s.name} | {s.f1:.3f} ({s.f1_ci[0]:.3f}-{s.f1_ci[1]:.3f}) | {s.bleu4:.3f} | "
+                     f"{s.class_accuracy:.3f} | {s.bangs_precision:.2f} / {s.bangs_recall:.2f} | "
+                     f"{s.mean_words:.1f} | {s.seconds_per_caption * 1e3:.1f} |")
+    return "\n".join(lines)
+
+
+def _learned(model: str, decoder: str, beam: int, source: str, name: str) -> Captioner:
+    from avstream.plugins.captions import ModelCaptioner
+
+    return ModelCaptioner.load(model, decoder=decoder, beam=beam, source=source, name=name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m avstream.exporters.eval_captions",
+                                     description="Evaluate captioners on held-out synthetic scenes.")
+    parser.add_argument("--model", default="builtin:captions", help="caption encoder (path or builtin:NAME); "
+                        "'none' evaluates the baselines only")
+    parser.add_argument("--decoder", default="", help="decoder step model (default: named by the encoder)")
+    parser.add_argument("--beam", type=int, default=3, help="beam width (1: greedy)")
+    parser.add_argument("--audio-only", action="store_true", help="also evaluate the model on audio with "
+                        "black frames (source=audio)")
+    parser.add_argument("--random", action="store_true", help="also evaluate the same network with random "
+                        "weights (needs torch)")
+    parser.add_argument("--scenes", type=int, default=len(EVAL_SEEDS), help="evaluate the first N protocol "
+                        "scenes only (a quick look; not the protocol)")
+    parser.add_argument("--json", default=None, help="write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    seeds = EVAL_SEEDS[: max(1, min(args.scenes, len(EVAL_SEEDS)))]
+    say = lambda m: print(f"[eval] {m}", flush=True)  # noqa: E731
+    say("building baselines ...")
+    caps: list[Captioner] = [MostFrequentCaption(), AudioRulesCaption()]
+    if args.model != "none":
+        caps.append(_learned(args.model, args.decoder, args.beam, "auto", f"learned (beam {args.beam})"))
+        if args.audio_only:
+            caps.append(_learned(args.model, args.decoder, args.beam, "audio", f"learned, audio only (beam {args.beam})"))
+        if args.random:
+            from avstream.exporters.recipes.captions import random_weights_models
+
+            enc, dec = random_weights_models(Path(".cache") / "captions_random")
+            caps.append(_learned(str(enc), str(dec), args.beam, "auto", "same network, random weights"))
+    results = evaluate(caps, seeds, progress=say)
+    print(table(results, seeds))
+    for s in results:
+        print(f"\n{s.name}: examples (hypothesis  <-  main reference)")
+        for h, r in s.examples[:4]:
+            print(f"  {h!r}  <-  {r!r}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"seeds": [min(seeds), max(seeds)], "scores": [s.row() for s in results]},
+                                              indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
