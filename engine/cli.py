@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="installed node types with their versions and params")
     sub.add_parser("export", help="export a model to ONNX (see `avstream export --help`)", add_help=False)
     sub.add_parser("models", help="list / inspect models", add_help=False)
+    sub.add_parser("eval", help="benchmark the localization/highlight models (see `avstream eval --help`)",
+                   add_help=False)
     serve = sub.add_parser("serve", help="long-running daemon (planned)")
     serve.add_argument("config")
     return parser
@@ -62,7 +64,7 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if argv and argv[0] in ("export", "models"):
+    if argv and argv[0] in ("export", "models", "eval"):
         return _delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
@@ -99,6 +101,10 @@ def _delegate(command: str, rest: list[str]) -> int:
                 print(f"avstream export needs the export extra: pip install 'avstream[export]' ({exc})", file=sys.stderr)
                 return USAGE_ERROR
             return export_main(rest)
+        if command == "eval":
+            from avstream.exporters.eval_tasks import eval_main
+
+            return eval_main(rest)
         from .models import models_main
 
         return models_main(rest)

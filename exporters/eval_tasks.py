@@ -1,0 +1,397 @@
+"""Benchmark of the localization and highlight models on held-out synthetic scenes.
+
+    avstream eval [--task localization|highlight|all] [--localization-model M] [--highlight-model M]
+    python -m avstream.exporters.eval_tasks ...
+
+The protocol is fixed here, before any model is trained, and is not changed to suit a model:
+
+- Data: procedural scenes of ``avstream.engine.synthetic`` (generator ``GENERATOR``), 640x360 at
+  25 fps, 16 kHz, seeds >= 1,000,000 (training uses seeds below). Localization: ``LOC_SEEDS``,
+  ``LOC_SECONDS`` each; highlight: ``HIGH_SEEDS``, ``HIGH_SECONDS`` each.
+- Windows are built like the runtime builds them: the synthetic reader feeds the window node
+  (``avstream/av_window@v1``) configured from each method's window requirement, and ONNX models run
+  through ``engine.inference.Runner``.
+- Localization (EZ-VSL protocol): one test frame per window, the window's last frame; its heatmap
+  is upsampled (bilinear) to 224x224 and compared with the ground-truth box of the sounding object
+  at that frame (``engine.metrics.ciou``, adaptive threshold); cIoU@0.5 and AUC by
+  ``engine.metrics.ciou_summary``. Only windows ending at t1 >= ``LOC_MIN_T1`` count, so that every
+  method is scored at the same times whatever its window length.
+- Highlight: a window is a highlight window when at least ``HIGHLIGHT_SHARE`` of it lies inside the
+  scene's highlight events. Scores are the causal per-stream scores of the runtime
+  (``plugins.encoders.RollingScore``, the highlight node's default horizon). Per clip: average
+  precision (``engine.metrics.average_precision``) and precision of the top-5 windows; both averaged
+  over clips (mAP, P@5).
+- Baselines (not learned): highlight = log(audio RMS x mean absolute frame difference) of the
+  window; localization = per-cell Pearson correlation between the audio envelope and the pixel
+  motion energy over the last 2 s at 12.5 fps. The untrained network of each recipe (random weights,
+  ``torch.manual_seed(0)``) runs in the same evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from avstream.engine.capture import open_reader
+from avstream.engine.errors import AvstreamError, MissingDependencyError, ModelError
+from avstream.engine.items import AVWindow
+from avstream.engine.metrics import average_precision, box_mask, ciou, ciou_summary, precision_at_k
+from avstream.engine.node import NodeContext, WindowRequirement
+from avstream.engine.synthetic import GENERATOR_VERSION
+from avstream.plugins.encoders import HighlightParams, RollingScore
+from avstream.plugins.window import AVWindowNode, WindowParams
+
+# --- the fixed protocol ---------------------------------------------------------------------------
+PROTOCOL_VERSION = "1"
+GENERATOR = "1.0"
+SCENE_WIDTH, SCENE_HEIGHT, SCENE_FPS, SCENE_RATE = 640, 360, 25.0, 16000
+LOC_SEEDS = tuple(range(1_000_000, 1_000_048))
+LOC_SECONDS = 10.0
+LOC_MIN_T1 = 2.0
+HEAT_SIZE = 224  # heatmaps are upsampled to HEAT_SIZE x HEAT_SIZE, boxes rasterised on the same grid
+HIGH_SEEDS = tuple(range(1_000_100, 1_000_140))
+HIGH_SECONDS = 30.0
+HIGHLIGHT_SHARE = 0.5
+TOP_K = 5
+TARGETS = {"localization": {"ciou@0.5": 0.6, "auc": 0.5}, "highlight": {"mAP": 0.85}}
+
+# window of the non-learned localization baseline: 2 s of 12.5 fps frames (every 2nd frame at 25 fps)
+LOC_BASELINE_WINDOW = WindowRequirement(seconds=2.0, hop=0.5, fps=12.5, frames=25, height=112, width=112,
+                                        sample_rate=16000, audio_samples=32000, source="baseline")
+# windows of the non-learned highlight baseline (the highlight model's window: 2 s, hop 1 s, 4 fps)
+HIGH_BASELINE_WINDOW = WindowRequirement(seconds=2.0, hop=1.0, fps=4.0, frames=8, height=112, width=112,
+                                         sample_rate=16000, audio_samples=32000, source="baseline")
+
+
+def scene_uri(seed: int, seconds: float) -> str:
+    return (f"synthetic://scene?seed={seed}&duration={seconds:g}&width={SCENE_WIDTH}&height={SCENE_HEIGHT}"
+            f"&fps={SCENE_FPS:g}&rate={SCENE_RATE}")
+
+
+# --- windows as the runtime builds them -----------------------------------------------------------
+def build_windows(seed: int, seconds: float, reqs: dict[str, WindowRequirement]
+                  ) -> tuple[dict[str, Any], dict[str, list[AVWindow]]]:
+    """One pass of the synthetic reader through one window node per requirement.
+
+    Returns the scene's ground truth and, per requirement name, its complete windows (the padded
+    partial window at the end of the clip is dropped).
+    """
+    reader = open_reader(scene_uri(seed, seconds), stream="eval", sample_rate=SCENE_RATE)
+    if reader.truth is None or reader.truth.get("generator_version") != GENERATOR:
+        raise AvstreamError(f"evaluation protocol {PROTOCOL_VERSION} is defined on generator {GENERATOR}, "
+                            f"this one is {GENERATOR_VERSION}")
+    truth: dict[str, Any] = reader.truth
+    nodes = {}
+    for name, req in reqs.items():
+        ctx = NodeContext(node_id=f"window:{name}", streams=("eval",), base_dir=Path("."),
+                          stop_event=threading.Event(), logger=logging.getLogger("avstream.eval"), window=req)
+        nodes[name] = AVWindowNode(ctx, WindowParams())
+    out: dict[str, list[AVWindow]] = {name: [] for name in reqs}
+    with reader:  # one pass, item by item: a whole clip of full-size frames would not fit in memory
+        for media in itertools.chain([reader.info], reader.read()):
+            for name, node in nodes.items():
+                out[name] += [w for w in node.process(media) if isinstance(w, AVWindow)]
+    for name, node in nodes.items():
+        out[name] += [w for w in node.on_eos("eval") if isinstance(w, AVWindow)]
+        out[name] = [w for w in out[name] if w.t1 <= seconds + 1e-6]
+    return truth, out
+
+
+def last_frame_index(window: AVWindow, req: WindowRequirement, native_fps: float = SCENE_FPS) -> int:
+    """Index (at ``native_fps``) of the window's last frame, picked as the window node picks it.
+
+    The node keeps the first native frame at or after each point of its absolute ``req.fps`` grid,
+    then gives each window grid point ``t0 + k / fps`` the first kept frame at or after it inside
+    the window (the last one inside when none is later).
+    """
+    kept: list[int] = []
+    next_keep = 0.0
+    k = 0
+    while k / native_fps < window.t1:
+        t = k / native_fps
+        if t + 1e-6 >= next_keep:
+            kept.append(k)
+            next_keep = (math.floor(t * req.fps + 1e-6) + 1) / req.fps
+        k += 1
+    inside = [i for i in kept if window.t0 - 1e-6 <= i / native_fps < window.t1 - 1e-6]
+    want = window.t0 + (req.frames - 1) / req.fps
+    later = [i for i in inside if i / native_fps >= want - 1e-6]
+    return later[0] if later else inside[-1]
+
+
+# --- localization ---------------------------------------------------------------------------------
+def heatmap_ciou(heatmap: np.ndarray, box: Sequence[float]) -> float:
+    """cIoU of a (h, w) heatmap over the whole frame vs a normalised [x0, y0, x1, y1] box."""
+    heat = np.asarray(heatmap, dtype=np.float32)
+    up = cv2.resize(heat, (HEAT_SIZE, HEAT_SIZE), interpolation=cv2.INTER_LINEAR)
+    return ciou(up, box_mask(box, HEAT_SIZE, HEAT_SIZE))
+
+
+def motion_correlation_heatmap(frames: np.ndarray, audio: np.ndarray, grid: int = 28) -> np.ndarray:
+    """Non-learned localization: per cell, Pearson correlation of pixel motion energy and the audio
+    envelope over the window (both per frame interval), negative values clipped to 0.
+
+    ``frames`` (T, H, W, 3) uint8 BGR, ``audio`` (N,) covering the same time span.
+    """
+    gray = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), (grid, grid), interpolation=cv2.INTER_AREA)
+                     for f in frames]).astype(np.float32)
+    motion = np.abs(np.diff(gray, axis=0))  # (T-1, g, g): change into frame k
+    t = len(frames)
+    edges = np.linspace(0, len(audio), t + 1).astype(int)
+    rms = np.array([np.sqrt(np.mean(audio[a:b] ** 2)) if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:],
+                                                                                        strict=True)])
+    env = rms[1:]  # the interval ending at frame k, aligned with the change into frame k
+    m = motion - motion.mean(axis=0)
+    e = (env - env.mean())[:, None, None]
+    denom = np.sqrt((m ** 2).sum(axis=0) * (e ** 2).sum()) + 1e-9
+    return np.clip((m * e).sum(axis=0) / denom, 0.0, None).astype(np.float32)
+
+
+# --- highlight ------------------------------------------------------------------------------------
+def highlight_labels(windows: Sequence[AVWindow], events: Sequence[dict[str, Any]],
+                     share: float = HIGHLIGHT_SHARE) -> np.ndarray:
+    """1 for windows with at least ``share`` of their length inside highlight events."""
+    spans = [(e["t0"], e["t1"]) for e in events if e["kind"] == "highlight"]
+    out = np.zeros(len(windows), np.int64)
+    for i, w in enumerate(windows):
+        inside = sum(max(0.0, min(w.t1, b) - max(w.t0, a)) for a, b in spans)
+        out[i] = int(inside >= share * (w.t1 - w.t0) - 1e-9)
+    return out
+
+
+def causal_scores(activations: Sequence[float], t1s: Sequence[float],
+                  horizon_s: float = HighlightParams.model_fields["horizon_s"].default) -> np.ndarray:
+    """The highlight node's scores: each window's activation normalised against the stream's past."""
+    roll = RollingScore(horizon_s)
+    return np.array([roll.update(float(t), float(a)) for t, a in zip(t1s, activations, strict=True)])
+
+
+def energy_motion_activation(frames: np.ndarray, audio: np.ndarray) -> float:
+    """Non-learned highlight activation: log(audio RMS x mean absolute frame difference)."""
+    rms = float(np.sqrt(np.mean(np.asarray(audio, np.float64) ** 2)))
+    f = np.asarray(frames, np.float32)
+    motion = float(np.abs(np.diff(f, axis=0)).mean()) if len(f) > 1 else 0.0
+    return math.log(rms + 1e-4) + math.log(motion + 1e-3)
+
+
+def clip_highlight_metrics(labels: np.ndarray, scores: np.ndarray, k: int = TOP_K) -> tuple[float, float]:
+    """(AP, precision of the top-k windows) of one clip; nan when it has no highlight window."""
+    if labels.sum() == 0:
+        return float("nan"), float("nan")
+    return average_precision(labels, scores), precision_at_k(labels, scores, k)
+
+
+# --- methods --------------------------------------------------------------------------------------
+@dataclass
+class Method:
+    """Something scored on windows: ``fn(windows) -> one output per window`` on windows of ``window``."""
+
+    name: str
+    window: WindowRequirement
+    fn: Callable[[list[AVWindow]], list[Any]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def model_method(name: str, path: str | Path, output: str) -> Method:
+    """A method running an ONNX model's ``output`` (a contract key) through the runtime's Runner."""
+    from avstream.engine.inference import Runner
+    from avstream.engine.models import measure_latency, resolve_model
+
+    resolved = resolve_model(str(path), Path.cwd())
+    runner = Runner.open(resolved, providers=("cpu",), threads=1)
+    if output not in runner.contract.outputs:
+        raise ModelError(f"{resolved}: {runner.contract.ref} has no {output!r} output "
+                         f"(outputs: {', '.join(runner.contract.outputs)})")
+    graph_name = runner.contract.outputs[output].name
+
+    def fn(windows: list[AVWindow]) -> list[Any]:
+        return [o[graph_name] for o in runner.run_windows(windows)]
+
+    info = {"model": runner.contract.ref, "file": str(resolved), "size_kb": round(resolved.stat().st_size / 1e3, 1),
+            "latency_ms": round(measure_latency(resolved, runs=30, threads=1), 2)}
+    return Method(name, runner.contract.window_requirement(), fn, info)
+
+
+def random_weights_model(recipe: str, out_dir: Path) -> Path:
+    """The recipe's untrained network (``torch.manual_seed(0)``) exported to ``out_dir``; needs torch."""
+    import importlib
+
+    from .export import export_onnx, import_torch
+
+    torch = import_torch()
+    try:
+        mod = importlib.import_module(f"avstream.exporters.recipes.{recipe}")
+    except ImportError as exc:
+        raise ModelError(f"no recipe {recipe!r} for the random-weights model: {exc}") from None
+    path = out_dir / f"{recipe}_random.onnx"
+    torch.manual_seed(0)
+    model = mod.build_model().eval()
+    export_onnx(model, None, mod.CONTRACT, path, progress=lambda s: None)
+    return path
+
+
+def localization_baseline() -> Method:
+    return Method("baseline (motion x audio correlation)", LOC_BASELINE_WINDOW,
+                  lambda ws: [motion_correlation_heatmap(w.frames, w.audio) for w in ws])
+
+
+def highlight_baseline() -> Method:
+    return Method("baseline (audio energy x motion)", HIGH_BASELINE_WINDOW,
+                  lambda ws: [energy_motion_activation(w.frames, w.audio) for w in ws])
+
+
+# --- the two benchmarks ---------------------------------------------------------------------------
+def evaluate_localization(methods: Sequence[Method], seeds: Sequence[int] = LOC_SEEDS,
+                          seconds: float = LOC_SECONDS, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """cIoU@0.5 and AUC per method (also on the scenes with silent distractors)."""
+    cious: dict[str, list[float]] = {m.name: [] for m in methods}
+    multi: dict[str, list[float]] = {m.name: [] for m in methods}
+    t_start = time.perf_counter()
+    for n, seed in enumerate(seeds):
+        truth, wins = build_windows(seed, seconds, {m.name: m.window for m in methods})
+        s = truth["sounding_object"]
+        for m in methods:
+            ws = [w for w in wins[m.name] if w.t1 >= LOC_MIN_T1 - 1e-6]
+            for w, heat in zip(ws, m.fn(ws), strict=True):
+                k = min(last_frame_index(w, m.window), truth["num_frames"] - 1)
+                value = heatmap_ciou(np.asarray(heat, np.float32), truth["frames"][k]["boxes"][s])
+                cious[m.name].append(value)
+                if len(truth["objects"]) > 1:
+                    multi[m.name].append(value)
+        if (n + 1) % 8 == 0 or n + 1 == len(seeds):
+            progress(f"localization: {n + 1}/{len(seeds)} clips ({time.perf_counter() - t_start:.0f} s)")
+    out: dict[str, Any] = {}
+    for m in methods:
+        at05, auc = ciou_summary(cious[m.name])
+        at05_m, auc_m = ciou_summary(multi[m.name]) if multi[m.name] else (float("nan"), float("nan"))
+        out[m.name] = {"ciou@0.5": at05, "auc": auc, "mean_ciou": float(np.mean(cious[m.name])),
+                       "frames": len(cious[m.name]), "ciou@0.5 (distractors)": at05_m,
+                       "auc (distractors)": auc_m, "frames (distractors)": len(multi[m.name]), **m.info}
+    return out
+
+
+def evaluate_highlight(methods: Sequence[Method], seeds: Sequence[int] = HIGH_SEEDS,
+                       seconds: float = HIGH_SECONDS, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Per-clip AP and top-5 precision of the causal scores, averaged (also split by violence)."""
+    per: dict[str, list[tuple[float, float, bool]]] = {m.name: [] for m in methods}
+    t_start = time.perf_counter()
+    for n, seed in enumerate(seeds):
+        truth, wins = build_windows(seed, seconds, {m.name: m.window for m in methods})
+        violent = any(e["kind"] == "violence" for e in truth["events"])
+        for m in methods:
+            ws = wins[m.name]
+            acts = [float(np.asarray(a).reshape(-1)[0]) for a in m.fn(ws)]
+            scores = causal_scores(acts, [w.t1 for w in ws])
+            ap, p5 = clip_highlight_metrics(highlight_labels(ws, truth["events"]), scores)
+            if not math.isnan(ap):
+                per[m.name].append((ap, p5, violent))
+        if (n + 1) % 8 == 0 or n + 1 == len(seeds):
+            progress(f"highlight: {n + 1}/{len(seeds)} clips ({time.perf_counter() - t_start:.0f} s)")
+    out: dict[str, Any] = {}
+    for m in methods:
+        rows = per[m.name]
+        aps = np.array([r[0] for r in rows])
+        p5s = np.array([r[1] for r in rows])
+        vi = np.array([r[2] for r in rows], bool)
+        out[m.name] = {"mAP": float(aps.mean()), "P@5": float(p5s.mean()), "clips": len(rows),
+                       "mAP (violence clips)": float(aps[vi].mean()) if vi.any() else float("nan"),
+                       "mAP (other clips)": float(aps[~vi].mean()) if (~vi).any() else float("nan"), **m.info}
+    return out
+
+
+# --- report and command line ----------------------------------------------------------------------
+def format_table(task: str, results: dict[str, Any]) -> list[str]:
+    """Plain-text table of one task: one row per method, target check on the first (learned) one."""
+    targets = TARGETS[task]
+    keys = ["ciou@0.5", "auc", "mean_ciou", "ciou@0.5 (distractors)", "frames"] if task == "localization" else \
+        ["mAP", "P@5", "mAP (violence clips)", "mAP (other clips)", "clips"]
+    lines = [f"{task}  (targets: {', '.join(f'{k} >= {v:g}' for k, v in targets.items())})",
+             f"  {'method':<40}" + "".join(f"{k:>24}" for k in keys) + f"{'latency ms':>12}{'size kB':>10}"]
+    for name, r in results.items():
+        cells = "".join(f"{r[k]:>24.3f}" if isinstance(r[k], float) else f"{r[k]:>24}" for k in keys)
+        lat = f"{r['latency_ms']:>12.2f}" if "latency_ms" in r else f"{'-':>12}"
+        size = f"{r['size_kb']:>10.0f}" if "size_kb" in r else f"{'-':>10}"
+        lines.append(f"  {name:<40}{cells}{lat}{size}")
+    first = next(iter(results.values()))
+    verdict = ", ".join(f"{k} {first[k]:.3f} {'>=' if first[k] >= v else '<'} {v:g} "
+                        f"({'met' if first[k] >= v else 'NOT met'})" for k, v in targets.items())
+    lines.append(f"  {next(iter(results))}: {verdict}")
+    return lines
+
+
+def _say(msg: str) -> None:
+    print(f"[eval] {msg}", flush=True)
+
+
+def eval_main(argv: list[str]) -> int:
+    """Entry of ``avstream eval``; returns the exit code (2 on a user error)."""
+    p = argparse.ArgumentParser(prog="avstream eval", description="Benchmark the localization and highlight "
+                                "models on held-out synthetic scenes, with baselines and random weights.")
+    p.add_argument("--task", choices=("localization", "highlight", "all"), default="all")
+    p.add_argument("--localization-model", default="builtin:localization", help="path or builtin:NAME")
+    p.add_argument("--highlight-model", default="builtin:highlight", help="path or builtin:NAME")
+    p.add_argument("--clips", type=int, default=0, help="use only the first N evaluation seeds (smoke runs; "
+                   "the protocol's figures need all)")
+    p.add_argument("--seconds", type=float, default=0.0, help="clip length override (smoke runs only)")
+    p.add_argument("--no-random", action="store_true", help="skip the random-weights models (no torch needed)")
+    p.add_argument("--cache-dir", default=".cache/eval", help="where the random-weights models are written")
+    p.add_argument("--json", dest="json_path", help="also write all figures to this JSON file")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return _run(args)
+    except (AvstreamError, MissingDependencyError) as exc:
+        print(f"avstream eval: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if GENERATOR_VERSION != GENERATOR:
+        raise AvstreamError(f"evaluation protocol {PROTOCOL_VERSION} is defined on generator {GENERATOR}, "
+                            f"this one is {GENERATOR_VERSION}")
+    tasks = ["localization", "highlight"] if args.task == "all" else [args.task]
+    report: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "generator": GENERATOR}
+    lines: list[str] = []
+    for task in tasks:
+        model = args.localization_model if task == "localization" else args.highlight_model
+        output = "heatmap" if task == "localization" else "activation"
+        methods = [model_method("learned", model, output)]
+        if not args.no_random:
+            cache = Path(args.cache_dir)
+            cache.mkdir(parents=True, exist_ok=True)
+            _say(f"{task}: exporting the untrained network (random weights) ...")
+            methods.append(model_method("random weights", random_weights_model(task, cache), output))
+        methods.append(localization_baseline() if task == "localization" else highlight_baseline())
+        seeds = LOC_SEEDS if task == "localization" else HIGH_SEEDS
+        seeds = seeds[: args.clips] if args.clips > 0 else seeds
+        seconds = args.seconds or (LOC_SECONDS if task == "localization" else HIGH_SECONDS)
+        _say(f"{task}: {len(seeds)} clips of {seconds:g} s (seeds {seeds[0]}..{seeds[-1]}), "
+             f"methods: {', '.join(m.name for m in methods)}")
+        run = evaluate_localization if task == "localization" else evaluate_highlight
+        results = run(methods, seeds, seconds, progress=_say)
+        report[task] = {"seeds": [seeds[0], seeds[-1]], "seconds": seconds, "results": results}
+        lines += format_table(task, results) + [""]
+    print("\n".join(lines))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(report, indent=1))
+        _say(f"figures written to {args.json_path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(eval_main(sys.argv[1:]))
