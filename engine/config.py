@@ -167,6 +167,7 @@ class _Compiler:
         self.check_cycles()
         self.assign_streams()
         self.resolve_windows()
+        self.pace_sources()
         self.run_node_checks()
         outputs = self.compile_outputs(overrides)
         for nid, cls in self.classes.items():
@@ -378,6 +379,19 @@ class _Compiler:
                 if req is not None:
                     wants.append((edge.dst, req))
             self.nodes[nid].window = self.merge_window(nid, wants)
+
+    def pace_sources(self) -> None:
+        """A source left at its native frame rate delivers only what its window nodes sample.
+
+        Frames no consumer uses are then never converted to BGR nor copied to shared memory.
+        """
+        for nid, spec in self.nodes.items():
+            if not spec.is_source or spec.params.get("fps", None) != 0:
+                continue
+            consumers = [self.nodes[e.dst] for e in self.edges if e.src == nid]
+            rates = [c.window.fps if c.window is not None else 0.0 for c in consumers]
+            if consumers and all(r > 0 for r in rates):
+                spec.params["fps"] = max(rates)
 
     def merge_window(self, nid: str, wants: list[tuple[str, WindowRequirement]]) -> WindowRequirement | None:
         params = self.validated[nid]

@@ -87,7 +87,8 @@ def ciou_summary(cious: Sequence[float]) -> tuple[float, float]:
     values = np.asarray(cious, dtype=np.float64)
     thresholds = np.linspace(0.0, 1.0, 21)
     shares = np.array([(values >= t).mean() for t in thresholds])
-    auc = float(np.trapezoid(shares, thresholds)) if hasattr(np, "trapezoid") else float(np.trapz(shares, thresholds))
+    # trapezoid rule, written out: numpy renamed trapz -> trapezoid between versions
+    auc = float(np.sum((shares[1:] + shares[:-1]) / 2 * np.diff(thresholds)))
     return float((values >= 0.5).mean()), auc
 
 

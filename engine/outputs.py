@@ -115,7 +115,10 @@ class ResultPublisher:
 
     def _fsync(self) -> None:
         if self.jsonl is not None and self.jsonl is not sys.stdout:
-            os.fsync(self.jsonl.fileno())
+            try:
+                os.fsync(self.jsonl.fileno())
+            except OSError:  # not a regular file (a pipe, /dev/null): nothing to sync
+                pass
         self.pending_sync = False
 
     def tick(self) -> None:

@@ -12,8 +12,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ import zmq
 from .graph import OUTPUTS_NODE, PipelineSpec
 from .items import Event, Result
 from .outputs import ResultPublisher
+from .spawner import Child
 from .status import StatusView
 from .wire import decode
 
@@ -39,7 +38,7 @@ RESTART_WINDOW_S = 60.0
 class WorkerProc:
     name: str
     nodes: list[str]
-    popen: subprocess.Popen[bytes] | None = None
+    popen: Child | None = None
     last_seen: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
     restarts: list[float] = field(default_factory=list)
@@ -58,7 +57,6 @@ class Supervisor:
         shm_root = Path("/dev/shm")
         self.ring_dir = shm_root / f"avstream-{self.id}" if shm_root.is_dir() else self.run_dir / "rings"
         self.ring_dir.mkdir(parents=True, exist_ok=True)
-        self.ctx: zmq.Context[Any] = zmq.Context()
         self.workers = {name: WorkerProc(name, nodes) for name, nodes in spec.processes().items()}
         self.by_node = {n: w for w in self.workers.values() for n in w.nodes}
         self.stopping = False
@@ -77,10 +75,11 @@ class Supervisor:
 
     def spawn(self, worker: WorkerProc) -> None:
         resume = {n: worker.status.get(n, {}).get("last_t", {}) for n in worker.nodes}
-        cmd = [sys.executable, "-m", "avstream.engine.worker", "--spec", str(self.run_dir / "spec.json"),
-               "--process", worker.name, "--control", self.control_endpoint, "--run-dir", str(self.ring_dir),
-               "--resume", json.dumps(resume), "--parent", str(os.getpid())]
-        worker.popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        argv = ["--spec", str(self.run_dir / "spec.json"), "--process", worker.name, "--control",
+                self.control_endpoint, "--run-dir", str(self.ring_dir), "--resume", json.dumps(resume),
+                "--parent", str(os.getpid())]
+        # Forking is safe only before this process has ZeroMQ sockets (the first start).
+        worker.popen = Child(argv, fork=not hasattr(self, "control"))
         worker.last_seen = time.monotonic()
         worker.restart_at = None
 
@@ -119,6 +118,10 @@ class Supervisor:
     def _run(self) -> int:
         self.allocate_endpoints()
         self.identities: dict[str, bytes] = {}
+        if not self.spec.outputs.wait_for_subscribers:
+            for worker in self.workers.values():  # forks, before any socket exists here
+                self.spawn(worker)
+        self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.bind(self.control_endpoint)
@@ -139,14 +142,15 @@ class Supervisor:
                 self.view.line(f"warning: only {self.publisher.subscriptions} of {n} subscriber(s) after "
                                f"{self.spec.outputs.wait_timeout_s} s; starting anyway", important=True)
         for worker in self.workers.values():
-            self.spawn(worker)
+            if worker.popen is None and not worker.done:
+                self.spawn(worker)
         started = time.monotonic()
         poller = zmq.Poller()
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.results, zmq.POLLIN)
         next_tick = time.monotonic() + 1.0
         while True:
-            for sock, _ in poller.poll(100):
+            for sock, _ in poller.poll(20):
                 if sock is self.results:
                     self._drain_results()
                 else:
@@ -162,7 +166,7 @@ class Supervisor:
                 self.view.update(self.workers, self.publisher)
             if all(w.done for w in self.workers.values()):
                 # Workers flush their sockets before exiting; collect what is still in transit.
-                while self.results.poll(150):
+                while self.results.poll(30):
                     self._drain_results()
                 break
             if self.stopping and now > self.stop_deadline:
@@ -259,7 +263,8 @@ class Supervisor:
         for name in ("publisher",):
             if hasattr(self, name):
                 self.publisher.close()
-        self.ctx.destroy(linger=0)
+        if hasattr(self, "ctx"):
+            self.ctx.destroy(linger=0)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         shutil.rmtree(self.ring_dir, ignore_errors=True)
         self.view.close()

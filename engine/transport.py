@@ -32,7 +32,7 @@ from .wire import decode, encode
 
 DROPPABLE = (VideoFrame, AudioChunk, AVWindow)
 FRAME_HWM = 2  # frames in flight per edge inside ZeroMQ; the ring must cover queue + this
-POLL_MS = 100
+POLL_MS = 20  # stop is noticed within this; idle wake-ups are negligible
 
 
 class OutputPort:
@@ -46,6 +46,9 @@ class OutputPort:
             sock = ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.SNDHWM, FRAME_HWM if edge.kind == "media" else 64)
             sock.setsockopt(zmq.LINGER, 2000)
+            # The consumer may bind a moment after we connect: retry fast (ZeroMQ's default is 100 ms).
+            sock.setsockopt(zmq.RECONNECT_IVL, 5)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
             sock.connect(edge.endpoint)
             self.sockets.append(sock)
         frame_edges = [e for e in edges if e.kind == "media"]

@@ -24,11 +24,13 @@ from typing import Any
 
 import zmq
 
-from .graph import NodeSpec, PipelineSpec
+from .batching import batch_limits, collect_batch
 from .errors import ConfigError, MissingDependencyError, ModelError, SourceError
+from .graph import NodeSpec, PipelineSpec
 from .items import AudioChunk, EndOfStream, Event, Item, Result, VideoFrame
 from .node import Node, NodeContext, NodeState, SourceNode
 from .registry import load_registry
+from .spawner import set_process_name
 from .transport import Inbox, InputPort, OutputPort
 
 STATUS_EVERY_S = 0.5
@@ -52,6 +54,8 @@ class ControlLink:
     def _run(self) -> None:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.RECONNECT_IVL, 5)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
         sock.connect(self.endpoint)
         sock.send_json({"type": "hello", "process": self.process, "pid": os.getpid()})
         next_status = 0.0
@@ -67,7 +71,7 @@ class ControlLink:
             if now >= next_status:
                 sock.send_json({"type": "status", "process": self.process, "nodes": self.status_fn()})
                 next_status = now + STATUS_EVERY_S
-            if sock.poll(50):
+            if sock.poll(20):
                 cmd = sock.recv_json()
                 if isinstance(cmd, dict) and cmd.get("type") == "stop":
                     self.stop.set()
@@ -163,11 +167,16 @@ class NodeRunner:
         # Each input edge delivers one end-of-stream per stream flowing through it.
         streams_of_edge = [set(self.spec.nodes[e.src].streams) for e in self.in_edges]
         pending = {s: sum(1 for ss in streams_of_edge if s in ss) for s in self.ctx.streams}
+        batching = batch_limits(node)  # nodes that batch windows of several streams (engine/batching.py)
+        held: Item | None = None  # a control item that ended a batch: handled next, in order
         while pending and not self.stop.is_set():
-            got = self.inbox.get(0.1)
-            if got is None:
-                continue
-            _, item = got
+            if held is not None:
+                item, held = held, None
+            else:
+                got = self.inbox.get(0.1)
+                if got is None:
+                    continue
+                _, item = got
             self.items_in += 1
             if isinstance(item, Event):  # events travel to the outputs untouched
                 self.emit(item)
@@ -183,13 +192,23 @@ class NodeRunner:
                         self.emit(out)
                     self.emit(item)
                 continue
+            batch: list[Item] = [item]
             try:
-                for out in node.process(item):
+                if batching is not None:
+                    batch, held = collect_batch(self._next_item, item, batching.max_batch, batching.max_wait_s)
+                    self.items_in += len(batch) - 1
+                outs = batching.process(batch) if batching is not None else node.process(item)
+                for out in outs:
                     if not self.emit(out):
                         return
             finally:
-                if isinstance(item, VideoFrame):
-                    item.release()  # nodes copy what they keep; the slot goes back to the writer
+                for it in batch:
+                    if isinstance(it, VideoFrame):
+                        it.release()  # nodes copy what they keep; the slot goes back to the writer
+
+    def _next_item(self, timeout: float) -> Item | None:
+        got = self.inbox.get(timeout)
+        return None if got is None else got[1]
 
     def status(self) -> dict[str, Any]:
         return {
@@ -208,6 +227,17 @@ def _die_with_parent() -> None:
         pass
 
 
+def _alive(pid: int) -> bool:
+    """Whether the supervisor still runs (workers are forked by a fork server, not by it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="avstream-worker")
     parser.add_argument("--spec", required=True)
@@ -218,11 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, default=0)
     args = parser.parse_args(argv)
     _die_with_parent()
+    set_process_name(f"avs:{args.process}")
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor coordinates a Ctrl-C
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     parent = args.parent or os.getppid()
-    if os.getppid() != parent:
+    if not _alive(parent):
         return 0
     spec = PipelineSpec.from_json(Path(args.spec).read_text())
     zctx: zmq.Context[Any] = zmq.Context()
@@ -247,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in runners:
         r.thread.start()
     while any(r.thread.is_alive() for r in runners):
-        if os.getppid() != parent:  # supervisor gone
+        if not _alive(parent):  # supervisor gone
             stop.set()
         for r in runners:
             r.thread.join(0.1)

@@ -74,13 +74,13 @@ def children(pid: int) -> list[psutil.Process]:
 
 
 def worker_pid(supervisor_pid: int, process_name: str) -> int:
+    """The worker running process group ``process_name`` (workers name themselves avs:<name>)."""
     for child in children(supervisor_pid):
         try:
-            cmd = child.cmdline()
+            if child.name() == f"avs:{process_name}"[:15]:
+                return child.pid
         except psutil.NoSuchProcess:
             continue
-        if "avstream.engine.worker" in cmd and cmd[cmd.index("--process") + 1] == process_name:
-            return child.pid
     raise LookupError(process_name)
 
 
