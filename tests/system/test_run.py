@@ -107,3 +107,28 @@ def test_workers_exit_when_the_supervisor_is_killed(port: int) -> None:
     finally:
         sub.close()
         stop(run)
+
+
+def test_process_groups_share_one_worker(port: int, tmp_path: Path) -> None:
+    path = tmp_path / "grouped.yaml"
+    path.write_text(f"""\
+version: 1
+name: grouped
+streams:
+  cam0: {{uri: "synthetic://scene?seed=8&duration=30", realtime: true}}
+nodes:
+  window: {{type: avstream/av_window@v1, inputs: [cam0], process: infer}}
+  score:  {{type: avstream/highlight@v1, inputs: [window], process: infer}}
+outputs:
+  publish: {{endpoint: "{endpoint(port)}"}}
+""")
+    sub = Subscriber(endpoint(port))
+    run = start_run(str(path), "--quiet")
+    try:
+        sub.until(lambda m: m["header"]["kind"] == "highlight", timeout=60)
+        names = sorted(c.name() for c in children(run.pid))
+        assert names == ["avs:cam0", "avs:infer"]
+    finally:
+        sub.close()
+        out, err = stop(run)
+    assert run.returncode == 0, err
