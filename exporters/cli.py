@@ -19,7 +19,7 @@ from typing import Any
 
 from avstream.engine.errors import AvstreamError, MissingDependencyError, ModelError
 
-RECIPES = ("highlight",)
+RECIPES = ("highlight", "violence")
 
 
 def _say(msg: str) -> None:
@@ -96,9 +96,8 @@ def _export_recipe(args: argparse.Namespace) -> int:
     from .export import export_onnx, import_torch
 
     import_torch()
-    from .recipes import highlight as recipe
-
-    out = Path(args.out or "models/highlight.onnx")
+    recipe = importlib.import_module(f"{__package__}.recipes.{args.recipe}")
+    out = Path(args.out or f"models/{args.recipe}.onnx")
     t0 = time.perf_counter()
     if args.checkpoint:
         model = recipe.build_model()
