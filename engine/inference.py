@@ -1,20 +1,28 @@
-"""ONNX Runtime sessions and the model runner.
+"""ONNX Runtime sessions, execution backends and the model runner.
 
 onnxruntime is an optional dependency (extras ``avstream[cpu]`` / ``avstream[gpu]``: its CPU and GPU
 builds cannot share an environment), so it is imported lazily with a message naming the extra.
 
-``Runner.run`` takes batched inputs (B, ...) so that windows of several streams can share one call;
-``Runner.prepare`` turns one ``AVWindow`` into per-window arrays the model accepts (padding, silence,
-black frames), and ``Runner.run_windows`` stacks, runs and splits per window.
+- Execution providers are chosen per node from a preference list (``tensorrt, cuda, cpu`` by
+  default); the ones this build lacks are skipped with a logged reason. Intra-op threads come from
+  the node's CPU budget (affinity and cgroup quota aware). On a GPU provider inputs and outputs go
+  through ONNX Runtime's IO binding. Every backend is warmed up before the node reports ready.
+- A backend (``OrtBackend`` here, the native ``TensorRTBackend`` in ``engine/tensorrt.py``) maps a
+  feed to outputs. ``Runner`` holds one and can swap it for another that was built in the background
+  (a TensorRT engine builds for minutes; meanwhile the node serves with CUDA or CPU).
+- ``Runner.run`` takes batched inputs (B, ...) so that windows of several streams share one call;
+  ``Runner.prepare_*`` fit one ``AVWindow`` to the model; ``Runner.run_windows`` stacks, runs, splits.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,6 +41,9 @@ PROVIDERS = {
     "directml": "DmlExecutionProvider",
     "rocm": "ROCMExecutionProvider",
 }
+TRT_EP, CUDA_EP, CPU_EP = PROVIDERS["tensorrt"], PROVIDERS["cuda"], PROVIDERS["cpu"]
+GPU_PROVIDERS = (TRT_EP, CUDA_EP, PROVIDERS["rocm"])
+PRECISIONS = ("fp32", "fp16", "int8")
 _ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
     "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(float16)": np.float16,
@@ -66,7 +77,7 @@ def select_providers(wanted: Sequence[str], available: Sequence[str]) -> tuple[l
     """The wanted providers this ORT build has, in order, and (name, reason) for the skipped ones."""
     chosen: list[str] = []
     skipped: list[tuple[str, str]] = []
-    gpu_build = "CUDAExecutionProvider" in available
+    gpu_build = CUDA_EP in available
     for name in wanted:
         ort_name = provider_name(name)
         if ort_name in chosen:
@@ -75,15 +86,171 @@ def select_providers(wanted: Sequence[str], available: Sequence[str]) -> tuple[l
             chosen.append(ort_name)
             continue
         hint = ""
-        if ort_name in ("CUDAExecutionProvider", "TensorrtExecutionProvider") and not gpu_build:
+        if ort_name in (CUDA_EP, TRT_EP) and not gpu_build:
             hint = "; this is a CPU-only onnxruntime build, install 'avstream[gpu]' for CUDA/TensorRT"
         skipped.append((name, f"{ort_name} is not available in this onnxruntime build "
                               f"(available: {', '.join(available)}){hint}"))
     return chosen, skipped
 
 
+# ---------------------------------------------------------------------------------------------
+# CPU budget → threads
+# ---------------------------------------------------------------------------------------------
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), None if unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        p = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return q / p if q > 0 and p > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> float:
+    """CPUs this process may use: its affinity mask, capped by a cgroup quota (containers)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return min(float(n), quota) if quota else float(n)
+
+
+def thread_plan(threads: int = 0, cpus: float = 0.0, available: float | None = None) -> tuple[int, int]:
+    """(intra-op, inter-op) threads of a session from the node's CPU budget.
+
+    ``threads`` > 0 is taken as is; otherwise the budget ``cpus`` (0: all CPUs the process may use,
+    which ORT's own default ignores under a cgroup quota) rounded down, at least 1. Inter-op is 1:
+    the sequential executor runs one node of the graph at a time; our graphs are chains.
+    """
+    if threads > 0:
+        return threads, 1
+    budget = cpus if cpus > 0 else (available if available is not None else available_cpus())
+    return max(1, int(budget)), 1
+
+
+# ---------------------------------------------------------------------------------------------
+# provider options
+# ---------------------------------------------------------------------------------------------
+def profile_shapes(inputs: Sequence[tuple[str, Sequence[Any]]], max_batch: int, opt_batch: int = 0) -> tuple[str, str, str]:
+    """TensorRT optimisation profile (min, opt, max) in ORT's ``name:1x8x112x112x3,...`` syntax."""
+    def spec(batch: int) -> str:
+        return ",".join(f"{name}:" + "x".join(str(d) for d in _feed_shape(shape, batch)) for name, shape in inputs)
+
+    max_batch = max(1, max_batch)
+    return spec(1), spec(min(max_batch, opt_batch or max_batch)), spec(max_batch)
+
+
+def provider_options(
+    ort_name: str,
+    *,
+    device_id: int = 0,
+    precision: str = "fp32",
+    cache_dir: Path | None = None,
+    profile: tuple[str, str, str] | None = None,
+) -> dict[str, str]:
+    """The options ONNX Runtime gets for one provider (all values strings, as ORT wants)."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    if ort_name == TRT_EP:
+        opts = {"device_id": str(device_id), "trt_max_workspace_size": str(2 << 30),
+                "trt_fp16_enable": str(precision in ("fp16", "int8")),
+                "trt_int8_enable": str(precision == "int8"),  # explicit Q/DQ models: no calibration table
+                "trt_builder_optimization_level": "3"}
+        if cache_dir is not None:
+            opts.update({"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
+                         "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache_dir)})
+        if profile is not None:
+            opts.update({"trt_profile_min_shapes": profile[0], "trt_profile_opt_shapes": profile[1],
+                         "trt_profile_max_shapes": profile[2]})
+        return opts
+    if ort_name == CUDA_EP:
+        # HEURISTIC: EXHAUSTIVE conv search costs seconds per new batch size on a live stream
+        return {"device_id": str(device_id), "cudnn_conv_algo_search": "HEURISTIC",
+                "arena_extend_strategy": "kSameAsRequested", "do_copy_in_default_stream": "True"}
+    if ort_name == PROVIDERS["rocm"]:
+        return {"device_id": str(device_id)}
+    return {}
+
+
 def _feed_shape(shape: Sequence[Any], batch: int) -> list[int]:
     return [batch if i == 0 or not isinstance(d, int) or d <= 0 else d for i, d in enumerate(shape)]
+
+
+# ---------------------------------------------------------------------------------------------
+# backends
+# ---------------------------------------------------------------------------------------------
+class Backend(Protocol):
+    """Something that runs the graph: a feed of named arrays → outputs by name (host arrays)."""
+
+    name: str
+    output_names: list[str]
+
+    @property
+    def providers(self) -> list[str]: ...
+
+    def input_shapes(self) -> list[tuple[str, list[Any], Any]]: ...
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class OrtBackend:
+    """An ORT session; with ``io_binding`` inputs are copied once into reused device buffers and
+    outputs are allocated on the device (on by default when a GPU provider is active)."""
+
+    def __init__(self, session: Any, io_binding: bool | None = None, device_id: int = 0):
+        self.session = session
+        active = list(session.get_providers())
+        on_gpu = active[0] in GPU_PROVIDERS
+        self.device = ("cuda" if on_gpu else "cpu")
+        self.device_id = device_id
+        self.io_binding = on_gpu if io_binding is None else io_binding
+        self.name = f"onnxruntime:{active[0]}"
+        self.output_names = [o.name for o in session.get_outputs()]
+        self._bound: dict[tuple[tuple[str, tuple[int, ...]], ...], tuple[Any, dict[str, Any]]] = {}
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def input_shapes(self) -> list[tuple[str, list[Any], Any]]:
+        return [(i.name, list(i.shape), _ORT_DTYPES.get(i.type, np.float32)) for i in self.session.get_inputs()]
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.io_binding:
+            return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
+        ort = import_onnxruntime()
+        key = tuple((n, tuple(x.shape)) for n, x in feed.items())
+        if key not in self._bound:
+            if len(self._bound) > 16:  # a few batch sizes in steady state; don't grow without bound
+                self._bound.clear()
+            binding = self.session.io_binding()
+            values = {n: ort.OrtValue.ortvalue_from_numpy(x, self.device, self.device_id) for n, x in feed.items()}
+            for n, v in values.items():
+                binding.bind_ortvalue_input(n, v)
+            for n in self.output_names:
+                binding.bind_output(n, self.device, self.device_id)
+            self._bound[key] = (binding, values)
+        else:
+            binding, values = self._bound[key]
+            for n, x in feed.items():
+                values[n].update_inplace(np.ascontiguousarray(x))  # host → the same device buffer
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
+
+
+def _session_options(ort: Any, threads: int, cpus: float) -> Any:
+    opts = ort.SessionOptions()
+    intra, inter = thread_plan(threads, cpus)
+    opts.intra_op_num_threads = intra
+    opts.inter_op_num_threads = inter
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle pool threads would spin between windows (one a second): burn no CPU waiting
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # ORT's own warnings go to stderr unformatted; we log what matters
+    return opts
 
 
 def create_session(
@@ -92,11 +259,18 @@ def create_session(
     providers: Sequence[str] = ("tensorrt", "cuda", "cpu"),
     threads: int = 0,
     node_id: str = "",
+    cpus: float = 0.0,
+    device_id: int = 0,
+    precision: str = "fp32",
+    trt_cache_dir: Path | None = None,
+    max_batch: int = 1,
+    warm_up: bool = True,
 ) -> Any:
     """An ORT InferenceSession on the first available providers of ``providers``, warmed up once.
 
-    Providers missing from this build are skipped with a logged reason; ``threads`` sets the intra-op
-    thread count (0: ORT's default, one per core).
+    Providers missing from this build are skipped with a logged reason; ``threads``/``cpus`` set the
+    intra-op thread count (``thread_plan``). TensorRT gets an engine cache in ``trt_cache_dir`` and an
+    optimisation profile for batch 1..``max_batch``; ``precision`` enables its FP16/INT8 kernels.
     """
     ort = import_onnxruntime()
     who = f"{node_id}: " if node_id else ""
@@ -110,47 +284,72 @@ def create_session(
             f"(this onnxruntime has: {', '.join(available)}); add 'cpu' to providers or install "
             "'avstream[gpu]'"
         )
-    opts = ort.SessionOptions()
-    if threads > 0:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1  # one graph at a time per node; parallelism is within ops
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # idle pool threads would spin between windows (one a second): burn no CPU waiting
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3  # ORT's own warnings go to stderr unformatted; we log what matters
+    profile = None
+    if TRT_EP in chosen:
+        from .models import read_onnx_header
+
+        header = read_onnx_header(path)
+        profile = profile_shapes([(t.name, t.shape) for t in header.inputs], max_batch)
+    with_opts = [(p, provider_options(p, device_id=device_id, precision=precision, cache_dir=trt_cache_dir,
+                                      profile=profile)) for p in chosen]
     try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+        session = ort.InferenceSession(str(path), sess_options=_session_options(ort, threads, cpus),
+                                       providers=with_opts)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... classes
         raise ModelError(f"{who}{path}: onnxruntime cannot load the model: {exc}") from None
     active = session.get_providers()
     for name in chosen:
         if name not in active:  # e.g. TensorRT listed but its libraries missing at load time
             log.warning("%sexecution provider %s did not initialise; running on %s", who, name, ", ".join(active))
-    log.info("%s%s: running on %s (threads: %s)", who, Path(path).name, ", ".join(active), threads or "default")
-    feed: dict[str, np.ndarray] = {
-        i.name: np.zeros(_feed_shape(i.shape, 1), dtype=_ORT_DTYPES.get(i.type, np.float32))
-        for i in session.get_inputs()
-    }
-    session.run(None, feed)  # warm-up: first run allocates and (for TensorRT) builds engines
+    intra, _ = thread_plan(threads, cpus)
+    log.info("%s%s: running on %s (intra-op threads: %d)", who, Path(path).name, ", ".join(active), intra)
+    if warm_up:
+        warm(OrtBackend(session, io_binding=False), (1,))  # first run allocates (and builds TRT engines)
     return session
 
 
-class Runner:
-    """A session with its contract: batched ``run``, plus per-window preparation for the nodes."""
+def warm(backend: Backend, batches: Sequence[int]) -> float:
+    """Run zeros at each batch size once (allocations, kernel choice, TensorRT profiles); seconds taken."""
+    t0 = time.perf_counter()
+    for batch in sorted(set(max(1, b) for b in batches)):
+        backend.run({name: np.zeros(_feed_shape(shape, batch), dtype=dtype)
+                     for name, shape, dtype in backend.input_shapes()})
+    return time.perf_counter() - t0
 
-    def __init__(self, session: Any, contract: ModelContract, node_id: str = ""):
-        self.session = session
+
+# ---------------------------------------------------------------------------------------------
+# the runner
+# ---------------------------------------------------------------------------------------------
+def _is_backend(obj: Any) -> bool:
+    return callable(getattr(obj, "run", None)) and callable(getattr(obj, "input_shapes", None))
+
+
+class Runner:
+    """A backend with its contract: batched ``run``, per-window preparation, hot swap of the backend."""
+
+    def __init__(self, session: Any, contract: ModelContract, node_id: str = "", max_batch: int = 1):
+        self.backend: Backend = session if _is_backend(session) else OrtBackend(session)
         self.contract = contract
         self.node_id = node_id
-        graph_inputs = {i.name: i for i in session.get_inputs()}
-        for spec in (contract.video, contract.audio):
-            if spec is not None and spec.name not in graph_inputs:
-                raise ModelError(f"{contract.source}: graph has no input {spec.name!r}")
-        extra = set(graph_inputs) - {s.name for s in (contract.video, contract.audio) if s is not None}
-        if extra:
-            raise ModelError(f"{contract.source}: graph inputs {sorted(extra)} are not described by the contract")
-        self.output_names = [o.name for o in session.get_outputs()]
+        self.max_batch = max(1, max_batch)
+        self._check_backend(self.backend)
         self.resized = 0  # windows whose frames had to be resized here (the window node should do it)
+        self.swapped = threading.Event()  # set when a background build replaced the backend
+        self.build_error: str | None = None
+        self.build_thread: threading.Thread | None = None
+
+    def _check_backend(self, backend: Backend) -> None:
+        graph_inputs = {name for name, _, _ in backend.input_shapes()}
+        c = self.contract
+        for spec in (c.video, c.audio):
+            if spec is not None and spec.name not in graph_inputs:
+                raise ModelError(f"{c.source}: graph has no input {spec.name!r}")
+        extra = graph_inputs - {s.name for s in (c.video, c.audio) if s is not None}
+        if extra:
+            raise ModelError(f"{c.source}: graph inputs {sorted(extra)} are not described by the contract")
+        lacking = [s.name for s in c.outputs.values() if s.name not in backend.output_names]
+        if lacking:
+            raise ModelError(f"{c.source}: {backend.name} has no output(s) {lacking} named by the contract")
 
     @classmethod
     def open(
@@ -160,13 +359,94 @@ class Runner:
         providers: Sequence[str] = ("tensorrt", "cuda", "cpu"),
         threads: int = 0,
         node_id: str = "",
+        cpus: float = 0.0,
+        precision: str = "fp32",
+        max_batch: int = 1,
+        device_id: int = 0,
+        backend: str = "onnxruntime",
+        engine_cache: str | os.PathLike[str] | None = None,
+        background_build: bool = True,
     ) -> Runner:
+        """Open a model for serving; warmed up at batch 1 and ``max_batch`` before it returns.
+
+        ``backend="tensorrt"`` (or a ``.engine``/``.plan`` file) uses the native TensorRT runner
+        (``engine/tensorrt.py``). When TensorRT is wanted and no engine is cached for this model,
+        GPU and TensorRT version, the runner serves with the next provider (CUDA or CPU) while the
+        engine builds in a background thread, then swaps (``background_build=False``: build first).
+        """
+        path = Path(path)
+        from . import tensorrt as trt_mod  # no GPU import at module level: the helpers are guarded
+
+        opts: dict[str, Any] = dict(threads=threads, node_id=node_id, cpus=cpus, device_id=device_id,
+                                    precision=precision, max_batch=max_batch)
+        if backend == "tensorrt" or path.suffix in trt_mod.ENGINE_SUFFIXES:
+            return trt_mod.open_native(cls, path, providers=providers, engine_cache=engine_cache,
+                                       background_build=background_build, **opts)
+        if backend != "onnxruntime":
+            raise ModelError(f"unknown backend {backend!r} (onnxruntime or tensorrt)")
         contract = read_contract(path)
-        return cls(create_session(path, providers=providers, threads=threads, node_id=node_id), contract, node_id)
+        ort = import_onnxruntime()
+        chosen, _ = select_providers(list(providers), list(ort.get_available_providers()))
+        cache_dir = None
+        if TRT_EP in chosen:
+            cache_dir = trt_mod.ort_trt_cache_dir(path, precision, max_batch, engine_cache, device_id)
+            rest = [p for p in chosen if p != TRT_EP]
+            if background_build and rest and not trt_mod.cache_has_engine(cache_dir):
+                who = f"{node_id}: " if node_id else ""
+                log.info("%sno TensorRT engine cached for %s in %s: building it in the background, serving "
+                         "with %s meanwhile", who, path.name, cache_dir, ", ".join(rest))
+                runner = cls(create_session(path, providers=rest, **opts), contract, node_id, max_batch)
+                runner.warm_up()
+                runner.build_in_background(
+                    lambda: OrtBackend(create_session(path, providers=chosen, trt_cache_dir=cache_dir,
+                                                      warm_up=False, **opts), device_id=device_id),
+                    "TensorRT execution provider")
+                return runner
+        session = create_session(path, providers=providers, trt_cache_dir=cache_dir, warm_up=False, **opts)
+        runner = cls(OrtBackend(session, device_id=device_id), contract, node_id, max_batch)
+        runner.warm_up()
+        return runner
 
     @property
     def providers(self) -> list[str]:
-        return list(self.session.get_providers())
+        return list(self.backend.providers)
+
+    @property
+    def session(self) -> Any:
+        """The ORT session of the current backend (None for a native TensorRT engine)."""
+        return getattr(self.backend, "session", None)
+
+    def warm_up(self, backend: Backend | None = None) -> float:
+        """Warm ``backend`` (default: the current one) at batch 1 and ``max_batch``; seconds taken."""
+        return warm(backend or self.backend, (1, self.max_batch))
+
+    def swap(self, backend: Backend, reason: str = "") -> None:
+        """Serve with ``backend`` from the next batch on (a batch in flight finishes on the old one)."""
+        self._check_backend(backend)
+        old = self.backend.name
+        self.backend = backend  # one attribute store: runs read it once per batch
+        self.swapped.set()
+        who = f"{self.node_id}: " if self.node_id else ""
+        log.info("%sswapped %s → %s%s", who, old, backend.name, f" ({reason})" if reason else "")
+
+    def build_in_background(self, build: Callable[[], Backend], label: str) -> threading.Thread:
+        """Build a backend in a thread, warm it up, then swap; on failure keep serving and log why."""
+        who = f"{self.node_id}: " if self.node_id else ""
+
+        def work() -> None:
+            t0 = time.perf_counter()
+            try:
+                backend = build()
+                self.warm_up(backend)
+            except Exception as exc:  # any failure: the current backend keeps serving
+                self.build_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%sbuilding %s failed, staying on %s: %s", who, label, self.backend.name, self.build_error)
+                return
+            self.swap(backend, f"{label} built in {time.perf_counter() - t0:.1f} s")
+
+        self.build_thread = threading.Thread(target=work, name=f"build:{self.node_id or 'model'}", daemon=True)
+        self.build_thread.start()
+        return self.build_thread
 
     def zero_inputs(self, batch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Black frames and silence for ``batch`` windows (warm-up, latency figures, tests)."""
@@ -175,8 +455,8 @@ class Runner:
         audio = np.zeros((batch, a.samples), np.float32) if a else None
         return video, audio
 
-    def run(self, video: np.ndarray | None, audio: np.ndarray | None) -> dict[str, np.ndarray]:
-        """Run a batch: video (B, T, H, W, 3) uint8 BGR, audio (B, N) float32 → outputs by name.
+    def feed(self, video: np.ndarray | None, audio: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The graph feed for a batch: video (B, T, H, W, 3) uint8 BGR, audio (B, N) float32.
 
         An input the model needs but the caller does not give is fed as black frames / silence.
         """
@@ -203,8 +483,11 @@ class Runner:
             if audio.shape != want_a:
                 raise ValueError(f"{c.ref}: audio batch has shape {audio.shape}, the model takes {want_a}")
             feed[c.audio.name] = np.ascontiguousarray(audio, dtype=np.float32)
-        outs = self.session.run(None, feed)
-        return dict(zip(self.output_names, outs, strict=True))
+        return feed
+
+    def run(self, video: np.ndarray | None, audio: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Run a batch (see ``feed``) on the current backend → the contract's outputs by graph name."""
+        return self.backend.run(self.feed(video, audio))
 
     # --- per-window preparation -------------------------------------------------------------
     def prepare_video(self, frames: np.ndarray | None) -> np.ndarray | None:

@@ -15,7 +15,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -23,8 +23,9 @@ from pydantic import Field
 from avstream.engine.errors import AvstreamError, ModelError
 from avstream.engine.inference import PROVIDERS, Runner
 from avstream.engine.items import AV_WINDOW, RESULT, AVWindow, Item, Result
-from avstream.engine.models import ModelContract, read_contract, resolve_model
+from avstream.engine.models import ModelContract, resolve_model
 from avstream.engine.node import CheckContext, Node, NodeContext, Params, WindowRequirement
+from avstream.engine.tensorrt import load_contract
 
 DEFAULT_PROVIDERS = ["tensorrt", "cuda", "cpu"]
 
@@ -85,7 +86,7 @@ def _params(cls: type[Node[Any]], params: Any) -> Any:
 def _model_problems(model: str, ctx: CheckContext, need_outputs: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Problems of the ``model`` param and of the windows fed to it, without raising."""
     try:
-        contract = read_contract(resolve_model(model, ctx.base_dir))
+        contract = load_contract(resolve_model(model, ctx.base_dir))
     except ModelError as exc:
         return [("model", str(exc))]
     problems = []
@@ -115,7 +116,22 @@ class ModelParams(Params):
     providers: list[str] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS),
                                  description="execution providers in order of preference (tensorrt, cuda, "
                                              "cpu...); unavailable ones are skipped with a logged reason")
-    threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads (0: its default)")
+    threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads (0: from the CPU budget `cpus`)")
+    cpus: float = Field(default=0.0, ge=0, description="CPU budget of this node in cores; sets the intra-op "
+                        "threads when `threads` is 0 (0: all CPUs the process may use, cgroup quota aware)")
+    max_batch: int = Field(default=1, ge=1, le=1024, description="batch windows of all streams up to this many "
+                           "per model call (1: no batching); also the TensorRT profile's largest batch")
+    max_wait_ms: float = Field(default=10.0, ge=0, le=10_000, description="how long a batch waits for more "
+                               "windows after its first one, in milliseconds")
+    backend: Literal["onnxruntime", "tensorrt"] = Field(default="onnxruntime", description="onnxruntime "
+                                                        "(execution providers below) or tensorrt (native "
+                                                        "TensorRT engine, built and cached per GPU)")
+    precision: Literal["fp32", "fp16", "int8"] = Field(default="fp32", description="TensorRT precision "
+                                                       "(int8 needs a Q/DQ model from avstream export "
+                                                       "--quantize int8); CUDA/CPU run the model as it is")
+    device_id: int = Field(default=0, ge=0, description="GPU index for CUDA and TensorRT")
+    engine_cache: str | None = Field(default=None, description="TensorRT engine cache folder (default: "
+                                     "$AVSTREAM_ENGINE_CACHE or ~/.cache/avstream/engines)")
 
 
 MP = TypeVar("MP", bound=ModelParams)
@@ -136,12 +152,20 @@ class ModelNode(Node[MP]):
     @classmethod
     def window_requirement(cls, params: Any, base_dir: Path) -> WindowRequirement | None:
         p = _params(cls, params)
-        return read_contract(resolve_model(p.model, base_dir)).window_requirement()
+        return load_contract(resolve_model(p.model, base_dir)).window_requirement()
+
+    @classmethod
+    def supports_batching(cls) -> bool:
+        """A subclass that overrides ``process`` but not ``process_batch`` handles items its own way."""
+        return cls.process is ModelNode.process or cls.process_batch is not ModelNode.process_batch
 
     @classmethod
     def check(cls, params: Any, ctx: CheckContext) -> list[tuple[str, str]]:
         p = _params(cls, params)
-        return _model_problems(p.model, ctx, cls.required_outputs) + _provider_problems(p.providers)
+        problems = _model_problems(p.model, ctx, cls.required_outputs) + _provider_problems(p.providers)
+        if p.max_batch > 1 and not cls.supports_batching():
+            problems.append(("max_batch", f"{cls.type_id} processes windows one by one: leave max_batch at 1"))
+        return problems
 
     @property
     def contract(self) -> ModelContract:
@@ -150,9 +174,12 @@ class ModelNode(Node[MP]):
         return self.runner.contract
 
     def on_start(self) -> None:
-        self.path = resolve_model(self.params.model, self.ctx.base_dir)
-        self.runner = Runner.open(self.path, providers=self.params.providers, threads=self.params.threads,
-                                  node_id=self.ctx.node_id)
+        p = self.params
+        self.path = resolve_model(p.model, self.ctx.base_dir)
+        # warmed up at batch 1 and max_batch before the node reports ready
+        self.runner = Runner.open(self.path, providers=p.providers, threads=p.threads, node_id=self.ctx.node_id,
+                                  cpus=p.cpus, precision=p.precision, max_batch=p.max_batch,
+                                  device_id=p.device_id, backend=p.backend, engine_cache=p.engine_cache)
         missing = [o for o in self.required_outputs if o not in self.runner.contract.outputs]
         if missing:
             raise ModelError(f"{self.path}: {self.runner.contract.ref} lacks the output(s) {missing} "
@@ -161,7 +188,18 @@ class ModelNode(Node[MP]):
                              ", ".join(self.runner.providers))
 
     def on_stop(self) -> None:
+        windows, batches = self.ctx.counters.get("windows", 0.0), self.ctx.counters.get("batches", 0.0)
+        if batches:
+            self.ctx.logger.info("%s: %d windows in %d model calls (mean batch %.2f) on %s", self.ctx.node_id,
+                                 windows, batches, windows / batches,
+                                 self.runner.backend.name if self.runner else "no backend")
         self.runner = None
+
+    def batch_limits(self) -> tuple[int, float] | None:
+        """(max_batch, max_wait_s) for the worker's cross-stream batching (engine/batching.py)."""
+        if self.params.max_batch <= 1 or not self.supports_batching():
+            return None
+        return self.params.max_batch, self.params.max_wait_ms / 1000.0
 
     def infer(self, windows: Sequence[AVWindow]) -> list[dict[str, np.ndarray]]:
         """Run windows of any streams as one batch (what a batching scheduler calls)."""
@@ -174,7 +212,13 @@ class ModelNode(Node[MP]):
         return outs
 
     def process_batch(self, windows: Sequence[AVWindow]) -> list[Result]:
-        """Results for several windows (any streams), in order; ``process`` is the one-window case."""
+        """Results for several windows (any streams), in order; ``process`` is the one-window case.
+
+        The worker's batching passes its data items here; anything but an AVWindow is skipped.
+        """
+        windows = [w for w in windows if isinstance(w, AVWindow)]
+        if not windows:
+            return []
         outs = self.infer(windows)
         return [self.make_result(w, o) for w, o in zip(windows, outs, strict=True)]
 
