@@ -15,6 +15,7 @@ Other modules add schemes (live inputs) with :func:`register_scheme`. No torch h
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -451,12 +452,34 @@ def _generated(uri: str, kind: str, cfg: SceneConfig, duration: float, stream: s
 # entry point
 
 ReaderFactory = Callable[..., MediaReader]
+UriCheck = Callable[[str], "str | None"]
 _SCHEMES: dict[str, ReaderFactory] = {}
+_CHECKS: dict[str, UriCheck] = {}
 
 
-def register_scheme(scheme: str, factory: ReaderFactory) -> None:
-    """Make ``open_reader`` hand ``scheme://`` URIs to ``factory(uri, **open_reader kwargs)``."""
+def register_scheme(scheme: str, factory: ReaderFactory, check: UriCheck | None = None) -> None:
+    """Make ``open_reader`` hand ``scheme://`` URIs to ``factory(uri, **open_reader kwargs)``.
+
+    ``check(uri)`` (optional) returns a problem found without opening the input, for validation.
+    """
     _SCHEMES[scheme.lower()] = factory
+    if check is not None:
+        _CHECKS[scheme.lower()] = check
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported on first call (live readers need the capture module first)."""
+
+    def call(*args: Any, **kw: Any) -> Any:
+        return getattr(importlib.import_module(f".{module}", __package__), name)(*args, **kw)
+
+    return call
+
+
+for _scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp"):
+    register_scheme(_scheme, _lazy("netcapture", "NetworkReader"), _lazy("netcapture", "check_net_uri"))
+register_scheme("v4l2", _lazy("devices", "open_v4l2"), _lazy("devices", "check_v4l2_uri"))
+register_scheme("mic", _lazy("devices", "MicReader"), _lazy("devices", "check_mic_uri"))
 
 
 def uri_scheme(uri: str) -> str:
@@ -475,12 +498,14 @@ def open_reader(
     sample_rate: int = 16000,
     audio_chunk_s: float = 0.04,
     options: dict[str, Any] | None = None,
+    live: Any = None,
 ) -> MediaReader:
     """Open ``uri`` for ``stream``: a path or ``file://``, ``sample://<name>``, ``synthetic://...``,
     or a scheme added with :func:`register_scheme`. Raises SourceError when it cannot be opened.
 
     ``video``/``audio`` = False ignore that track; ``fps`` > 0 subsamples video; audio comes mono at
-    ``sample_rate`` in chunks of about ``audio_chunk_s``; ``options`` go to FFmpeg (files).
+    ``sample_rate`` in chunks of about ``audio_chunk_s``; ``options`` go to FFmpeg (files, network);
+    ``live`` (``netcapture.LiveSettings``) goes to the readers of live schemes.
     """
     if sample_rate <= 0 or audio_chunk_s <= 0 or fps < 0:
         raise source_error(
@@ -513,6 +538,8 @@ def open_reader(
     if factory is None:
         known = ", ".join(sorted({"file", "sample", "synthetic", *_SCHEMES}))
         raise source_error(stream, uri, f"input scheme {scheme!r} is not supported here (supported: {known})")
+    if live is not None:
+        kw["live"] = live
     return factory(uri, stream=stream, options=options, **kw)
 
 
@@ -530,6 +557,8 @@ def check_uri(uri: str, base_dir: Path | None = None) -> str | None:
             path = resolve_file(uri, base_dir)
             if not os.path.exists(file_path(path)):
                 return f"file not found: {redact_uri(path)}"
+        elif scheme in _CHECKS:
+            return _CHECKS[scheme](uri)
     except SourceError as exc:
         return str(exc).split(": ", 2)[-1]
     return None

@@ -1,23 +1,33 @@
-"""The media source node ``avstream/source@v1``: files, ``sample://`` and ``synthetic://`` inputs.
+"""The media source node ``avstream/source@v1``: files, ``sample://``, ``synthetic://``, network
+streams, cameras and microphones.
 
 One node feeds one stream (``ctx.streams[0]``), from one URI carrying video and/or audio, or from a
-video-only URI paired with an audio-only URI (joined by media time). The readers live in
-``avstream.engine.capture``; this node adds pacing, looping, ``--duration`` and resume after a restart.
+video-only URI paired with an audio-only URI. The readers live in ``avstream.engine.capture``
+(files, generated), ``netcapture`` (network) and ``devices`` (v4l2, mic). For files this node adds
+pacing, looping, ``--duration`` and resume after a restart. Live readers capture in threads of their
+own; this node merges them through a jitter buffer (``avclock``), passes their ``stream_down`` /
+``stream_up`` events on, and reports skew, drift, drops and reconnects in its status. A file or
+network stream keeps its own A/V timestamps; a camera + microphone pair is aligned by capture wall time.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import queue
+import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, model_validator
+
+from avstream.engine.avclock import JitterBuffer
 from avstream.engine.capture import MediaItem, MediaReader, check_uri, open_reader, redact_uri, resolve_file
 from avstream.engine.errors import SourceError
-from avstream.engine.items import AudioChunk, Item, StreamInfo, VideoFrame
+from avstream.engine.items import AudioChunk, Event, Item, StreamInfo, VideoFrame
+from avstream.engine.netcapture import LiveSettings, WallClock
 from avstream.engine.node import CheckContext, Params, SourceNode
-from pydantic import Field, model_validator
 
 
 class SourceParams(Params):
@@ -50,7 +60,73 @@ class SourceParams(Params):
         default=0.04, gt=0.0, le=1.0, description="Length of one audio chunk in seconds."
     )
     options: dict[str, str] = Field(
-        default_factory=dict, description="FFmpeg demuxer options for file inputs."
+        default_factory=dict,
+        description="FFmpeg options for file and network inputs (e.g. {probesize: '500000'}); override the defaults.",
+    )
+    # --- live inputs (network, camera, microphone) ---
+    rtsp_transport: Literal["tcp", "udp", "auto"] = Field(
+        default="tcp", description="RTSP transport: tcp (interleaved, robust), udp, or auto (FFmpeg tries UDP first)."
+    )
+    open_timeout: float = Field(
+        default=10.0, gt=0.0, le=600.0, description="Seconds to wait for a connection to open before retrying."
+    )
+    stall_timeout: float = Field(
+        default=5.0, gt=0.0, le=600.0,
+        description="A live input that delivers no packets (or no packets of one of its tracks) for this many "
+        "seconds is down: stream_down is published and it is reconnected.",
+    )
+    reconnect: bool = Field(default=True, description="Reconnect a live input that went down.")
+    backoff_initial: float = Field(
+        default=0.5, gt=0.0, le=600.0, description="First reconnect delay in seconds; doubles per failed attempt."
+    )
+    backoff_max: float = Field(default=30.0, gt=0.0, le=3600.0, description="Longest reconnect delay in seconds.")
+    backoff_jitter: float = Field(
+        default=0.25, ge=0.0, le=1.0, description="Random +- fraction added to each reconnect delay."
+    )
+    max_reconnects: int = Field(
+        default=0, ge=0, description="Give up (stream ends with an error) after this many failed attempts; 0: never."
+    )
+    backend: Literal["auto", "pyav", "ffmpeg"] = Field(
+        default="auto",
+        description="Network reader: pyav, ffmpeg (the FFmpeg CLI as a subprocess) or auto (the CLI only for "
+        "protocols PyAV lacks, e.g. srt).",
+    )
+    max_lag: float = Field(
+        default=2.0, gt=0.0, le=600.0,
+        description="Live video decoded more than this many seconds behind real time is dropped (counted) "
+        "until decoding catches up.",
+    )
+    jitter_buffer: float = Field(
+        default=0.25, ge=0.0, le=10.0,
+        description="Seconds a live item may wait for the other track (late audio); audio missing for 4x this "
+        "long (at least 1 s) is filled with silence so windows keep coming.",
+    )
+    clock: Literal["auto", "pts", "wall"] = Field(
+        default="auto",
+        description="Live timing: pts (the stream's own timestamps, A/V aligned as sent), wall (capture wall "
+        "time, for a camera + microphone pair) or auto (pts for one network URI, wall for pairs and devices).",
+    )
+    decode_threads: int = Field(default=0, ge=0, le=64, description="Video decoder threads of live inputs (0: auto).")
+    capture_format: str = Field(
+        default="", description="Camera pixel format / codec (v4l2), e.g. mjpeg or yuyv422; the URI's ?format= wins."
+    )
+    capture_size: str = Field(
+        default="", pattern=r"^(\d+x\d+)?$", description="Camera frame size WIDTHxHEIGHT; the URI's ?size= wins."
+    )
+    capture_fps: float = Field(
+        default=0.0, ge=0.0, le=1000.0, description="Camera frame rate to request; the URI's ?fps= wins (0: default)."
+    )
+    camera_backend: Literal["auto", "ffmpeg", "opencv"] = Field(
+        default="auto", description="Camera reader: the FFmpeg CLI, OpenCV's V4L2 backend, or auto (FFmpeg if installed)."
+    )
+    mic_channels: int = Field(
+        default=1, ge=1, le=64, description="Microphone channels to capture (mixed down to mono); the device is the URI."
+    )
+    mic_rate: int = Field(
+        default=0, ge=0, le=384000, description="Microphone capture rate in Hz (0: the device's default); resampled."
+    )
+    mic_buffer: float = Field(
+        default=2.0, gt=0.0, le=60.0, description="Seconds of microphone audio buffered before the oldest is dropped."
     )
 
     @model_validator(mode="after")
@@ -63,11 +139,12 @@ class SourceParams(Params):
 
 
 class FileSource(SourceNode[SourceParams]):
-    """Reads a file, a bundled sample or a synthetic scene and emits StreamInfo, frames and chunks."""
+    """Reads a file, sample, synthetic scene, network stream or device; emits StreamInfo, frames, chunks."""
 
     type_id = "avstream/source@v1"
     summary = (
-        "File, sample:// and synthetic:// input (video + audio), paced at media speed or as fast as possible"
+        "Media input (video + audio): files, sample://, synthetic://, network streams with reconnect, "
+        "v4l2 cameras, microphones"
     )
     Params = SourceParams
     output_kind = "media"
@@ -94,7 +171,12 @@ class FileSource(SourceNode[SourceParams]):
             sample_rate=p.sample_rate,
             audio_chunk_s=p.audio_chunk_s,
             options=p.options or None,
+            live=self._live_settings(),
         )
+
+    def _live_settings(self) -> LiveSettings:
+        p = self.params
+        return LiveSettings(**{k: getattr(p, k) for k in LiveSettings.__dataclass_fields__})
 
     def _open_all(self) -> list[MediaReader]:
         p = self.params
@@ -162,6 +244,9 @@ class FileSource(SourceNode[SourceParams]):
     def produce(self) -> Iterator[Item]:
         stream = self.ctx.streams[0]
         readers = self._open_all()
+        if any(getattr(r, "live", False) for r in readers):
+            yield from self._produce_live(readers)
+            return
         info = self._combined_info(readers)
         yield info
         limit = self.ctx.duration
@@ -194,6 +279,115 @@ class FileSource(SourceNode[SourceParams]):
                 item.wall = time.time()  # a paced file behaves like a live capture
             self.ctx.count("frames_out" if kind == "video" else "audio_chunks_out")
             yield item
+
+
+    # --- live inputs ---
+    def _produce_live(self, readers: list[MediaReader]) -> Iterator[Item]:
+        stream = self.ctx.streams[0]
+        if not all(getattr(r, "live", False) for r in readers):
+            for r in readers:
+                r.close()
+            uris = " + ".join(r.info.uri for r in readers)
+            raise SourceError(f"stream {stream!r}: {uris}: a live input can only be paired with another live input")
+        p = self.params
+        resume = self.ctx.resume_after.get(stream)
+        start = resume + 1e-3 if resume is not None else 0.0  # after a restart: media time continues
+        wall = WallClock(start) if len(readers) > 1 else None
+        for r in readers:
+            r.bind(start=start, wall=wall, count=self.ctx.count)
+        self._live = readers
+        combined = self._combined_info(readers)
+        self._jitter = jb = JitterBuffer(stream, video=combined.has_video, audio=combined.has_audio,
+                                         sample_rate=p.sample_rate, hold_s=p.jitter_buffer,
+                                         conceal_s=max(1.0, 4 * p.jitter_buffer))
+        hand: queue.Queue[tuple[str, int, Any]] = queue.Queue(maxsize=8)
+        for i, r in enumerate(readers):
+            threading.Thread(target=_pump, args=(r, i, hand, self.ctx.stop_event), name=f"pump:{stream}:{i}",
+                             daemon=True).start()
+        infos: dict[int, StreamInfo] = {}
+        announced: StreamInfo | None = None
+        ended = 0
+        limit = self.ctx.duration
+        try:
+            while not self.ctx.stopping:
+                try:
+                    kind, i, item = hand.get(timeout=0.05)
+                except queue.Empty:
+                    kind, item = "", None
+                if kind == "error":
+                    raise item
+                if kind == "end":
+                    ended += 1
+                    if ended == len(readers):
+                        break
+                elif isinstance(item, StreamInfo):
+                    infos[i] = item
+                    if len(infos) == len(readers):
+                        info = self._combined_info([_Info(infos[k]) for k in sorted(infos)])
+                        if info != announced:
+                            announced = info
+                            jb.configure(video=info.has_video, audio=info.has_audio, sample_rate=info.sample_rate)
+                            yield info
+                elif isinstance(item, Event):
+                    self.ctx.count(item.name)
+                    yield item
+                elif item is not None:
+                    jb.push(item)
+                    if announced is None and len(jb) > 256:  # the other input is not up yet: keep it bounded
+                        self.ctx.count("dropped_before_start", len(jb.flush()))
+                if announced is None:
+                    continue
+                for out in jb.pop():
+                    if limit is not None and out.t >= limit:
+                        return
+                    self.ctx.count("frames_out" if isinstance(out, VideoFrame) else "audio_chunks_out")
+                    yield out
+            for out in jb.flush() if announced is not None and not self.ctx.stopping else []:
+                yield out
+        finally:
+            for r in readers:
+                r.close()
+
+    def status(self) -> dict[str, Any]:
+        readers = getattr(self, "_live", None)
+        if not readers:
+            return {}
+        per = [r.stats() for r in readers]
+        out: dict[str, Any] = dict(per[0]) if len(per) == 1 else {r.info.uri: st for r, st in zip(readers, per, strict=True)}
+        jb = getattr(self, "_jitter", None)
+        if jb is not None:
+            out["audio_concealed_s"] = round(jb.concealed_s, 2)
+            out["late_audio_s"] = round(jb.late_audio_s, 2)
+        if len(per) > 1:
+            skews = [st["av_skew_ms"] for st in per if "av_skew_ms" in st]
+            if skews:
+                out["av_skew_ms"] = skews[0]
+        return out
+
+
+class _Info:
+    """A StreamInfo in the shape ``_combined_info`` reads (``reader.info``)."""
+
+    def __init__(self, info: StreamInfo):
+        self.info = info
+
+
+def _pump(reader: MediaReader, index: int, hand: queue.Queue[tuple[str, int, Any]], stop: threading.Event) -> None:
+    """One live reader's items into the node's hand-over queue (blocks when the node is behind:
+    the reader's own queue then drops its oldest media)."""
+    try:
+        for item in reader.read():
+            while not stop.is_set():
+                try:
+                    hand.put(("item", index, item), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        hand.put(("end", index, None))
+    except BaseException as exc:  # handed to the node's thread, which reports it
+        hand.put(("error", index, exc))
 
 
 def source_node_types() -> list[type]:

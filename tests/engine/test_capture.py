@@ -137,7 +137,7 @@ def test_open_errors_name_stream_and_redacted_uri(media: dict[str, Path], tmp_pa
         (str(media["garbage"]), "not a media file"),
         (str(tmp_path), "directory"),
         ("file://bob:hunter2@" + str(tmp_path / "x.mp4"), "not found"),
-        ("rtsp://bob:hunter2@10.0.0.1/live", "not supported"),
+        ("gopher://bob:hunter2@10.0.0.1/live", "not supported"),
     ]
     for uri, why in cases:
         with pytest.raises(SourceError) as err:

@@ -1,0 +1,3 @@
+"""Fixtures of the live tests live in servers.py."""
+
+from tests.live.servers import clip, live_dir, servers  # noqa: F401
