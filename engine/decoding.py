@@ -185,12 +185,16 @@ def beam_search(step: StepFn, vocab: Vocabulary, length: int, beam: int = 3, max
 
     Each step expands every live beam by its top ``2 * beam`` tokens, ranks all candidates by total
     log-probability, sends an EOS candidate ranked within the first ``beam`` to the finished list and
-    keeps the best ``beam`` others alive; it stops once ``beam`` hypotheses have finished. Beam 1 is
-    greedy search.
+    keeps the best ``beam`` others alive. It stops when no live beam can still beat the best finished
+    hypothesis (log-probabilities only fall, so a live beam's best final score is its total divided by
+    the longest length's penalty): stopping after ``beam`` finished ones instead would lose a long,
+    probable caption to short ones that end early. Beam 1 is greedy search.
     """
     _check_limits(vocab, length, max_tokens, min_tokens)
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
+    if length_penalty < 0:
+        raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
     live: list[Hypothesis] = [Hypothesis([], 0.0, [], finished=False)]
     finished: list[Hypothesis] = []
     for n in range(max_tokens + 1):
@@ -213,8 +217,13 @@ def beam_search(step: StepFn, vocab: Vocabulary, length: int, beam: int = 3, max
             if len(nxt) >= beam and rank >= beam:
                 break
         live = nxt
-        if len(finished) >= beam or not live:
+        if not live:
             break
+        if finished:
+            best = max(h.score(length_penalty) for h in finished)
+            bound = max(h.logprob for h in live) / (max_tokens + 1) ** length_penalty
+            if best >= bound:
+                break
     pool = finished or live
     return max(pool, key=lambda h: h.score(length_penalty))
 

@@ -152,3 +152,14 @@ def test_decoder_spec_validation() -> None:
                         ({"vocabulary": {"words": ["a", "a", "b", "c"]}}, "vocabulary")):
         with pytest.raises(ModelError, match=key):
             decoder_spec_from_dict({**good, **change}, "d.onnx")
+
+
+def test_beam_keeps_searching_for_a_long_better_caption() -> None:
+    # three short captions finish early; the long one ("a a a a") is far more probable and must win
+    table = {(): {A: 0.8, B: 0.1, C: 0.1}, (B,): {EOS: 0.95, D: 0.05}, (C,): {EOS: 0.95, D: 0.05},
+             (B, D): {EOS: 1.0}, (C, D): {EOS: 1.0},
+             (A,): {A: 0.99, EOS: 0.01}, (A, A): {A: 0.99, EOS: 0.01}, (A, A, A): {A: 0.99, EOS: 0.01},
+             (A, A, A, A): {EOS: 0.99, A: 0.01}}
+    for lp in (0.0, 1.0):
+        h = beam_search(make_step(table), VOCAB, LENGTH, beam=3, max_tokens=5, min_tokens=1, length_penalty=lp)
+        assert h.ids == [A, A, A, A], lp
