@@ -437,6 +437,7 @@ class Runner:
             t0 = time.perf_counter()
             try:
                 backend = build()
+                self._check_backend(backend)  # a graph that does not fit the contract never goes live
                 self.warm_up(backend)
             except Exception as exc:  # any failure: the current backend keeps serving
                 self.build_error = f"{type(exc).__name__}: {exc}"
