@@ -19,7 +19,7 @@ from typing import Any
 
 from avstream.engine.errors import AvstreamError, MissingDependencyError, ModelError
 
-RECIPES = ("highlight", "violence")
+RECIPES = ("highlight", "captions", "violence")
 
 
 def _say(msg: str) -> None:
@@ -96,6 +96,10 @@ def _export_recipe(args: argparse.Namespace) -> int:
     from .export import export_onnx, import_torch
 
     import_torch()
+    if args.recipe == "captions":  # two graphs (encoder + decoder step): the recipe exports both
+        from .recipes import captions
+
+        return captions.export_recipe(args, _say)
     recipe = importlib.import_module(f"{__package__}.recipes.{args.recipe}")
     out = Path(args.out or f"models/{args.recipe}.onnx")
     t0 = time.perf_counter()

@@ -258,3 +258,79 @@ def export_onnx(
         )
     progress(f"wrote {path} ({report.size_bytes / 1e3:.1f} kB)")
     return report
+
+
+def export_graph(
+    module: Any,
+    inputs: Mapping[str, np.ndarray],
+    metadata: dict[str, Any],
+    path: str | Path,
+    output_names: Sequence[str],
+    *,
+    parity_sets: Sequence[tuple[str, Mapping[str, np.ndarray]]] = (),
+    dynamic_batch: bool = True,
+    opset: int = 17,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    progress: Callable[[str], None] = print,
+) -> ExportReport:
+    """Export a module whose inputs are not AV windows (a caption decoder step: int64 token ids and
+    float memory) with free-form ``avstream`` metadata, with the checks of ``export_onnx``.
+
+    ``inputs`` (batch axis first, dtypes kept: int64 stays int64) are the forward arguments in order and
+    the first parity set; ``parity_sets`` add more. The metadata is not read as a window contract, so the
+    caller validates it. Raises ExportError / ParityError like ``export_onnx``.
+    """
+    torch = import_torch()
+    try:
+        import onnx
+    except ImportError:
+        raise MissingDependencyError("exporting models needs onnx: pip install 'avstream[export]'") from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(inputs)
+    dyn = {n: {0: "batch"} for n in [*names, *output_names]} if dynamic_batch else None
+    module = module.eval()
+    t0 = time.perf_counter()
+    progress(f"exporting {path.name} to ONNX (opset {opset}) ...")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs.values()),
+                              str(path), input_names=names, output_names=list(output_names), dynamic_axes=dyn,
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+    except Exception as exc:
+        op = _unsupported_op(exc)
+        hint = f"unsupported operator {op} at opset {opset}; " if op else ""
+        raise ExportError(f"torch.onnx.export failed: {hint}{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    model = onnx.load(str(path))
+    shapes = [o.shape for o in _torch_outputs(module, inputs, output_names)]
+    for out, shape in zip(model.graph.output, shapes, strict=True):
+        for axis, dim in enumerate(out.type.tensor_type.shape.dim):
+            if axis > 0 or not dynamic_batch:
+                dim.dim_value = int(shape[axis])
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=False)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejected the exported model: {exc}") from None
+    onnx.save(model, str(path))
+    export_s = time.perf_counter() - t0
+    progress(f"parity check of {path.name}: ONNX Runtime vs PyTorch ...")
+    rows = parity_check(module, path, [("example", inputs), *parity_sets], output_names, atol=atol, rtol=rtol)
+    report = ExportReport(path, path.stat().st_size, opset, False, export_s, rows, atol, rtol)
+    for line in report.lines():
+        progress(line)
+    bad = [r for r in rows if not r.ok]
+    if bad:
+        failed = path.with_suffix(".failed.onnx")
+        path.replace(failed)
+        worst = max(bad, key=lambda r: r.max_abs)
+        raise ParityError(
+            f"parity check failed: output {worst.output!r} on {worst.inputs} inputs differs by "
+            f"{worst.max_abs:.3e} (atol {atol:g}, rtol {rtol:g}); model kept as {failed} for inspection"
+        )
+    progress(f"wrote {path} ({report.size_bytes / 1e3:.1f} kB)")
+    return report
