@@ -149,7 +149,7 @@ def score(
     def f1_of(idx: np.ndarray) -> float:
         return event_word_f1([truths[i] for i in idx], [norm[i] for i in idx], vocab)
 
-    ci = bootstrap_ci(f1_of, len(hyps), groups=g, rounds=ci_rounds) if len(hyps) > 1 else (f1, f1)
+    ci = bootstrap_ci(f1_of, len(hyps), groups=g, rounds=ci_rounds) if len(hyps) > 1 and ci_rounds > 0 else (f1, f1)
     classes = set(EVENT_WORDS) - {"bangs"}
     said = [mentioned_events(h) for h in hyps]
     cls_ok = [(s & classes) == (t & classes) for s, t in zip(said, truths, strict=True)]
@@ -394,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                         "'none' evaluates the baselines only")
     parser.add_argument("--decoder", default="", help="decoder step model (default: named by the encoder)")
     parser.add_argument("--beam", type=int, default=3, help="beam width (1: greedy)")
+    parser.add_argument("--greedy", action="store_true", help="also evaluate greedy decoding (beam 1)")
     parser.add_argument("--audio-only", action="store_true", help="also evaluate the model on audio with "
                         "black frames (source=audio)")
     parser.add_argument("--random", action="store_true", help="also evaluate the same network with random "
@@ -408,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     caps: list[Captioner] = [MostFrequentCaption(), AudioRulesCaption()]
     if args.model != "none":
         caps.append(_learned(args.model, args.decoder, args.beam, "auto", f"learned (beam {args.beam})"))
+        if args.greedy and args.beam != 1:
+            caps.append(_learned(args.model, args.decoder, 1, "auto", "learned (greedy)"))
         if args.audio_only:
             caps.append(_learned(args.model, args.decoder, args.beam, "audio", f"learned, audio only (beam {args.beam})"))
         if args.random:
