@@ -530,7 +530,15 @@ def _list(out: Any) -> int:
             c = read_contract(path)
             rows.append((f"builtin:{name}", c.ref, c.task, _size(path.stat().st_size), c.inputs_summary()))
         except ModelError as exc:
-            rows.append((f"builtin:{name}", "?", "?", _size(path.stat().st_size), f"unreadable: {exc}"))
+            # a caption decoder step has no window contract, but metadata of its own
+            from .decoding import DECODER_TASK, read_decoder_spec
+
+            try:
+                d = read_decoder_spec(path)
+                rows.append((f"builtin:{name}", d.ref, DECODER_TASK, _size(path.stat().st_size),
+                              f"tokens {d.length} + memory {d.memory_dim}-d, {len(d.vocab)} tokens (decodes {d.encoder})"))
+            except ModelError:
+                rows.append((f"builtin:{name}", "?", "?", _size(path.stat().st_size), f"unreadable: {exc}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(x.ljust(w) for x, w in zip(r, widths, strict=False)) + "  " + r[4], file=out)
