@@ -7,11 +7,16 @@ audio (only those the contract has), as raw values (uint8 BGR frames (B, T, H, W
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
+import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +111,53 @@ def _unsupported_op(exc: BaseException) -> str | None:
     return m.group(1) if m else None
 
 
+@contextlib.contextmanager
+def _capture_fd1(sink: io.StringIO) -> Iterator[None]:
+    """Capture file descriptor 1 (the exporter prints its IR dump from C++, past ``sys.stdout``)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            tmp.seek(0)
+            sink.write(tmp.read().decode("utf-8", "replace"))
+
+
+def _op_location(ir: str, op: str) -> str:
+    """`` in module 'spec' (pkg.Inner) at file.py:5`` for ``op`` in the exporter's IR dump, or ''."""
+    for line in ir.splitlines():
+        if f"= {op}(" not in line:
+            continue
+        m = re.search(r"scope: (\S*)", line)
+        scope = m.group(1) if m else ""
+        where = re.search(r"# (\S+?):(\d+):\d+\s*$", line)
+        parts = [p for p in scope.split("/") if p]
+        last = parts[-1] if parts else ""
+        cls, _, name = last.partition("::")
+        node = ".".join(p.partition("::")[2] for p in parts[1:] if p.partition("::")[2])
+        text = f" in module '{node or name or 'forward'}' ({cls or '?'})" if last else ""
+        return text + (f" at {Path(where.group(1)).name}:{where.group(2)}" if where else "")
+    return ""
+
+
+def _dry_run(module: Any, inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> None:
+    """Run the module once on the contract's input shapes: a shape mismatch is named before exporting."""
+    try:
+        _torch_outputs(module, inputs, names)
+    except ExportError:
+        raise
+    except Exception as exc:
+        given = ", ".join(f"{n} {tuple(x.shape)} {x.dtype}" for n, x in inputs.items())
+        raise ExportError(f"the module fails on the contract's inputs ({given}): {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''} (check the contract's frames/size/"
+                          "samples against what forward() expects)") from None
+
+
 def _torch_outputs(module: Any, inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
     torch = import_torch()
     with torch.no_grad():
@@ -187,9 +239,11 @@ def export_onnx(
 
     module = module.eval()
     t0 = time.perf_counter()
+    _dry_run(module, ordered, output_names)
     progress(f"exporting to ONNX (opset {opset}) ...")
+    ir_dump = io.StringIO()  # on failure the exporter prints its IR graph: we name the op's module from it
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _capture_fd1(ir_dump):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(
                 module,
@@ -206,8 +260,8 @@ def export_onnx(
         op = _unsupported_op(exc)
         if op and ("not supported" in str(exc) or "Unsupported" in str(exc) or "unsupported" in str(exc)):
             raise ExportError(
-                f"unsupported operator {op} at opset {opset}: rewrite it with supported ops "
-                f"(or try another --opset); exporter said: {str(exc).splitlines()[0]}"
+                f"unsupported operator {op} at opset {opset}{_op_location(ir_dump.getvalue(), op)}: rewrite it "
+                f"with supported ops (or try another --opset); exporter said: {str(exc).splitlines()[0]}"
             ) from None
         raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
 
