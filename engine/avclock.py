@@ -95,50 +95,87 @@ class StreamClock:
 class ClockFit:
     """``ref ~= a + b * x`` over the last ``window_s`` of ``x``.
 
-    ``b`` (least squares) stays 1 until the points span ``min_span_s`` and is clamped to
-    ``1 +- max_dev``; ``a`` is the lower envelope ``min(ref - b * x)`` since jitter only delays.
+    Points are grouped in bins of ``bin_s`` of ``x``; each bin keeps its lowest point (jitter only
+    ever delays, so the lowest is the least delayed). ``b`` is the least-squares slope through those
+    minima, 1 until they span ``min_span_s``, clamped to ``1 +- max_dev``; ``a`` is the lower envelope
+    ``min(ref - b * x)``. With ``step_s``, a bin whose minimum jumps by more than that from the
+    previous one is a step (a latency estimate that changed): the older points are forgotten and
+    ``stepped`` is set for the caller.
     """
 
-    def __init__(self, window_s: float = 60.0, min_span_s: float = 4.0, max_dev: float = 0.02, envelope: bool = True):
-        self.window_s, self.min_span_s, self.max_dev, self.envelope = window_s, min_span_s, max_dev, envelope
-        self.points: collections.deque[tuple[float, float]] = collections.deque()
+    def __init__(self, window_s: float = 60.0, min_span_s: float = 4.0, max_dev: float = 0.02,
+                 step_s: float | None = None, bin_s: float = 0.5):
+        self.window_s, self.min_span_s, self.max_dev = window_s, min_span_s, max_dev
+        self.step_s, self.bin_s = step_s, bin_s
+        self.bins: collections.deque[tuple[float, float]] = collections.deque()  # lowest point per bin
+        self._cur: tuple[float, float] | None = None  # lowest point of the open bin
+        self._cur_start = 0.0
         self.a = 0.0
         self.b = 1.0
-        self._next_fit = -math.inf
+        self.first_ref = math.nan
+        self.last_ref = math.nan
+        self.steps = 0
+        self.stepped = False
+        self.offset = 0.0  # subtracted from the fitted reference (see shift)
+        self.settled = False  # for users that wait until the points span enough time
 
     def reset(self) -> None:
-        self.points.clear()
+        self.bins.clear()
+        self._cur = None
         self.b = 1.0
-        self._next_fit = -math.inf
+        self.first_ref = math.nan
 
     def add(self, x: float, ref: float) -> None:
-        self.points.append((x, ref))
-        while self.points and x - self.points[0][0] > self.window_s:
-            self.points.popleft()
-        if x >= self._next_fit or len(self.points) <= 2:
+        self.stepped = False
+        if math.isnan(self.first_ref):
+            self.first_ref = ref
+        self.last_ref = ref
+        if self._cur is None:
+            self._cur, self._cur_start = (x, ref), x
             self._refit()
-            self._next_fit = x + 0.5  # refit twice a second of x; the envelope updates on every point
-        elif self.envelope:
-            self.a = min(self.a, ref - self.b * x)
-        else:
-            self.a += 0.05 * ((ref - self.b * x) - self.a)
+            return
+        if ref - self.b * x < self._cur[1] - self.b * self._cur[0]:
+            self._cur = (x, ref)
+        self.a = min(self.a, ref - self.b * x)
+        if x - self._cur_start >= self.bin_s:
+            self._close_bin()
+
+    def _close_bin(self) -> None:
+        assert self._cur is not None
+        low = self._cur
+        if self.step_s is not None and self.bins:
+            prev = self.bins[-1]
+            if abs((low[1] - self.b * low[0]) - (prev[1] - self.b * prev[0])) > self.step_s:
+                self.bins.clear()
+                self.steps += 1
+                self.stepped = True
+                self.first_ref = low[1]
+        self.bins.append(low)
+        while len(self.bins) > 1 and low[0] - self.bins[0][0] > self.window_s:
+            self.bins.popleft()
+        self._cur = None
+        self._refit()
 
     def _refit(self) -> None:
-        arr = np.asarray(self.points, dtype=np.float64)
+        pts = list(self.bins) + ([self._cur] if self._cur is not None else [])
+        arr = np.asarray(pts, dtype=np.float64)
         xs, refs = arr[:, 0], arr[:, 1]
         b = 1.0
-        if xs[-1] - xs[0] >= self.min_span_s:
+        if len(self.bins) >= 3 and xs[-1] - xs[0] >= self.min_span_s:
             xm, rm = xs.mean(), refs.mean()
             var = float(((xs - xm) ** 2).sum())
             if var > 0:
                 b = float(((xs - xm) * (refs - rm)).sum() / var)
             b = min(1.0 + self.max_dev, max(1.0 - self.max_dev, b))
         self.b = b
-        resid = refs - b * xs
-        self.a = float(resid.min() if self.envelope else resid.mean())
+        self.a = float((refs - b * xs).min())
 
     def map(self, x: float) -> float:
-        return self.a + self.b * x
+        return self.a + self.b * x - self.offset
+
+    def shift(self, delta: float) -> None:
+        """From now on map every reference ``delta`` earlier (old points included)."""
+        self.offset += delta
 
 
 class LinearResampler:
@@ -186,6 +223,7 @@ class AudioClock:
     resync_s: float = 0.12
     steer_s: float = 3.0
     max_steer: float = 0.004
+    deadband_s: float = 0.01
     fit: ClockFit = field(default_factory=ClockFit)
     skew: float = 0.0  # output time minus reference time (s), smoothed
     resyncs: int = 0
@@ -194,9 +232,11 @@ class AudioClock:
     out_pos: int = 0
     t0: float | None = None
     new_segment: bool = False
-    confirm: int = 1  # blocks that must all be late to count as a gap (more where arrival times jitter)
+    confirm_s: float = 0.0  # input seconds that must all be late to count as a gap (where references jitter)
+    absorb_steps: bool = False  # a step in the reference (fit.step_s) moves the reference, not the audio
     _drop: int = 0  # input samples still to drop for an overlap re-sync
-    _late: list[float] = field(default_factory=list)
+    _late: collections.deque[tuple[float, float]] = field(default_factory=collections.deque)
+    _force: bool = False
     _rs: LinearResampler = field(default_factory=LinearResampler)
 
     @property
@@ -217,17 +257,22 @@ class AudioClock:
                 return (self.t0 or 0.0) + self.out_pos / self.rate, samples
         x = self.in_pos / self.rate
         self.fit.add(x, ref)
-        ref_s = self.fit.map(x)
         self.new_segment = False
+        if self.t0 is not None and self.fit.stepped and self.absorb_steps:
+            # the reference moved, not the audio: keep the timeline, re-anchor the fit to it
+            want = self.t0 + self.out_pos / self.rate - self.fit.b * self._rs.pos / self.rate
+            self.fit.shift(self.fit.map(x) - want)
+        ref_s = self.fit.map(x)
         if self.t0 is None:
             self.t0, self.out_pos, self.new_segment = ref_s, 0, True
         # the next output sample sits self._rs.pos input samples after this block's start
         t_next = self.t0 + self.out_pos / self.rate
         err = t_next - (ref_s + self._rs.pos * self.fit.b / self.rate)
         # a gap shows as blocks later than the fit; jitter can make a few late, a gap makes all late
-        self._late.append(ref - ref_s)
-        del self._late[: -self.confirm]
-        if len(self._late) == self.confirm and min(self._late) > self.resync_s:
+        self._late.append((x, ref - ref_s))
+        while len(self._late) > 1 and x - self._late[1][0] >= self.confirm_s:
+            self._late.popleft()
+        if self._force or (x - self._late[0][0] >= self.confirm_s and min(v for _, v in self._late) > self.resync_s):
             self._restart(ref, x)  # input gap (lost packets, reconnect): start a new segment
             t_next, err = self.t0, 0.0
         elif err < -self.resync_s:  # output fell behind the fit: also a new segment
@@ -238,13 +283,20 @@ class AudioClock:
             self._drop = int(round(err * self.rate / self.fit.b))
             return self.push(samples, ref)
         self.skew += 0.1 * (err - self.skew)
-        ratio = self.fit.b * (1.0 - min(self.max_steer, max(-self.max_steer, err / self.steer_s)))
+        # steer only beyond the deadband: jittery references must not make the pitch wobble
+        excess = math.copysign(max(0.0, abs(err) - self.deadband_s), err)
+        ratio = self.fit.b * (1.0 - min(self.max_steer, max(-self.max_steer, excess / self.steer_s)))
         out = self._rs.process(samples, ratio)
         self.in_pos += len(samples)
         self.out_pos += len(out)
         return t_next, out
 
+    def mark_gap(self) -> None:
+        """Input was lost (a known overflow): the next block starts a new segment at its reference."""
+        self._force = True
+
     def _restart(self, ref: float, x: float) -> None:
+        self._force = False
         self._late.clear()
         self.resyncs += 1
         self.fit.reset()

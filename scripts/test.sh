@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=""
-  for pkg in ffmpeg libportaudio2 sox espeak-ng; do
+  for pkg in ffmpeg libportaudio2 sox espeak-ng openssl python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good pulseaudio pulseaudio-utils libasound2-plugins; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   if [ -n "$need" ]; then
@@ -23,7 +23,7 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # The CPU build of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[cpu,export,dev]"
+"$VENV/bin/python" -m pip install -q -e ".[cpu,export,dev,mic]"
 
 set +e
 "$VENV/bin/python" -m pytest "$@"

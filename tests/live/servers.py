@@ -224,3 +224,48 @@ def servers(live_dir: Path) -> Iterator[list[Server]]:
     yield started
     for s in started:
         s.stop()
+
+
+@dataclass
+class Pulse:
+    """A private PulseAudio server with a null sink ``avtest`` whose monitor is the default source."""
+
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    sink: str = "avtest"
+
+    def play(self, wav: Path) -> subprocess.Popen[bytes]:
+        """Play ``wav`` into the null sink (returns the running ``paplay``)."""
+        return subprocess.Popen(["paplay", f"--device={self.sink}", str(wav)], env=dict(os.environ, **self.env),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def pulse(tmp_path: Path) -> Iterator[Pulse]:
+    if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
+        pytest.skip("PulseAudio is not installed (apt-get install pulseaudio pulseaudio-utils libasound2-plugins)")
+    run = tmp_path / "pulse"
+    run.mkdir()
+    socket_path = run / "native"
+    env = {"PULSE_RUNTIME_PATH": str(run), "XDG_RUNTIME_DIR": str(run), "HOME": str(tmp_path)}
+    log = open(tmp_path / "pulse.log", "wb")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no", "--disallow-exit",
+         "-L", f"module-native-protocol-unix auth-anonymous=1 socket={socket_path}",
+         "-L", "module-null-sink sink_name=avtest rate=48000",
+         "-L", "module-always-sink"],
+        env=dict(os.environ, **env), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    client_env = {"PULSE_SERVER": f"unix:{socket_path}", "PULSE_SINK": "avtest", "PULSE_SOURCE": "avtest.monitor"}
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"pulseaudio exited: {(tmp_path / 'pulse.log').read_text()[-2000:]}")
+        return subprocess.run(["pactl", "info"], env=dict(os.environ, **client_env), capture_output=True).returncode == 0
+
+    try:
+        wait_until(up, 20, "pulseaudio to accept clients")
+        yield Pulse(client_env, proc)
+    finally:
+        proc.kill()
+        proc.wait(10)

