@@ -2,6 +2,9 @@
 
     avstream export --recipe highlight [--train-steps N] [--seed S] [--out models/highlight.onnx]
     avstream export --module my_pkg.my_mod:factory [--checkpoint ckpt.pt] --contract contract.json --out model.onnx
+    avstream export --model model.onnx --quantize int8 --calibrate clip.mp4 [--out model.int8.onnx]
+    avstream export --model model.onnx --precision fp16 | --format tensorrt [--precision int8 --calibrate URI]
+    avstream export --build-engines pipeline.yaml
 
 Exit codes: 0 written, 2 user error (bad arguments, missing module, bad checkpoint, unsupported
 operator, parity failure), 1 unexpected failure.
@@ -132,6 +135,10 @@ def export_main(argv: list[str]) -> int:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--recipe", choices=RECIPES, help="train and export a built-in model")
     src.add_argument("--module", help="your own model: 'package.module:factory' returning a torch.nn.Module")
+    src.add_argument("--model", help="an avstream ONNX model (file or builtin:NAME) to convert: --quantize int8, "
+                     "--precision fp16, --format qdq|tensorrt")
+    src.add_argument("--build-engines", metavar="PIPELINE", help="build every TensorRT engine a pipeline needs "
+                     "on this GPU (nodes with backend: tensorrt or the tensorrt provider)")
     parser.add_argument("--checkpoint", help="state_dict to load into the module (skips recipe training)")
     parser.add_argument("--contract", help="JSON file with the avstream metadata (needed with --module)")
     parser.add_argument("--out", help="output .onnx path (recipe default: models/<recipe>.onnx)")
@@ -142,11 +149,36 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
     parser.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, absolute")
     parser.add_argument("--rtol", type=float, default=1e-3, help="parity tolerance, relative")
+    lower = parser.add_argument_group("precision and TensorRT (with --model)")
+    lower.add_argument("--quantize", choices=["int8"], help="INT8 static quantisation (needs --calibrate)")
+    lower.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="fp16: FP16 ONNX variant; with "
+                       "--format tensorrt the engine's precision (default fp16)")
+    lower.add_argument("--format", choices=["onnx", "qdq", "tensorrt"], default="onnx", help="onnx (INT8 with "
+                       "integer operators for ONNX Runtime CPU/edge), qdq (INT8 Q/DQ model for TensorRT), "
+                       "tensorrt (native engine + sidecar)")
+    lower.add_argument("--calibrate", action="append", metavar="URI", help="media whose windows calibrate INT8 "
+                       "(file, sample://, synthetic://, rtsp://...; repeatable)")
+    lower.add_argument("--calibration-windows", type=int, default=64, help="calibration windows per URI")
+    lower.add_argument("--quantize-front-end", action="store_true", help="also quantise the log-mel front end "
+                       "(faster, less accurate on quiet audio)")
+    lower.add_argument("--max-batch", type=int, default=16, help="TensorRT profile: batch 1..N")
+    lower.add_argument("--engine-cache", default=None, help="TensorRT engine cache folder")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
+        if args.build_engines:
+            from .tensorrt_build import build_pipeline_engines
+
+            return build_pipeline_engines(args.build_engines, args.engine_cache, _say)
+        if args.model:
+            from .quantize import convert_main
+
+            return convert_main(args, _say)
+        if args.quantize or args.precision or args.format != "onnx" or args.calibrate:
+            raise ModelError("--quantize/--precision/--format/--calibrate convert an exported model: "
+                             "export first, then run avstream export --model OUT.onnx ...")
         return _export_recipe(args) if args.recipe else _export_module(args)
     except MissingDependencyError as exc:
         print(f"avstream export: error: {exc}", file=sys.stderr)
