@@ -36,6 +36,9 @@ class StreamClock:
     """Maps ``(track, pts)`` of the current connection to media time; continuous across reconnects.
 
     ``start`` is the media time of the first item (after a node restart: where the last run ended).
+    With ``grid`` (the video frame period) set, a connection's first video frame lands on a multiple
+    of it, so window grids pick each frame at its own time rather than up to a frame late; with
+    ``video_first``, other tracks wait (None) until the connection's first video frame is mapped.
     A jump of a track's timestamps by more than ``max_jump_s`` forwards or ``max_back_s`` backwards
     is a discontinuity: that track continues from the wall time elapsed since its previous item, and
     another track jumping by about the same amount soon after gets the same correction.
@@ -51,6 +54,8 @@ class StreamClock:
         self._offset: float | None = None  # media time = pts + offset, for this connection
         self._tracks: dict[str, dict[str, float]] = {}
         self._recent_fix: tuple[float, float, float] | None = None  # (raw jump, correction, wall)
+        self.grid = 0.0
+        self.video_first = False
 
     def new_connection(self) -> None:
         """The next timestamp starts a new mapping (a reconnect, or a new device session)."""
@@ -59,11 +64,15 @@ class StreamClock:
         self._tracks = {}
         self._recent_fix = None
 
-    def map(self, track: str, pts: float, wall: float) -> float:
+    def map(self, track: str, pts: float, wall: float) -> float | None:
         """Media time of a sample with timestamp ``pts`` (seconds) that arrived at ``wall``."""
         if self._offset is None:
+            if self.video_first and track != "video":
+                return None
             gap = 0.0 if self.last_wall is None else max(0.0, wall - self.last_wall)
             base = self.start if self.last_wall is None else self.last_t + gap
+            if self.grid > 0 and track == "video":
+                base = math.ceil(base / self.grid - 1e-9) * self.grid
             self._offset = base - pts
         st = self._tracks.get(track)
         if st is None:

@@ -191,7 +191,12 @@ class OpenCvCameraReader(LiveReader):
                 wall = time.time()
                 if not ok:
                     raise Transient("the camera stopped delivering frames")
-                t = self.wall.t_of(wall) if self.wall else self.clock.map("video", wall, wall)
+                if self.wall:
+                    t = self.wall.place("video", self.wall.t_of(wall), 1.0 / native if native > 0 else 0.0)
+                else:
+                    t = self.clock.map("video", wall, wall)
+                if t is None:
+                    continue
                 if t <= last or t < self.clock.start or not gate.keep(t):
                     continue
                 last = t
@@ -385,7 +390,11 @@ class MicReader(LiveReader):
                     frame.sample_rate = self.device_rate
                     for out in resampler.resample(frame):
                         samples = out.to_ndarray().reshape(-1)
-                        ref = self.wall.t_of(wall) if self.wall else self.clock.map("audio", wall, wall)
+                        ref = self.wall.place("audio", self.wall.t_of(wall)) if self.wall else self.clock.map(
+                            "audio", wall, wall)
+                        if ref is None:  # a paired camera has not started yet
+                            wall += len(samples) / self.rate
+                            continue
                         n = len(samples)
                         t, samples = self.clip_audio(*self.audio_clock.push(samples, ref))
                         wall += n / self.rate

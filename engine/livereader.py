@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import random
 import re
 import threading
@@ -57,11 +58,24 @@ class LiveSettings:
 
 
 class WallClock:
-    """Media time from capture wall time, shared by the readers of one stream (camera + microphone)."""
+    """Media time from capture wall time, shared by the readers of one stream (camera + microphone).
 
-    def __init__(self, start: float = 0.0):
+    ``t_of`` is the raw mapping. ``place`` adds one constant phase to every track, chosen at the
+    first video frame so frames land just after the points of their frame-rate grid (windows then
+    pick each frame at its own time). With ``wait_for_video``, audio is held back (None) until that
+    phase is known, at most ``VIDEO_WAIT_S``.
+    """
+
+    VIDEO_WAIT_S = 5.0
+    MARGIN_S = 0.002  # frames sit this far after their grid point: jitter must not push them before
+
+    def __init__(self, start: float = 0.0, wait_for_video: bool = False):
         self.start = start
         self.origin: float | None = None
+        self.wait_for_video = wait_for_video
+        self.phase = 0.0
+        self._fixed = False
+        self._waiting_since: float | None = None
         self._lock = threading.Lock()
 
     def t_of(self, wall: float) -> float:
@@ -69,6 +83,23 @@ class WallClock:
             if self.origin is None:
                 self.origin = wall
         return self.start + wall - self.origin
+
+    def place(self, track: str, t: float, grid: float = 0.0) -> float | None:
+        """``t`` (from ``t_of``) with the stream's phase; None while audio waits for the video."""
+        with self._lock:
+            if not self._fixed:
+                if track == "video":
+                    if grid > 0:
+                        snapped = math.ceil((t - self.start) / grid - 1e-9) * grid + self.start
+                        self.phase = snapped + self.MARGIN_S - t
+                    self._fixed = True
+                else:
+                    now = time.monotonic()
+                    self._waiting_since = self._waiting_since or now
+                    if self.wait_for_video and now - self._waiting_since < self.VIDEO_WAIT_S:
+                        return None
+                    self._fixed = True
+            return t + self.phase
 
 
 class Permanent(Exception):

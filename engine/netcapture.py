@@ -257,7 +257,10 @@ class NetworkReader(LiveReader):
                                  height=h if vs is not None else 0, sample_rate=self.rate if aus is not None else 0,
                                  uri=redact_uri(self.uri)))
         gate = FpsGate(self.fps, native)
-        fits = {"video": ClockFit(window_s=30.0), "audio": ClockFit(window_s=30.0)}
+        # frames on the grid of their own rate; in a stream of its own, audio starts with the video
+        self.clock.grid = 1.0 / native if vs is not None and 0 < native <= 240 else 0.0
+        self.clock.video_first = vs is not None and aus is not None and self.wall is None
+        fits = {"video": _WallTrack(), "audio": _WallTrack()}
         resampler: Any = None
         src_fmt: tuple[Any, ...] = ()
         chunker: AudioChunker | None = None
@@ -300,6 +303,7 @@ class NetworkReader(LiveReader):
                     assert vs is not None
                     pts = frame.time if frame.time is not None else (packet.pts or 0) * float(vs.time_base or 0)
                     x = self.clock.map("video", pts, wall)
+                    assert x is not None  # video is never held back
                     t = self._to_media("video", fits, x, pts, wall)
                     if t is None:
                         continue
@@ -325,13 +329,19 @@ class NetworkReader(LiveReader):
                     if resampler is None or _fmt(frame) != src_fmt:  # new resampler on a format change
                         resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
                         src_fmt = _fmt(frame)
+                    # the input's last sample arrived now; the resampler may hand out older samples
+                    in_end = frame.time + frame.samples / frame.sample_rate if frame.time is not None else None
                     for out in resampler.resample(frame):
                         samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
                         # no timestamp (raw inputs): the sample count of this connection is the clock
                         apts = out.time if out.time is not None else a_count / self.rate
                         a_count += len(samples)
                         x = self.clock.map("audio", apts, wall)
-                        ref = self._to_media("audio", fits, x, apts, wall - len(samples) / self.rate)
+                        if x is None:  # before this connection's first video frame
+                            self.count("settling_dropped")
+                            continue
+                        back = in_end - apts if in_end is not None and out.time is not None else len(samples) / self.rate
+                        ref = self._to_media("audio", fits, x, apts, wall - max(0.0, back))
                         if ref is None:
                             continue
                         t, samples = self.clip_audio(*self.audio_clock.push(samples, ref))
@@ -353,25 +363,19 @@ class NetworkReader(LiveReader):
             self.clock.note_end(c.t_end, c.wall)
             self.put(c)
 
-    def _to_media(self, track: str, fits: dict[str, ClockFit], x: float, pts: float, wall: float) -> float | None:
+    def _to_media(self, track: str, fits: dict[str, _WallTrack], x: float, pts: float, wall: float) -> float | None:
         """Media time: the stream's own timestamps, or (``wall`` mode) the capture wall clock.
 
-        None: still settling. Arrival times only bound capture times from above, and the first second
-        of a connection often arrives in one burst (the sender's or the prober's buffer), so wall
-        mode keeps nothing until the arrivals span ``WALL_SETTLE_S``.
+        None: still settling (see :class:`_WallTrack`).
         """
         if self.wall is None:
             return x
-        if self.pts_is_wall:
-            return self.wall.t_of(pts)
-        fit = fits[track]
-        fit.add(x, self.wall.t_of(wall))
-        if not fit.settled:
-            fit.settled = fit.last_ref - fit.first_ref >= WALL_SETTLE_S
-            if not fit.settled:
-                self.count("settling_dropped")
-                return None
-        return fit.map(x)
+        t = self.wall.t_of(pts) if self.pts_is_wall else fits[track].map(x, self.wall.t_of(wall))
+        if t is not None:
+            t = self.wall.place(track, t, self.clock.grid)
+        if t is None:
+            self.count("settling_dropped")
+        return t
 
     def _image(self, frame: Any) -> np.ndarray:
         assert self._size is not None
@@ -385,6 +389,35 @@ class NetworkReader(LiveReader):
         if key not in self._warned:
             self._warned.add(key)
             log.warning("%s: %s", self.where(), message)
+
+
+class _WallTrack:
+    """One track's timestamps -> capture wall time, from arrival times.
+
+    Arrival only bounds capture from above, and a new connection often starts with a backlog (the
+    sender's or the prober's buffer) that drains faster than real time. Nothing is kept until the
+    arrivals have run at real-time pace for ``WALL_SETTLE_S``; the fit then starts afresh.
+    """
+
+    def __init__(self) -> None:
+        self.fit = ClockFit(window_s=30.0)
+        self.recent: collections.deque[tuple[float, float]] = collections.deque()
+
+    def map(self, x: float, arrival: float) -> float | None:
+        if not self.fit.settled:
+            self.recent.append((arrival, x))
+            while arrival - self.recent[0][0] > WALL_SETTLE_S:
+                self.recent.popleft()
+            w0, x0 = self.recent[0]
+            span = arrival - w0
+            if span < 0.8 * WALL_SETTLE_S or abs((x - x0) - span) > 0.1 * span:
+                return None
+            self.fit.reset()
+            self.fit.settled = True
+            for w, xx in self.recent:
+                self.fit.add(xx, w)
+        self.fit.add(x, arrival)
+        return self.fit.map(x)
 
 
 def _fmt(frame: Any) -> tuple[Any, ...]:

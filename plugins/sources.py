@@ -292,7 +292,7 @@ class FileSource(SourceNode[SourceParams]):
         p = self.params
         resume = self.ctx.resume_after.get(stream)
         start = resume + 1e-3 if resume is not None else 0.0  # after a restart: media time continues
-        wall = WallClock(start) if len(readers) > 1 else None
+        wall = WallClock(start, wait_for_video=any(r.info.has_video for r in readers)) if len(readers) > 1 else None
         for r in readers:
             r.bind(start=start, wall=wall, count=self.ctx.count)
         self._live = readers

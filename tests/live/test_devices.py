@@ -16,7 +16,7 @@ from avstream.engine.capture import open_reader
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Item
 from tests.live.helpers import LiveRun
-from tests.live.servers import Pulse, needs_ffmpeg, wait_until
+from tests.live.servers import Pulse, needs_ffmpeg
 
 RATE = 16000
 
@@ -130,6 +130,7 @@ def _settings(**kw: object) -> object:
     return LiveSettings(**kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_camera_reader_through_the_ffmpeg_cli_on_a_device_like_pipe(tmp_path: Path) -> None:
     """The camera path (FFmpeg CLI, NUT pipe, decoding, wall clock, stall, reconnect) against a FIFO
@@ -184,4 +185,3 @@ def test_camera_reader_through_the_ffmpeg_cli_on_a_device_like_pipe(tmp_path: Pa
     rate = 59 / (ts[59] - ts[0])
     assert 22 < rate < 28
     assert [e.name for e in events] == ["stream_down", "stream_up"]
-    wait_until(lambda: True, 1, "nothing")

@@ -57,6 +57,8 @@ def test_av_sync_of_every_uri_kind(clip: Path, live_dir: Path, servers: list[Ser
             assert len(offsets) >= 4, f"{kind}: too few flash/beep pairs: {offsets}"
             worst = max(abs(o) for o in offsets)
             assert worst <= FRAME + 1e-3, f"{kind}: beep-flash offsets {np.round(offsets, 3)} exceed one frame"
+            # frames sit on the window grid, so the typical offset is the real A/V error: small
+            assert float(np.median(np.abs(offsets))) < 0.01, f"{kind}: {np.round(offsets, 3)}"
             info = run.rec.info[0]
             assert info.has_video and info.has_audio and (info.width, info.height) == (320, 240), kind
             if kind != "file":
@@ -247,6 +249,7 @@ def test_resolution_change_mid_stream_is_scaled_with_one_warning(live_dir: Path,
     assert len(changes) == 1 and "640x480" in changes[0] and "tcp://127.0.0.1" in changes[0]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_codec_change_garbage_and_missing_tracks_keep_the_reader_alive(live_dir: Path,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
