@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from .items import EndOfStream, Event, Item
@@ -23,13 +22,25 @@ def is_control(item: Item) -> bool:
     return isinstance(item, (Event, EndOfStream))
 
 
-@dataclass(frozen=True)
 class Batching:
-    """How a node batches: its ``process_batch`` and the two limits."""
+    """How a node batches: its ``process_batch``, ``max_batch`` and the wait of the next batch.
 
-    process: Callable[[list[Item]], Iterable[Item]]
-    max_batch: int
-    max_wait_s: float
+    ``max_wait_s`` is read when a batch starts. A node with ``batch_wait_s()`` may shorten it (e.g.
+    wait only for streams whose next window is due within the limit); it never exceeds the limit.
+    """
+
+    def __init__(self, process: Callable[[list[Item]], Iterable[Item]], max_batch: int, max_wait_s: float,
+                 wait_fn: Callable[[], float] | None = None):
+        self.process = process
+        self.max_batch = max_batch
+        self.limit_s = max_wait_s
+        self.wait_fn = wait_fn
+
+    @property
+    def max_wait_s(self) -> float:
+        if self.wait_fn is None:
+            return self.limit_s
+        return min(self.limit_s, max(0.0, float(self.wait_fn())))
 
 
 def batch_limits(node: Any) -> Batching | None:
@@ -41,7 +52,8 @@ def batch_limits(node: Any) -> Batching | None:
     limits = fn()
     if limits is None or int(limits[0]) <= 1:
         return None
-    return Batching(process, int(limits[0]), max(0.0, float(limits[1])))
+    wait_fn = getattr(node, "batch_wait_s", None)
+    return Batching(process, int(limits[0]), max(0.0, float(limits[1])), wait_fn if callable(wait_fn) else None)
 
 
 def collect_batch(

@@ -12,6 +12,7 @@ math lives in pure functions/classes (``split_outputs``, ``RollingScore``) next 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -56,12 +57,16 @@ class RollingScore:
     """Causal per-stream normalisation of an activation: robust z-score → logistic, in [0, 1].
 
     The reference set is the stream's activations over the last ``horizon_s`` seconds of media time,
-    the current window included; later windows never change an earlier score.
+    the current window included; later windows never change an earlier score. ``prior`` = (median,
+    scale, weight): the model's own statistics of its activation (from its contract), counted as
+    ``weight`` windows next to the stream's, so the first windows of a stream are judged against what
+    the model usually outputs rather than against a handful of windows.
     """
 
-    def __init__(self, horizon_s: float, max_items: int = 10_000):
+    def __init__(self, horizon_s: float, max_items: int = 10_000, prior: tuple[float, float, float] | None = None):
         self.horizon_s = horizon_s
         self.history: deque[tuple[float, float]] = deque(maxlen=max_items)
+        self.prior = prior
 
     def update(self, t: float, activation: float) -> float:
         if not math.isfinite(activation):
@@ -73,10 +78,28 @@ class RollingScore:
             self.history.popleft()
         values = np.fromiter((a for _, a in self.history), dtype=np.float64)
         median = float(np.median(values))
-        mad = float(np.median(np.abs(values - median)))
-        scale = max(1.4826 * mad, 1e-3 * (1.0 + abs(median)))  # floor: a flat history is not all noise
+        spread = 1.4826 * float(np.median(np.abs(values - median)))
+        if self.prior is not None:
+            m0, s0, w = self.prior
+            n = len(values)
+            median = (n * median + w * m0) / (n + w)
+            spread = math.sqrt((n * spread**2 + w * s0**2) / (n + w))
+        scale = max(spread, 1e-3 * (1.0 + abs(median)))  # floor: a flat history is not all noise
         z = max(-30.0, min(30.0, (activation - median) / scale))
         return 1.0 / (1.0 + math.exp(-z))
+
+
+def activation_prior(contract: ModelContract) -> tuple[float, float, float] | None:
+    """(median, scale, windows) of ``outputs.activation.prior`` in the model's contract, if it has one."""
+    spec = contract.raw.get("outputs", {}).get("activation", {})
+    prior = spec.get("prior") if isinstance(spec, dict) else None
+    if not isinstance(prior, dict):
+        return None
+    try:
+        m, s, w = float(prior["median"]), float(prior["scale"]), float(prior.get("windows", 10))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (m, s, w) if s > 0 and w >= 0 and math.isfinite(m) else None
 
 
 def _params(cls: type[Node[Any]], params: Any) -> Any:
@@ -148,6 +171,7 @@ class ModelNode(Node[MP]):
         super().__init__(ctx, params)
         self.runner: Runner | None = None
         self.path: Path | None = None
+        self._arrivals: dict[str, tuple[float, float]] = {}  # stream → (last arrival, interval estimate)
 
     @classmethod
     def window_requirement(cls, params: Any, base_dir: Path) -> WindowRequirement | None:
@@ -201,6 +225,31 @@ class ModelNode(Node[MP]):
             return None
         return self.params.max_batch, self.params.max_wait_ms / 1000.0
 
+    def batch_wait_s(self) -> float:
+        """How long a batch starting now should wait: only for streams whose next window is due within
+        ``max_wait_ms`` (from each stream's arrival rhythm), so staggered live streams don't each pay
+        the full wait for windows that cannot come in time. Streams not seen yet get the full wait."""
+        limit = self.params.max_wait_ms / 1000.0
+        now = time.monotonic()
+        due = []
+        for stream in self.ctx.streams:
+            seen = self._arrivals.get(stream)
+            if seen is None:
+                due.append(limit)
+                continue
+            left = seen[0] + seen[1] - now
+            if -seen[1] < left <= limit:  # overdue by more than an interval: ended or stalled, not waited for
+                due.append(max(0.0, left))
+        return min(limit, max(due) + 0.25 * limit) if due else 0.0
+
+    def _arrived(self, windows: Sequence[AVWindow]) -> None:
+        now = time.monotonic()
+        for w in windows:
+            last = self._arrivals.get(w.stream)
+            hop = self.runner.contract.window_hop if self.runner else 1.0
+            interval = hop if last is None else 0.7 * last[1] + 0.3 * (now - last[0])
+            self._arrivals[w.stream] = (now, interval)
+
     def infer(self, windows: Sequence[AVWindow]) -> list[dict[str, np.ndarray]]:
         """Run windows of any streams as one batch (what a batching scheduler calls)."""
         if self.runner is None:
@@ -219,6 +268,7 @@ class ModelNode(Node[MP]):
         windows = [w for w in windows if isinstance(w, AVWindow)]
         if not windows:
             return []
+        self._arrived(windows)
         outs = self.infer(windows)
         return [self.make_result(w, o) for w, o in zip(windows, outs, strict=True)]
 
@@ -254,6 +304,8 @@ class HighlightParams(ModelParams):
                        "with an 'activation' output")
     horizon_s: float = Field(default=60.0, gt=0, description="rolling normalisation horizon in seconds of "
                              "media time: each score compares the window with this much of the stream's past")
+    use_prior: bool = Field(default=True, description="start the rolling statistics from the model's activation "
+                            "prior (outputs.activation.prior in its contract) when it has one")
 
 
 class HighlightNode(ModelNode[HighlightParams]):
@@ -277,7 +329,8 @@ class HighlightNode(ModelNode[HighlightParams]):
         activation = float(np.asarray(outputs[name]).reshape(-1)[0])
         roll = self.scores.get(window.stream)
         if roll is None:
-            roll = self.scores[window.stream] = RollingScore(self.params.horizon_s)
+            prior = activation_prior(self.contract) if self.params.use_prior else None
+            roll = self.scores[window.stream] = RollingScore(self.params.horizon_s, prior=prior)
         score = roll.update(window.t1, activation)
         self.latest[window.stream] = score
         return Result(kind="highlight", stream=window.stream, t0=window.t0, t1=window.t1,

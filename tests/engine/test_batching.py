@@ -203,3 +203,29 @@ def test_batched_runner_keeps_order_events_and_end_of_stream(tmp_path: Path) -> 
     assert st_1["counters"]["batches"] == windows
     assert st_b["counters"]["batches"] < windows * 0.6, st_b["counters"]  # mostly full batches of 4
     assert st_b["in"] == st_1["in"] == len(items)
+
+
+def test_batch_waits_only_for_streams_due_within_the_limit(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    import logging
+
+    from avstream.engine.node import NodeContext
+    from avstream.exporters.testing import tiny_model
+    from avstream.plugins.encoders import OnnxEncoderNode, OnnxEncoderParams
+
+    tiny_model(tmp_path / "tiny.onnx")  # window hop 1 s
+    ctx = NodeContext("enc", ("a", "b"), tmp_path, threading.Event(), logging.getLogger("t"))
+    node = OnnxEncoderNode(ctx, OnnxEncoderParams(model="tiny.onnx", max_batch=4, max_wait_ms=50))
+    node.on_start()
+    (batching,) = [batch_limits(node)]
+    assert batching is not None and batching.max_wait_s == pytest.approx(0.05)  # nothing seen: full wait
+    node.process_batch([window("a", 0.0)])
+    assert batching.max_wait_s == pytest.approx(0.05)  # b not seen yet
+    node.process_batch([window("b", 0.0)])
+    # both streams deliver once a second: neither is due within 50 ms, a batch starting now does not wait
+    assert batching.max_wait_s < 0.01
+    slow = OnnxEncoderNode(ctx, OnnxEncoderParams(model="tiny.onnx", max_batch=4, max_wait_ms=2000))
+    slow.on_start()
+    slow.process_batch([window("a", 0.0), window("b", 0.0)])
+    slow_batching = batch_limits(slow)
+    assert slow_batching is not None and 1.0 < slow_batching.max_wait_s <= 2.0  # due in 1 s, plus some slack
