@@ -21,6 +21,11 @@ The protocol is fixed here, before any model is trained, and is not changed to s
   (``plugins.encoders.RollingScore``, the highlight node's default horizon). Per clip: average
   precision (``engine.metrics.average_precision``) and precision of the top-5 windows; both averaged
   over clips (mAP, P@5).
+- Highlight scoring v2 (added after the first models, reported next to protocol 1, which stays as
+  committed): the highlight node now starts its rolling statistics from a prior of the activation
+  (median, spread, counted as ``PRIOR_WINDOWS`` windows). For a like-for-like comparison every
+  method's prior is measured here the same way, without labels, on ``CALIB_SEEDS`` (training range);
+  the learned model is also scored with the prior in its contract, exactly as the node does.
 - Baselines (not learned): highlight = log(audio RMS x mean absolute frame difference) of the
   window; localization = per-cell Pearson correlation between the audio envelope and the pixel
   motion energy over the last 2 s at 12.5 fps. The untrained network of each recipe (random weights,
@@ -51,7 +56,7 @@ from avstream.engine.items import AVWindow
 from avstream.engine.metrics import average_precision, box_mask, ciou, ciou_summary, precision_at_k
 from avstream.engine.node import NodeContext, WindowRequirement
 from avstream.engine.synthetic import GENERATOR_VERSION
-from avstream.plugins.encoders import HighlightParams, RollingScore
+from avstream.plugins.encoders import HighlightParams, RollingScore, activation_prior
 from avstream.plugins.window import AVWindowNode, WindowParams
 
 # --- the fixed protocol ---------------------------------------------------------------------------
@@ -66,6 +71,8 @@ HIGH_SEEDS = tuple(range(1_000_100, 1_000_140))
 HIGH_SECONDS = 30.0
 HIGHLIGHT_SHARE = 0.5
 TOP_K = 5
+CALIB_SEEDS = tuple(range(700_000, 700_008))  # scoring v2: label-free activation priors (training range)
+PRIOR_WINDOWS = 30.0
 TARGETS = {"localization": {"ciou@0.5": 0.6, "auc": 0.5}, "highlight": {"mAP": 0.85}}
 
 # window of the non-learned localization baseline: 2 s of 12.5 fps frames (every 2nd frame at 25 fps)
@@ -173,9 +180,11 @@ def highlight_labels(windows: Sequence[AVWindow], events: Sequence[dict[str, Any
 
 
 def causal_scores(activations: Sequence[float], t1s: Sequence[float],
-                  horizon_s: float = HighlightParams.model_fields["horizon_s"].default) -> np.ndarray:
-    """The highlight node's scores: each window's activation normalised against the stream's past."""
-    roll = RollingScore(horizon_s)
+                  horizon_s: float = HighlightParams.model_fields["horizon_s"].default,
+                  prior: tuple[float, float, float] | None = None) -> np.ndarray:
+    """The highlight node's scores: each window's activation normalised against the stream's past
+    (and the activation ``prior`` (median, scale, windows), when given)."""
+    roll = RollingScore(horizon_s, prior=prior)
     return np.array([roll.update(float(t), float(a)) for t, a in zip(t1s, activations, strict=True)])
 
 
@@ -203,6 +212,7 @@ class Method:
     window: WindowRequirement
     fn: Callable[[list[AVWindow]], list[Any]]
     info: dict[str, Any] = field(default_factory=dict)
+    prior: tuple[float, float, float] | None = None  # the activation prior of the model's contract
 
 
 def model_method(name: str, path: str | Path, output: str) -> Method:
@@ -222,7 +232,8 @@ def model_method(name: str, path: str | Path, output: str) -> Method:
 
     info = {"model": runner.contract.ref, "file": str(resolved), "size_kb": round(resolved.stat().st_size / 1e3, 1),
             "latency_ms": round(measure_latency(resolved, runs=30, threads=1), 2)}
-    return Method(name, runner.contract.window_requirement(), fn, info)
+    prior = activation_prior(runner.contract) if output == "activation" else None
+    return Method(name, runner.contract.window_requirement(), fn, info, prior)
 
 
 def random_weights_model(recipe: str, out_dir: Path) -> Path:
@@ -283,32 +294,74 @@ def evaluate_localization(methods: Sequence[Method], seeds: Sequence[int] = LOC_
     return out
 
 
+def _activations(m: Method, windows: list[AVWindow]) -> list[float]:
+    return [float(np.asarray(a).reshape(-1)[0]) for a in m.fn(windows)]
+
+
+def calibrate_priors(methods: Sequence[Method], seeds: Sequence[int] = CALIB_SEEDS, seconds: float = HIGH_SECONDS
+                     ) -> dict[str, tuple[float, float, float]]:
+    """Scoring v2: each method's activation prior (median, 1.4826 MAD, PRIOR_WINDOWS), no labels used."""
+    acts: dict[str, list[float]] = {m.name: [] for m in methods}
+    for seed in seeds:
+        _, wins = build_windows(seed, seconds, {m.name: m.window for m in methods})
+        for m in methods:
+            acts[m.name] += _activations(m, wins[m.name])
+    out = {}
+    for name, values in acts.items():
+        v = np.asarray(values)
+        med = float(np.median(v))
+        out[name] = (med, max(1.4826 * float(np.median(np.abs(v - med))), 1e-6), PRIOR_WINDOWS)
+    return out
+
+
 def evaluate_highlight(methods: Sequence[Method], seeds: Sequence[int] = HIGH_SEEDS,
-                       seconds: float = HIGH_SECONDS, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Per-clip AP and top-5 precision of the causal scores, averaged (also split by violence)."""
-    per: dict[str, list[tuple[float, float, bool]]] = {m.name: [] for m in methods}
+                       seconds: float = HIGH_SECONDS, progress: Callable[[str], None] = print,
+                       priors: dict[str, tuple[float, float, float]] | None = None) -> dict[str, Any]:
+    """Per-clip AP and top-5 precision of the causal scores, averaged (also split by violence).
+
+    Protocol 1 scoring (``mAP``, ``P@5``): rolling statistics only. With ``priors`` (scoring v2) also
+    ``mAP (prior)``, ``P@5 (prior)``, and for a model whose contract has a prior ``mAP (contract prior)``.
+    """
+    scorings: dict[str, dict[str, tuple[float, float, float] | None]] = {"": {m.name: None for m in methods}}
+    if priors is not None:
+        scorings[" (prior)"] = {m.name: priors[m.name] for m in methods}
+        scorings[" (contract prior)"] = {m.name: m.prior for m in methods if m.prior is not None}
+    per: dict[tuple[str, str], list[tuple[float, float, bool]]] = {}
     t_start = time.perf_counter()
     for n, seed in enumerate(seeds):
         truth, wins = build_windows(seed, seconds, {m.name: m.window for m in methods})
         violent = any(e["kind"] == "violence" for e in truth["events"])
         for m in methods:
             ws = wins[m.name]
-            acts = [float(np.asarray(a).reshape(-1)[0]) for a in m.fn(ws)]
-            scores = causal_scores(acts, [w.t1 for w in ws])
-            ap, p5 = clip_highlight_metrics(highlight_labels(ws, truth["events"]), scores)
-            if not math.isnan(ap):
-                per[m.name].append((ap, p5, violent))
+            acts = _activations(m, ws)
+            labels = highlight_labels(ws, truth["events"])
+            for suffix, prs in scorings.items():
+                if m.name not in prs:
+                    continue
+                scores = causal_scores(acts, [w.t1 for w in ws], prior=prs[m.name])
+                ap, p5 = clip_highlight_metrics(labels, scores)
+                if not math.isnan(ap):
+                    per.setdefault((m.name, suffix), []).append((ap, p5, violent))
         if (n + 1) % 8 == 0 or n + 1 == len(seeds):
             progress(f"highlight: {n + 1}/{len(seeds)} clips ({time.perf_counter() - t_start:.0f} s)")
     out: dict[str, Any] = {}
     for m in methods:
-        rows = per[m.name]
-        aps = np.array([r[0] for r in rows])
-        p5s = np.array([r[1] for r in rows])
-        vi = np.array([r[2] for r in rows], bool)
-        out[m.name] = {"mAP": float(aps.mean()), "P@5": float(p5s.mean()), "clips": len(rows),
-                       "mAP (violence clips)": float(aps[vi].mean()) if vi.any() else float("nan"),
-                       "mAP (other clips)": float(aps[~vi].mean()) if (~vi).any() else float("nan"), **m.info}
+        row: dict[str, Any] = {}
+        for suffix in scorings:
+            rows = per.get((m.name, suffix))
+            if not rows:
+                continue
+            aps = np.array([r[0] for r in rows])
+            p5s = np.array([r[1] for r in rows])
+            vi = np.array([r[2] for r in rows], bool)
+            row.update({f"mAP{suffix}": float(aps.mean()), f"P@5{suffix}": float(p5s.mean())})
+            if suffix == "":
+                row.update({"clips": len(rows),
+                            "mAP (violence clips)": float(aps[vi].mean()) if vi.any() else float("nan"),
+                            "mAP (other clips)": float(aps[~vi].mean()) if (~vi).any() else float("nan")})
+        if priors is not None:
+            row["prior"] = [round(x, 4) for x in priors[m.name]]
+        out[m.name] = {**row, **m.info}
     return out
 
 
@@ -317,17 +370,21 @@ def format_table(task: str, results: dict[str, Any]) -> list[str]:
     """Plain-text table of one task: one row per method, target check on the first (learned) one."""
     targets = TARGETS[task]
     keys = ["ciou@0.5", "auc", "mean_ciou", "ciou@0.5 (distractors)", "frames"] if task == "localization" else \
-        ["mAP", "P@5", "mAP (violence clips)", "mAP (other clips)", "clips"]
+        ["mAP", "P@5", "mAP (violence clips)", "mAP (other clips)", "mAP (prior)", "P@5 (prior)",
+         "mAP (contract prior)"]
+    keys = [k for k in keys if any(k in r for r in results.values())]
     lines = [f"{task}  (targets: {', '.join(f'{k} >= {v:g}' for k, v in targets.items())})",
              f"  {'method':<40}" + "".join(f"{k:>24}" for k in keys) + f"{'latency ms':>12}{'size kB':>10}"]
     for name, r in results.items():
-        cells = "".join(f"{r[k]:>24.3f}" if isinstance(r[k], float) else f"{r[k]:>24}" for k in keys)
+        cells = "".join(f"{r[k]:>24.3f}" if isinstance(r.get(k), float) else f"{r.get(k, '-'):>24}" for k in keys)
         lat = f"{r['latency_ms']:>12.2f}" if "latency_ms" in r else f"{'-':>12}"
         size = f"{r['size_kb']:>10.0f}" if "size_kb" in r else f"{'-':>10}"
         lines.append(f"  {name:<40}{cells}{lat}{size}")
     first = next(iter(results.values()))
+    checks = [(k, v) for k, v in targets.items()] + [(k + s, v) for k, v in targets.items()
+                                                     for s in (" (prior)", " (contract prior)") if k + s in first]
     verdict = ", ".join(f"{k} {first[k]:.3f} {'>=' if first[k] >= v else '<'} {v:g} "
-                        f"({'met' if first[k] >= v else 'NOT met'})" for k, v in targets.items())
+                        f"({'met' if first[k] >= v else 'NOT met'})" for k, v in checks)
     lines.append(f"  {next(iter(results))}: {verdict}")
     return lines
 
@@ -347,6 +404,7 @@ def eval_main(argv: list[str]) -> int:
                    "the protocol's figures need all)")
     p.add_argument("--seconds", type=float, default=0.0, help="clip length override (smoke runs only)")
     p.add_argument("--no-random", action="store_true", help="skip the random-weights models (no torch needed)")
+    p.add_argument("--no-prior", action="store_true", help="highlight: protocol 1 scoring only (no scoring v2)")
     p.add_argument("--cache-dir", default=".cache/eval", help="where the random-weights models are written")
     p.add_argument("--json", dest="json_path", help="also write all figures to this JSON file")
     try:
@@ -375,15 +433,25 @@ def _run(args: argparse.Namespace) -> int:
             cache = Path(args.cache_dir)
             cache.mkdir(parents=True, exist_ok=True)
             _say(f"{task}: exporting the untrained network (random weights) ...")
-            methods.append(model_method("random weights", random_weights_model(task, cache), output))
+            rand = model_method("random weights", random_weights_model(task, cache), output)
+            rand.prior = None  # the recipe's contract prior describes the trained network
+            methods.append(rand)
         methods.append(localization_baseline() if task == "localization" else highlight_baseline())
         seeds = LOC_SEEDS if task == "localization" else HIGH_SEEDS
         seeds = seeds[: args.clips] if args.clips > 0 else seeds
         seconds = args.seconds or (LOC_SECONDS if task == "localization" else HIGH_SECONDS)
         _say(f"{task}: {len(seeds)} clips of {seconds:g} s (seeds {seeds[0]}..{seeds[-1]}), "
              f"methods: {', '.join(m.name for m in methods)}")
-        run = evaluate_localization if task == "localization" else evaluate_highlight
-        results = run(methods, seeds, seconds, progress=_say)
+        if task == "localization":
+            results = evaluate_localization(methods, seeds, seconds, progress=_say)
+        else:
+            priors = None
+            if not args.no_prior:
+                _say(f"highlight scoring v2: activation priors of every method on {len(CALIB_SEEDS)} unlabelled "
+                     f"training-range scenes (seeds {CALIB_SEEDS[0]}..{CALIB_SEEDS[-1]})")
+                priors = calibrate_priors(methods, CALIB_SEEDS[: args.clips] if args.clips > 0 else CALIB_SEEDS,
+                                          seconds)
+            results = evaluate_highlight(methods, seeds, seconds, progress=_say, priors=priors)
         report[task] = {"seeds": [seeds[0], seeds[-1]], "seconds": seconds, "results": results}
         lines += format_table(task, results) + [""]
     print("\n".join(lines))
