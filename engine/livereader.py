@@ -344,7 +344,7 @@ class LiveReader(MediaReader):
                 log.warning("%s: stream down: %s; reconnecting in %.1f s", self.where(), reason, delay)
                 self.put(Event("stream_down", self.stream, {"uri": redact_uri(self.uri), "error": reason,
                                                              "retry_in_s": round(delay, 2)}, t0=self.clock.last_t))
-            else:
+            elif attempt <= 3 or attempt % 10 == 0:  # keep a long outage from flooding the log
                 log.info("%s: reconnect attempt %d failed: %s; next in %.1f s", self.where(), attempt, reason, delay)
             self._down_since = down_since
             self._stop.wait(delay)

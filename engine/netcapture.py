@@ -76,7 +76,8 @@ class CliInput:
             except subprocess.TimeoutExpired:
                 pass
         for line in reversed(self.errors):
-            text = re.sub(r"^\[[^\]]*\]\s*", "", line)
+            text = re.sub(r"^\[[^\]]*\]\s*", "", line)  # "[srt @ 0x...] "
+            text = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://\S*:\s+", "", text)  # "URL: " (the caller names it)
             if text:
                 return text
         return default
