@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = any(r.failed for r in runners)
     graceful = not stop.is_set()
     for r in runners:
-        r.output.close(linger_ms=2000 if graceful else 0)
+        # graceful: a slower consumer may still be draining the queued items (EndOfStream last)
+        r.output.close(linger_ms=30000 if graceful else 0)
     stop.set()  # receiver threads end within one poll interval
     for r in runners:
         for port in r.inbox.ports:
