@@ -1,0 +1,196 @@
+"""INT8 vs FP32 on CPU for every built-in model: latency ratio and accuracy delta, same run.
+
+For each ``models/*.onnx``:
+
+- AV-window models: INT8 static quantisation (``exporters/quantize.py``, QOperator format, log-mel
+  front end in float) calibrated on windows of synthetic scenes with training seeds (< 1,000,000),
+  evaluated on windows of held-out scenes (seeds >= 1,000,000): per-output max abs difference and
+  correlation with the FP32 model, and the paired latency ratio (rounds alternate FP32/INT8, best round
+  counts) at batch 1 and batch 8, one ORT thread. Where an evaluation module exists
+  (``exporters/eval_*.py``) the task metric of both models is computed on the same held-out scenes.
+- Models that are not AV-window models (the caption decoder step) get dynamic INT8 quantisation (no
+  calibration: weights int8, activations quantised per call), evaluated on decoding steps fed by the
+  FP32 caption encoder on held-out windows: next-token agreement and logits difference.
+
+    python bench/quant.py [--calib-scenes 6] [--eval-scenes 6] [--task-scenes 12] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avstream.engine.errors import AvstreamError
+from avstream.engine.models import builtin_models, read_contract, read_onnx_header
+from avstream.exporters.quantize import (
+    calibration_feeds,
+    compare,
+    paired_latency,
+    quantize_int8,
+)
+
+CALIB_SEED0, EVAL_SEED0 = 500_000, 1_000_300
+
+
+def ort_session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def feeds_of(model: Path, seed0: int, scenes: int, per_scene: int) -> list[dict[str, np.ndarray]]:
+    out = []
+    for k in range(scenes):
+        out += calibration_feeds(model, f"synthetic://scene?seed={seed0 + k}&duration={per_scene + 1}", per_scene)
+    return out
+
+
+def batch_speed(ref: Path, new: Path, feeds: list[dict[str, np.ndarray]], batch: int) -> tuple[float, float]:
+    feed = {k: np.concatenate([f[k] for f in (feeds * batch)[:batch]]) for k in feeds[0]}
+    a, b = paired_latency([ort_session(ref), ort_session(new)], feed, runs=max(3, 30 // batch))
+    return a, b
+
+
+def task_metric(task: str, fp32: Path, int8: Path, scenes: int) -> dict[str, Any] | str:
+    """The task metric of both models where an evaluation module for the task exists."""
+    try:
+        if task == "highlight":
+            from avstream.exporters import eval_tasks as ev
+
+            methods = [ev.model_method("fp32", fp32, "activation"), ev.model_method("int8", int8, "activation")]
+            res = ev.evaluate_highlight(methods, seeds=ev.HIGH_SEEDS[:scenes], progress=lambda m: None)
+            return {k: {"mAP": round(v["mAP"], 4), "P@5": round(v["P@5"], 4)} for k, v in res.items()}
+        if task == "localization":
+            from avstream.exporters import eval_tasks as ev
+
+            methods = [ev.model_method("fp32", fp32, "heatmap"), ev.model_method("int8", int8, "heatmap")]
+            res = ev.evaluate_localization(methods, seeds=ev.LOC_SEEDS[:scenes], progress=lambda m: None)
+            return {k: {"cIoU@0.5": round(v["ciou@0.5"], 4), "AUC": round(v["auc"], 4)} for k, v in res.items()}
+        if task == "caption_encoder":
+            from avstream.exporters import eval_captions as ec
+
+            caps = [ec._learned(str(p), "", 1, "av", name) for name, p in (("fp32", fp32), ("int8", int8))]
+            scores = ec.evaluate(caps, seeds=ec.EVAL_SEEDS[:scenes], progress=lambda m: None)
+            return {s.name: {"event-word F1": round(s.f1, 4), "BLEU-4": round(s.bleu4, 4)} for s in scores}
+    except (ImportError, AttributeError, TypeError, KeyError) as exc:
+        return f"no task metric ({type(exc).__name__}: {exc})"
+    return f"no evaluation module for task {task!r}: output agreement only"
+
+
+def bench_av_model(name: str, path: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    contract = read_contract(path)
+    t0 = time.perf_counter()
+    calib = feeds_of(path, CALIB_SEED0, args.calib_scenes, args.per_scene)
+    held = feeds_of(path, EVAL_SEED0, args.eval_scenes, args.per_scene)
+    out = quantize_int8(path, tmp / f"{name}.int8.onnx", calib)
+    cmp = compare(path, out, held, runs=10)
+    row: dict[str, Any] = {"model": contract.ref, "task": contract.task, "calibration windows": len(calib),
+                           "held-out windows": len(held), "size kB": [round(path.stat().st_size / 1e3),
+                                                                       round(out.stat().st_size / 1e3)]}
+    for batch in (1, 8):
+        a, b = batch_speed(path, out, held, batch)
+        row[f"batch {batch} ms fp32/int8"] = [round(a, 2), round(b, 2)]
+        row[f"batch {batch} speed-up"] = round(a / b, 2)
+    row["outputs"] = {d.name: {"max abs": float(f"{d.max_abs:.3g}"), "range": float(f"{d.ref_range:.3g}"),
+                               "corr": round(d.corr, 4)} for d in cmp.deltas}
+    if args.task_scenes > 0:
+        row["task metric"] = task_metric(contract.task, path, out, args.task_scenes)
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def bench_decoder_step(name: str, path: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Dynamic INT8 of a caption decoder step, fed by its FP32 encoder on held-out windows."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    meta = json.loads(read_onnx_header(path).metadata["avstream"])
+    enc_ref = meta.get("encoder", "")
+    encoder = next((p for n, p in builtin_models().items() if p != path and enc_ref and
+                    json.loads(read_onnx_header(p).metadata.get("avstream", "{}")).get("id") == enc_ref.split("@")[0]),
+                   None)
+    if encoder is None:
+        return {"skipped": f"its encoder {enc_ref!r} is not a built-in model"}
+    out = tmp / f"{name}.int8.onnx"
+    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8)
+    held = feeds_of(encoder, EVAL_SEED0, args.eval_scenes, args.per_scene)
+    enc = ort_session(encoder)
+    memory = np.concatenate([enc.run(["memory"], f)[0] for f in held])
+    a, b = ort_session(path), ort_session(out)
+    length, bos, pad = meta["inputs"]["tokens"]["length"], meta["vocabulary"]["bos"], meta["vocabulary"]["pad"]
+    tokens = np.full((len(memory), length), pad, np.int64)
+    tokens[:, 0] = bos
+    agree, steps, diffs = 0, 0, []
+    for step in range(1, 9):  # greedy steps of the FP32 decoder; both models see the same prefixes
+        la = a.run(None, {"tokens": tokens, "memory": memory})[0]
+        lb = b.run(None, {"tokens": tokens, "memory": memory})[0]
+        agree += int((la.argmax(1) == lb.argmax(1)).sum())
+        steps += len(la)
+        diffs.append(float(np.abs(la - lb).max()))
+        tokens[:, step] = la.argmax(1)
+    feed = {"tokens": tokens[:1], "memory": memory[:1]}
+    ra, rb = paired_latency([a, b], feed, runs=30)
+    return {"model": f"{meta['id']}@{meta['version']}", "quantisation": "dynamic (weights int8)",
+            "decoding steps": steps, "next-token agreement": round(agree / steps, 4),
+            "logits max abs": round(max(diffs), 4), "batch 1 ms fp32/int8": [round(ra, 2), round(rb, 2)],
+            "batch 1 speed-up": round(ra / rb, 2),
+            "size kB": [round(path.stat().st_size / 1e3), round(out.stat().st_size / 1e3)]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calib-scenes", type=int, default=6, help="calibration scenes (training seeds)")
+    ap.add_argument("--eval-scenes", type=int, default=6, help="held-out scenes for agreement and speed")
+    ap.add_argument("--per-scene", type=int, default=8, help="windows per scene")
+    ap.add_argument("--task-scenes", type=int, default=12, help="held-out scenes for the task metric (0: skip)")
+    ap.add_argument("--only", default="", help="one built-in model name")
+    ap.add_argument("--json", default="", help="also write the rows here")
+    args = ap.parse_args()
+    rows: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in builtin_models().items():
+            if args.only and name != args.only:
+                continue
+            print(f"== {name}", flush=True)
+            try:
+                try:
+                    read_contract(path)
+                    row = bench_av_model(name, path, args, Path(tmp))
+                except AvstreamError:
+                    row = bench_decoder_step(name, path, args, Path(tmp))
+            except Exception as exc:  # one model failing does not stop the others
+                row = {"failed": f"{type(exc).__name__}: {exc}"}
+            rows[name] = row
+            print(json.dumps(row, indent=1), flush=True)
+    print("summary:")
+    for name, row in rows.items():
+        if "failed" in row or "skipped" in row:
+            print(f"  {name}: {row.get('failed') or row.get('skipped')}")
+            continue
+        sp = " ".join(f"{k.split()[1]}: x{v}" for k, v in row.items() if k.endswith("speed-up"))
+        if "outputs" in row:
+            worst = min((o["corr"] for o in row["outputs"].values() if not math.isnan(o["corr"])), default=float("nan"))
+            acc = f"min output corr {worst:.4f}"
+        else:
+            acc = f"next-token agreement {row['next-token agreement']:.3f}"
+        metric = row.get("task metric")
+        extra = f"; task {json.dumps(metric)}" if isinstance(metric, dict) else ""
+        print(f"  {name}: speed-up (batch {sp}); {acc}{extra}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
