@@ -238,6 +238,8 @@ class FileReader(MediaReader):
             av.AudioResampler(format="flt", layout="mono", rate=self._rate) if self._as is not None else None
         )
         chunker = AudioChunker(self.stream, self._rate, self._chunk)
+        # one converter for the whole input: a frame's own would set up swscale again for every frame
+        bgr = av.video.reformatter.VideoReformatter()
         delivered = 0
         last_t = 0.0
         frame_count = 0
@@ -263,7 +265,7 @@ class FileReader(MediaReader):
                         t = max(0.0, t)
                         if not self._gate.keep(t):
                             continue
-                        image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
+                        image = np.ascontiguousarray(bgr.reformat(frame, format="bgr24", threads=1).to_ndarray())
                         last_t = max(last_t, t)
                         delivered += 1
                         yield VideoFrame(self.stream, t, time.time(), image)

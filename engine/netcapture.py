@@ -138,6 +138,7 @@ class NetworkReader(LiveReader):
         backend = self.settings.backend
         self.use_cli = backend == "ffmpeg" or (backend == "auto" and self.scheme in PYAV_LACKS)
         self.pts_is_wall = False  # device timestamps that are already capture wall time
+        self._bgr: Any = None
         self._size: tuple[int, int] | None = None
         self._warned: set[str] = set()
 
@@ -258,6 +259,7 @@ class NetworkReader(LiveReader):
                                  height=h if vs is not None else 0, sample_rate=self.rate if aus is not None else 0,
                                  uri=redact_uri(self.uri)))
         gate = FpsGate(self.fps, native)
+        self._bgr = av.video.reformatter.VideoReformatter()
         # frames on the grid of their own rate; in a stream of its own, audio starts with the video
         self.clock.grid = 1.0 / native if vs is not None and 0 < native <= 240 else 0.0
         self.clock.video_first = vs is not None and aus is not None and self.wall is None
@@ -383,8 +385,9 @@ class NetworkReader(LiveReader):
         w, h = self._size
         if (frame.width, frame.height) != (w, h):
             self._warn("size", f"video size changed from {w}x{h} to {frame.width}x{frame.height}: scaling to {w}x{h}")
-            return np.ascontiguousarray(frame.to_ndarray(format="bgr24", width=w, height=h))
-        return np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
+            return np.ascontiguousarray(self._bgr.reformat(frame, format="bgr24", width=w, height=h).to_ndarray())
+        # one converter per reader: a frame's own would set up swscale again for every frame
+        return np.ascontiguousarray(self._bgr.reformat(frame, format="bgr24", threads=1).to_ndarray())
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:

