@@ -23,11 +23,21 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from avstream.engine.avclock import JitterBuffer
-from avstream.engine.capture import MediaItem, MediaReader, check_uri, open_reader, redact_uri, resolve_file
+from avstream.engine.capture import (
+    MediaItem,
+    MediaReader,
+    check_uri,
+    open_reader,
+    redact_uri,
+    resolve_file,
+    uri_scheme,
+)
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Event, Item, StreamInfo, VideoFrame
 from avstream.engine.netcapture import LiveSettings, WallClock
 from avstream.engine.node import CheckContext, Params, SourceNode
+
+LIVE = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp", "v4l2", "mic"})
 
 
 class SourceParams(Params):
@@ -152,12 +162,16 @@ class FileSource(SourceNode[SourceParams]):
     @classmethod
     def check(cls, params: Any, ctx: CheckContext) -> list[tuple[str, str]]:
         problems = []
+        uris = {}
         for key in ("uri", "video", "audio"):
             uri = params.get(key) if isinstance(params, dict) else getattr(params, key, None)
             if uri:
+                uris[key] = uri
                 problem = check_uri(uri, ctx.base_dir)
                 if problem:
                     problems.append((key, problem))
+        if "video" in uris and "audio" in uris and len({uri_scheme(u) in LIVE for u in uris.values()}) == 2:
+            problems.append(("audio", "a live input can only be paired with another live input (not a file)"))
         return problems
 
     def _open(self, uri: str, video: bool, audio: bool) -> MediaReader:

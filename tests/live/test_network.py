@@ -312,3 +312,28 @@ def test_a_slow_consumer_gets_fresh_frames_and_counted_drops(live_dir: Path, ser
     drops = run.node.ctx.counters.get("capture_drops", 0)
     assert drops > 15, run.node.ctx.counters
     assert max(lags[-20:]) < 4.0, f"lag grew to {max(lags):.1f} s"
+
+
+def test_validation_names_the_problem_of_each_live_uri(tmp_path: Path) -> None:
+    from avstream.engine.node import CheckContext
+    from avstream.plugins.sources import FileSource, SourceParams
+
+    ctx = CheckContext(node_id="cam", base_dir=tmp_path)
+    cases = {
+        "tcp://127.0.0.1": "needs a port",
+        "rtsp:///live": "no host",
+        "srt://host:99999": "bad port",
+        "v4l2://dev/video0": "device path",
+        "v4l2:///dev/video0?size=big": "bad size",
+        "mic://": "give a device",
+    }
+    for uri, why in cases.items():
+        problems = dict(FileSource.check(SourceParams(uri=uri), ctx))
+        assert why in problems.get("uri", ""), (uri, problems)
+    for ok in ("rtsp://user:pw@cam.local/stream", "udp://@:5000", "srt://host:9000?mode=caller",
+               "https://example.org/live.m3u8", "v4l2:///dev/video0?format=mjpeg&size=1280x720&fps=30", "mic://2"):
+        assert FileSource.check(SourceParams(uri=ok), ctx) == [], ok
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    mixed = dict(FileSource.check(SourceParams(video="clip.mp4", audio="mic://default"), ctx))
+    assert "live input" in mixed["audio"]
+    assert FileSource.check(SourceParams(video="v4l2:///dev/video0", audio="mic://default"), ctx) == []
