@@ -22,7 +22,7 @@ from typing import Any
 
 from avstream.engine.errors import AvstreamError, MissingDependencyError, ModelError
 
-RECIPES = ("highlight", "captions", "violence")
+RECIPES = ("highlight", "captions", "violence", "localization")
 
 
 def _say(msg: str) -> None:

@@ -121,3 +121,12 @@ def test_cli_names_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture
     code = E.eval_main(["--task", "localization", "--no-random", "--localization-model", str(tmp_path / "x.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and "x.onnx" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_scoring_v2_prior_judges_the_first_windows() -> None:
+    acts, t1 = [3.0, 0.0, 0.1, -0.1], [2.0, 3.0, 4.0, 5.0]
+    plain = E.causal_scores(acts, t1)
+    assert plain[0] == 0.5  # protocol 1: the first window has nothing to compare with
+    with_prior = E.causal_scores(acts, t1, prior=(0.0, 1.0, 30.0))
+    assert with_prior[0] > 0.9 and abs(with_prior[1] - 0.5) < 0.1  # 3 spreads above the prior median
+    assert E.causal_scores(acts[:2], t1[:2], prior=(0.0, 1.0, 30.0)).tolist() == with_prior[:2].tolist()
