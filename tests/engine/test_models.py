@@ -117,7 +117,7 @@ def test_resolve_model(tmp_path: Path) -> None:
         resolve_model("nope.onnx", tmp_path)
     builtin = resolve_model("builtin:highlight", tmp_path)
     assert builtin.name == "highlight.onnx" and builtin.is_file()
-    assert read_contract(builtin).ref == "highlight@1"
+    assert read_contract(builtin).ref == "highlight@2"
     with pytest.raises(ModelError, match="builtin:highlight"):
         resolve_model("builtin:nope", tmp_path)
 
@@ -125,7 +125,7 @@ def test_resolve_model(tmp_path: Path) -> None:
 def test_models_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert models_main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "builtin:highlight" in out and "highlight@1" in out
+    assert "builtin:highlight" in out and "highlight@2" in out
     path = make_model(tmp_path / "m.onnx")
     assert models_main(["inspect", str(path), "--runs", "3"]) == 0
     out = capsys.readouterr().out

@@ -54,7 +54,7 @@ def test_window_runner_turns_queued_media_into_windows_then_stops(tmp_path: Path
     assert not runner.thread.is_alive() and not runner.failed
     windows = [g for g in got if isinstance(g, AVWindow)]
     assert [(w.t0, w.t1) for w in windows] == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0)]
-    assert all(w.frames is not None and w.frames.shape[1:] == (112, 112, 3) for w in windows)
+    assert all(w.frames is not None and w.frames.shape[1:] == (64, 64, 3) for w in windows)
     assert any(isinstance(g, Event) and g.name == "stream_up" for g in got)  # events pass through
     status = runner.status()
     assert status["in"] == 75 * 2 + 3 and status["drops"] == 0

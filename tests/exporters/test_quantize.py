@@ -38,10 +38,10 @@ def windows() -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]
 def test_calibration_windows_are_the_pipeline_windows() -> None:
     ws = calibration_windows(HIGHLIGHT, SCENE, count=5)
     assert [(w.t0, w.t1) for w in ws] == [(float(k), k + 2.0) for k in range(5)]  # model window 2 s, hop 1 s
-    assert all(w.frames is not None and w.frames.shape == (8, 112, 112, 3) for w in ws)
+    assert all(w.frames is not None and w.frames.shape == (8, 64, 64, 3) for w in ws)
     assert all(w.audio is not None and w.audio.shape == (32000,) and w.sample_rate == 16000 for w in ws)
     feeds = window_feeds(HIGHLIGHT, ws)
-    assert feeds[0]["video"].shape == (1, 8, 112, 112, 3) and feeds[0]["video"].dtype == np.uint8
+    assert feeds[0]["video"].shape == (1, 8, 64, 64, 3) and feeds[0]["video"].dtype == np.uint8
     assert not np.array_equal(feeds[0]["audio"], feeds[3]["audio"])  # real, changing content
     # the whole input when it has fewer windows than asked (the last one padded at the end)
     assert len(calibration_windows(HIGHLIGHT, "synthetic://scene?seed=1&duration=4", count=50)) == 4
@@ -49,8 +49,8 @@ def test_calibration_windows_are_the_pipeline_windows() -> None:
 
 def test_front_end_stays_in_float() -> None:
     names = front_end_nodes(onnx.load(str(HIGHLIGHT)))
-    assert "/logmel/Conv" in names and "/logmel/Log" in names
-    assert not any(n.startswith(("/video", "/audio_cnn")) for n in names)
+    assert "/audio/logmel/Conv" in names and "/audio/logmel/Log" in names
+    assert not any(n.startswith(("/frames", "/audio/body", "/audio/head")) for n in names)
 
 
 def test_int8_variants_agree_on_held_out_windows(tmp_path: Path, windows: tuple) -> None:
@@ -59,7 +59,7 @@ def test_int8_variants_agree_on_held_out_windows(tmp_path: Path, windows: tuple)
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "QLinearConv" in ops or "ConvInteger" in ops
     c = read_contract(out)
-    assert (c.ref, c.raw["precision"], c.raw["quantization"]["calibration_windows"]) == ("highlight@1+int8", "int8",
+    assert (c.ref, c.raw["precision"], c.raw["quantization"]["calibration_windows"]) == ("highlight@2+int8", "int8",
                                                                                    len(calib))
     result = compare(HIGHLIGHT, out, held_out, runs=3)
     assert {d.name for d in result.deltas} == {"video_embedding", "audio_embedding", "activation"}
@@ -79,7 +79,7 @@ def test_fp16_keeps_io_types_and_agrees(tmp_path: Path, windows: tuple) -> None:
     graph = onnx.load(str(out)).graph
     assert [i.type.tensor_type.elem_type for i in graph.input] == [onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT]
     assert {o.type.tensor_type.elem_type for o in graph.output} == {onnx.TensorProto.FLOAT}
-    assert read_contract(out).ref == "highlight@1+fp16"
+    assert read_contract(out).ref == "highlight@2+fp16"
     result = compare(HIGHLIGHT, out, windows[1], runs=2)
     assert all(d.max_abs < 5e-3 and d.corr > 0.999 for d in result.deltas), result.deltas
 
@@ -90,7 +90,7 @@ def test_cli_int8_with_report(tmp_path: Path) -> None:
                 "--calibration-windows", "6", "--out", str(out), timeout=120)
     assert r.returncode == 0, r.stderr
     assert "held-out windows" in r.stdout and "speed-up x" in r.stdout and "corr" in r.stdout
-    assert json.loads(onnx.load(str(out)).metadata_props[-1].value)["version"] == "1+int8"
+    assert json.loads(onnx.load(str(out)).metadata_props[-1].value)["version"] == "2+int8"
 
 
 def test_cli_errors(tmp_path: Path) -> None:
