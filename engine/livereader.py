@@ -303,7 +303,8 @@ class LiveReader(MediaReader):
     def reconnect_loop(self, connect_once: Callable[[], bool], permanent_first: bool = False) -> None:
         """Run ``connect_once`` (True: it delivered media) until stopped, with backoff and events.
 
-        ``permanent_first``: a failure before the first success is final (devices: missing, busy).
+        ``permanent_first`` (devices): any failure before the first success is final (missing, busy,
+        not a camera); after it, even those are retried (the device may be plugged in again).
         """
         attempt, down_since, ever_up = 0, None, False
         s = self.settings
@@ -314,8 +315,13 @@ class LiveReader(MediaReader):
             try:
                 delivered = connect_once()
                 reason = "the stream ended"
-            except (Permanent, *_BUGS):
+            except _BUGS:
                 raise
+            except Permanent as exc:
+                if not (permanent_first and ever_up):
+                    raise
+                # a device that worked (unplugged, taken by another program): wait for it to return
+                delivered, reason = self.state == "up", str(exc)
             except Exception as exc:  # every other failure is reported, then retried
                 err = classify(exc)
                 if isinstance(err, Permanent) or (permanent_first and not ever_up):
