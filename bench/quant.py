@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -78,6 +79,13 @@ def task_metric(task: str, fp32: Path, int8: Path, scenes: int) -> dict[str, Any
             methods = [ev.model_method("fp32", fp32, "heatmap"), ev.model_method("int8", int8, "heatmap")]
             res = ev.evaluate_localization(methods, seeds=ev.LOC_SEEDS[:scenes], progress=lambda m: None)
             return {k: {"cIoU@0.5": round(v["ciou@0.5"], 4), "AUC": round(v["auc"], 4)} for k, v in res.items()}
+        if task == "violence":
+            from avstream.exporters import eval_violence as ev
+
+            scenes = ev.synthetic_scenes(read_contract(fp32).window_requirement(), n=scenes)
+            return {name: {"frame AP (synthetic)": round(ev.synthetic_frame_ap(ev.node_scorer(str(p)), scenes,
+                                                                                rounds=50).value, 4)}
+                    for name, p in (("fp32", fp32), ("int8", int8))}
         if task == "caption_encoder":
             from avstream.exporters import eval_captions as ec
 
@@ -95,6 +103,9 @@ def bench_av_model(name: str, path: Path, args: argparse.Namespace, tmp: Path) -
     calib = feeds_of(path, CALIB_SEED0, args.calib_scenes, args.per_scene)
     held = feeds_of(path, EVAL_SEED0, args.eval_scenes, args.per_scene)
     out = quantize_int8(path, tmp / f"{name}.int8.onnx", calib)
+    companion = contract.raw.get("decoder")  # a caption encoder names its decoder step file, next to it
+    if isinstance(companion, str) and (path.parent / companion).is_file():
+        shutil.copy(path.parent / companion, tmp / companion)
     cmp = compare(path, out, held, runs=10)
     row: dict[str, Any] = {"model": contract.ref, "task": contract.task, "calibration windows": len(calib),
                            "held-out windows": len(held), "size kB": [round(path.stat().st_size / 1e3),
@@ -164,11 +175,12 @@ def main() -> int:
                 continue
             print(f"== {name}", flush=True)
             try:
-                try:
-                    read_contract(path)
-                    row = bench_av_model(name, path, args, Path(tmp))
-                except AvstreamError:
-                    row = bench_decoder_step(name, path, args, Path(tmp))
+                read_contract(path)
+                av_model = True
+            except AvstreamError:
+                av_model = False  # no AV-window contract: a decoder step fed by another model
+            try:
+                row = (bench_av_model if av_model else bench_decoder_step)(name, path, args, Path(tmp))
             except Exception as exc:  # one model failing does not stop the others
                 row = {"failed": f"{type(exc).__name__}: {exc}"}
             rows[name] = row

@@ -383,6 +383,9 @@ def convert_main(args: Any, say: Progress) -> int:
         uri = calibrate[0] if calibrate else "sample://demo"
         eval_feeds, label = calibration_feeds(model, uri, args.calibration_windows), f"windows of {uri}"
     variant = read_contract(out)  # the engine's own reader accepts the variant
+    companion = variant.raw.get("decoder")
+    if isinstance(companion, str) and not (out.parent / companion).exists():
+        say(f"note: {variant.ref} names its decoder step {companion!r}: put it next to {out.name}")
     say(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB, {model.stat().st_size / 1e3:.0f} kB before), "
         f"model {variant.ref}")
     result = compare(model, out, eval_feeds)
