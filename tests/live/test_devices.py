@@ -18,6 +18,7 @@ from avstream.engine.items import AudioChunk, Item
 from tests.live.helpers import LiveRun
 from tests.live.servers import Pulse, needs_ffmpeg
 
+pytestmark = pytest.mark.timeout(60)  # a test's own mark overrides this
 RATE = 16000
 
 

@@ -17,6 +17,7 @@ from avstream.engine.items import Item, VideoFrame
 from tests.live.helpers import FPS, LiveRun
 from tests.live.servers import Server, ffmpeg_server, rtsp_server, sync_inputs, wait_until
 
+pytestmark = pytest.mark.timeout(60)  # a test's own mark overrides this
 FRAME = 1.0 / FPS
 WARMUP_S = 3.0
 NET_KINDS = ["tcp", "udp", "http", "https", "rtmp", "srt", "hls"]
