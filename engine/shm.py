@@ -71,7 +71,8 @@ class FrameRing:
             return self.ring
         old = self.ring
         self.generation += 1
-        path = self.folder / f"{self.name}.{self.generation}.ring"
+        # The pid keeps a restarted writer off the rings its killed predecessor left behind.
+        path = self.folder / f"{self.name}.{os.getpid()}.{self.generation}.ring"
         self.ring = _Mapped(path, self.slots, self.readers, max(nbytes, 1), create=True)
         if old is not None:  # readers keep their mappings; the name just goes away
             old.path.unlink(missing_ok=True)

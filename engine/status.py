@@ -68,6 +68,18 @@ class StatusView:
                             f"{fps_in:7.1f}{fps_out:8.1f}{st.get('queue', 0):6d}{st.get('drops', 0):6d}{st.get('latency_ms', 0):8.0f}")
         return rows
 
+    def extra_rows(self, workers: dict[str, Any]) -> list[str]:
+        """Node-specific status (A/V skew, reconnects, model backend...): scalars only, one line a node."""
+        rows = []
+        for worker in workers.values():
+            for node_id in worker.nodes:
+                extra = worker.status.get(node_id, {}).get("extra") or {}
+                parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()
+                         if isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) < 40)]
+                if parts:
+                    rows.append(f"  {node_id}: " + " ".join(parts[:8]))
+        return rows
+
     def stream_rows(self, publisher: ResultPublisher) -> list[str]:
         rows = []
         for stream, kinds in sorted(publisher.latest.items()):
@@ -78,7 +90,7 @@ class StatusView:
     def update(self, workers: dict[str, Any], publisher: ResultPublisher, final: bool = False) -> None:
         if self.quiet:
             return
-        rows = self.rows(workers) + self.stream_rows(publisher)
+        rows = self.rows(workers) + self.extra_rows(workers) + self.stream_rows(publisher)
         if self.tty:
             self._erase()
             self.out.write("\n".join(rows) + "\n")

@@ -41,6 +41,7 @@ class _StreamState:
     video_t: float = -math.inf  # latest media time seen per modality
     audio_t: float = -math.inf
     native_rate: int = 0
+    gap: tuple[float, float] | None = None  # media time with no data (a live source was down)
 
 
 class AVWindowNode(Node[WindowParams]):
@@ -81,8 +82,15 @@ class AVWindowNode(Node[WindowParams]):
         self.streams.pop(stream, None)
         return out
 
+    def _note_gap(self, st: _StreamState, t: float) -> None:
+        """Remember a hole longer than a window, so windows holding no data are not emitted."""
+        latest = max(st.video_t, st.audio_t)
+        if latest > -math.inf and t - latest > self.req.seconds:
+            st.gap = (latest, t)
+
     def _add_frame(self, frame: VideoFrame) -> None:
         st = self._state(frame.stream)
+        self._note_gap(st, frame.t)
         st.video_t = max(st.video_t, frame.t)
         if st.has_video is None:
             st.has_video = True
@@ -99,6 +107,7 @@ class AVWindowNode(Node[WindowParams]):
 
     def _add_audio(self, chunk: AudioChunk) -> None:
         st = self._state(chunk.stream)
+        self._note_gap(st, chunk.t)
         if st.has_audio is None:
             st.has_audio = True
         rate = self.rate or chunk.sample_rate
@@ -135,7 +144,10 @@ class AVWindowNode(Node[WindowParams]):
                 latest = max(st.video_t, st.audio_t)
                 if not (final and t0 < latest):  # at the end, a partial last window is padded
                     break
-            out.append(self._window(stream, st, t0, t1))
+            if st.gap is not None and t0 >= st.gap[0] and t1 <= st.gap[1]:
+                self.ctx.count("gap_windows_skipped")
+            else:
+                out.append(self._window(stream, st, t0, t1))
             st.next_t0 = round(t0 + self.req.hop, 9)
             self._trim(st)
         return out

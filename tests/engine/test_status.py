@@ -19,7 +19,8 @@ def workers(spec: Any, n_in: int) -> dict[str, Any]:
     out = {}
     for name, nodes in spec.processes().items():
         status = {n: {"type": spec.nodes[n].type_id, "state": "running", "in": n_in, "out": n_in, "queue": 2,
-                      "drops": 5, "latency_ms": 12.0} for n in nodes}
+                      "drops": 5, "latency_ms": 12.0, "extra": {"av_skew_ms": 12.5, "reconnects": 1, "log": [1]}}
+                  for n in nodes}
         out[name] = SimpleNamespace(nodes=nodes, status=status, done=False, fatal=None)
     return out
 
@@ -35,6 +36,7 @@ def test_terminal_view_redraws_in_place_and_shows_latest_results(tmp_path: Path)
     first = out.getvalue()
     assert "fps in" in first and "drops" in first
     assert "stream cam0: highlight=0.73" in first
+    assert "  cam0: av_skew_ms=12.5 reconnects=1" in first
     view.line("a log line")
     view.update(workers(spec, 20), pub)
     text = out.getvalue()[len(first):]

@@ -81,3 +81,16 @@ def test_audio_resampled_to_the_model_rate() -> None:
         out += node.process(AudioChunk("s", t, t, np.full(160, 0.5, np.float32), 8000))
     assert out and isinstance(out[0], AVWindow) and out[0].audio is not None
     assert out[0].audio.shape == (32000,) and abs(float(out[0].audio.mean()) - 0.5) < 1e-3
+
+
+def test_windows_inside_a_gap_are_skipped() -> None:
+    node = make_node(WindowRequirement(seconds=2.0, hop=1.0, sample_rate=16000, audio_samples=32000))
+    node.process(StreamInfo("s", has_video=False, has_audio=True))
+    out = []
+    for t in [k * 0.5 for k in range(8)] + [20 + k * 0.5 for k in range(8)]:  # 0..4 s, a hole, 20..24 s
+        out += node.process(AudioChunk("s", t, t, np.ones(8000, np.float32), 16000))
+    starts = [w.t0 for w in out if isinstance(w, AVWindow)]
+    assert starts[:3] == [0.0, 1.0, 2.0]
+    assert not [t for t in starts if 4.0 <= t and t + 2.0 <= 20.0]  # nothing made of the hole alone
+    assert 20.0 in starts
+    assert node.ctx.counters["gap_windows_skipped"] > 10
