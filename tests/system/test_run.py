@@ -132,3 +132,22 @@ outputs:
         sub.close()
         out, err = stop(run)
     assert run.returncode == 0, err
+
+
+def test_kill9_the_source_resumes_where_it_was(port: int) -> None:
+    sub = Subscriber(endpoint(port))
+    run = start_run("highlight", "--input", "synthetic://scene?seed=11&duration=40", "--publish", endpoint(port), "--quiet")
+    try:
+        first = sub.until(lambda m: m["header"]["kind"] == "highlight" and m["header"]["t0"] >= 2.0, timeout=60)
+        os.kill(worker_pid(run.pid, "cam0"), signal.SIGKILL)
+        got = sub.until(lambda m: m["header"]["kind"] == "event", timeout=30)
+        assert got[-1]["header"]["name"] == "node_restarted" and got[-1]["header"]["detail"]["node"] == "cam0"
+        after = sub.until(lambda m: m["header"]["kind"] == "highlight" and m["header"]["t0"] >= first[-1]["header"]["t0"] + 3,
+                          timeout=60)
+        t0s = [m["header"]["t0"] for m in first + got + after if m["header"]["kind"] == "highlight"]
+        assert t0s == sorted(t0s)  # resumed after the last media time, not from the start
+        assert run.poll() is None
+    finally:
+        sub.close()
+        _, err = stop(run)
+    assert "FileExistsError" not in err
