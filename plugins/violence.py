@@ -15,7 +15,7 @@ alert). Each event is emitted once per episode.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -167,13 +167,18 @@ class ViolenceNode(ModelNode[ViolenceParams]):
         event.stream = stream
         return event
 
-    def process(self, item: Item) -> Iterable[Item]:
-        if not isinstance(item, AVWindow):
-            return ()
-        results: list[Item] = list(self.process_batch([item]))
-        results += self.pending
-        self.pending = []
-        return results
+    def process_batch(self, windows: Sequence[Any]) -> list[Any]:
+        """Results of windows of any streams (one model call), each followed by the events it caused."""
+        windows = [w for w in windows if isinstance(w, AVWindow)]
+        if not windows:
+            return []
+        self._arrived(windows)
+        items: list[Any] = []
+        for window, outputs in zip(windows, self.infer(windows), strict=True):
+            items.append(self.make_result(window, outputs))
+            items += self.pending
+            self.pending = []
+        return items
 
     def on_eos(self, stream: str) -> Iterable[Item]:
         st = self.streams.pop(stream, None)

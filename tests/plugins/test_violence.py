@@ -209,6 +209,20 @@ def test_streams_are_independent(tmp_path: Path) -> None:
     assert node.status()["alert"] == {}
 
 
+def test_batched_windows_of_two_streams(tmp_path: Path) -> None:
+    """With cross-stream batching (max_batch > 1) each result is followed by the events it caused."""
+    toy_model(tmp_path / "toy.onnx")
+    req = ViolenceNode.window_requirement({"model": "toy.onnx"}, tmp_path)
+    ctx = CheckContext("violence", tmp_path, downstream=[req])
+    assert ViolenceNode.check({"model": "toy.onnx", "max_batch": 4}, ctx) == []
+    node = node_for(tmp_path, hold_s=0.0)
+    a, b = stream_of([0.9, 0.1], "a"), stream_of([0.2, 0.8], "b")
+    out = node.process_batch([a[0], b[0]]) + node.process_batch([a[1], b[1]])
+    kinds = [(x.stream, "result" if isinstance(x, Result) else x.name) for x in out]
+    assert kinds == [("a", "result"), ("a", "violence_start"), ("b", "result"),
+                     ("a", "result"), ("a", "violence_end"), ("b", "result"), ("b", "violence_start")]
+
+
 def test_results_are_causal(tmp_path: Path) -> None:
     # the same past with different futures: every result up to the fork is identical
     prefix = [0.2, 0.7, 0.2, 0.1]
@@ -261,11 +275,11 @@ HAVE_MODEL = (REPO / "models" / "violence.onnx").is_file()
 FIGHTS = REPO.parent / "shared" / "data" / "fight-surveillance"
 
 
-def _run_pipeline(tmp_path: Path, *args: str) -> list[dict]:
+def _run_pipeline(tmp_path: Path, *args: str, realtime: bool = False) -> list[dict]:
     from tests.conftest import free_port, run_cli
 
     out = tmp_path / "out.jsonl"
-    proc = run_cli("run", "violence", *args, "--set", "streams.cam0.realtime=false", "--publish",
+    proc = run_cli("run", "violence", *args, "--set", f"streams.cam0.realtime={str(realtime).lower()}", "--publish",
                    f"tcp://127.0.0.1:{free_port()}", "--jsonl", str(out), "--quiet", timeout=90)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return [json.loads(line) for line in out.read_text().splitlines()]
@@ -276,7 +290,7 @@ def _run_pipeline(tmp_path: Path, *args: str) -> list[dict]:
 def test_builtin_pipeline_on_the_demo_alerts_during_its_violence(tmp_path: Path) -> None:
     from avstream.engine.synthetic import SceneConfig, generate_truth
 
-    msgs = _run_pipeline(tmp_path)
+    msgs = _run_pipeline(tmp_path, realtime=True)  # as a camera would deliver it: 20 s
     res = [m for m in msgs if m["kind"] == "violence"]
     assert len(res) >= 30 and all(m["model"] == "violence@1" for m in res)
     for m in res:
