@@ -46,6 +46,8 @@ class WorkerProc:
     done: bool = False
     fatal: str | None = None
     error_reported: bool = False
+    drained: bool = False  # its nodes finished; it waits until its consumers have read everything
+    released: bool = False
 
 
 class Supervisor:
@@ -82,6 +84,7 @@ class Supervisor:
         worker.popen = Child(argv, fork=not hasattr(self, "control"))
         worker.last_seen = time.monotonic()
         worker.restart_at = None
+        worker.drained = worker.released = False
 
     # --- main loop ---
     def run(self) -> int:
@@ -202,6 +205,9 @@ class Supervisor:
             kind = msg["type"]
             if kind == "status":
                 worker.status = msg["nodes"]
+            elif kind == "drained":
+                worker.drained = True
+                self._release_drained()
             elif kind == "log":
                 self.view.line(f"[{worker.name}] {msg['level'].lower()}: {msg['message']}",
                                important=msg["level"] in ("WARNING", "ERROR", "CRITICAL"))
@@ -230,8 +236,26 @@ class Supervisor:
             worker.popen = None
             if rc == 0 or self.stopping:
                 worker.done = True
+                self._release_drained()
                 continue
             self._handle_crash(worker, rc, now)
+
+    def _release_drained(self) -> None:
+        """Let a finished worker exit once every process it feeds has finished too.
+
+        A producer that exits while its consumer is still behind closes the connection with data
+        in flight; ZeroMQ may then lose the tail of the stream (its end-of-stream marker included)
+        when the consumer was not reading at that moment. Keeping producers alive until their
+        consumers are done removes that case.
+        """
+        for worker in self.workers.values():
+            if not worker.drained or worker.released:
+                continue
+            feeds = {self.by_node[e.dst].name for e in self.spec.edges
+                     if e.src in worker.nodes and e.dst != OUTPUTS_NODE}
+            if all(self.workers[name].done for name in feeds - {worker.name}):
+                worker.released = True
+                self._send_control(worker.name, {"type": "stop"})
 
     def _handle_crash(self, worker: WorkerProc, rc: int, now: float) -> None:
         how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"

@@ -284,9 +284,16 @@ def main(argv: list[str] | None = None) -> int:
             r.thread.join(0.1)
     failed = any(r.failed for r in runners)
     graceful = not stop.is_set()
+    if graceful:
+        # Stay connected until the supervisor says every consumer has finished: closing with items
+        # still in flight to a busy consumer can lose the end of the stream.
+        link.post({"type": "status", "nodes": link.status_fn()})
+        link.post({"type": "drained"})
+        while not stop.wait(0.1):
+            if not _alive(parent):
+                break
     for r in runners:
-        # graceful: a slower consumer may still be draining the queued items (EndOfStream last)
-        r.output.close(linger_ms=30000 if graceful else 0)
+        r.output.close(linger_ms=2000 if graceful else 0)
     stop.set()  # receiver threads end within one poll interval
     for r in runners:
         for port in r.inbox.ports:

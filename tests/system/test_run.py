@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import run_cli
 from tests.system.helpers import Subscriber, children, start_run, stop, wait_gone, worker_pid
 
 pytestmark = pytest.mark.timeout(120)
@@ -151,3 +152,32 @@ def test_kill9_the_source_resumes_where_it_was(port: int) -> None:
         sub.close()
         _, err = stop(run)
     assert "FileExistsError" not in err
+
+
+FOUR_FAST = """\
+version: 1
+name: four
+streams:
+{streams}
+nodes:
+{windows}
+  score: {{type: avstream/highlight@v1, inputs: [w0, w1, w2, w3]}}
+outputs:
+  publish: {{endpoint: "tcp://127.0.0.1:{port}"}}
+"""
+
+
+@pytest.mark.slow
+def test_fast_sources_into_one_encoder_always_finish(tmp_path: Path, port: int) -> None:
+    """As-fast-as-possible sources finish long before their consumers: nothing may be lost at the end."""
+    streams = "\n".join(f'  s{i}: {{uri: "synthetic://scene?seed={i + 1}&duration=12", realtime: false}}' for i in range(4))
+    windows = "\n".join(f"  w{i}: {{type: avstream/av_window@v1, inputs: [s{i}]}}" for i in range(4))
+    path = tmp_path / "four.yaml"
+    path.write_text(FOUR_FAST.format(streams=streams, windows=windows, port=port))
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}.jsonl"
+        res = run_cli("run", str(path), "--jsonl", str(out), "--quiet", timeout=90)
+        assert res.returncode == 0, res.stderr
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        per_stream = {s: [m["t0"] for m in lines if m["stream"] == s] for s in ("s0", "s1", "s2", "s3")}
+        assert all(t0s == [float(t) for t in range(12)] for t0s in per_stream.values()), per_stream
