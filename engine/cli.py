@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="installed node types with their versions and params")
     sub.add_parser("export", help="export a model to ONNX (see `avstream export --help`)", add_help=False)
     sub.add_parser("models", help="list / inspect models", add_help=False)
-    sub.add_parser("eval", help="benchmark the localization/highlight models (see `avstream eval --help`)",
+    sub.add_parser("eval", help="measure the built-in models: avstream eval [localization|highlight|violence|captions]",
                    add_help=False)
     serve = sub.add_parser("serve", help="long-running daemon (planned)")
     serve.add_argument("config")
@@ -102,15 +102,33 @@ def _delegate(command: str, rest: list[str]) -> int:
                 return USAGE_ERROR
             return export_main(rest)
         if command == "eval":
-            from avstream.exporters.eval_tasks import eval_main
-
-            return eval_main(rest)
+            return _eval(rest)
         from .models import models_main
 
         return models_main(rest)
     except MissingDependencyError as exc:
         print(f"avstream: {exc}", file=sys.stderr)
         return USAGE_ERROR
+
+
+def _eval(rest: list[str]) -> int:
+    """``avstream eval [TASK] [options]``: each task's protocol, with its baselines and random weights."""
+    task = rest[0] if rest and not rest[0].startswith("-") else "all"
+    options = rest[1:] if rest and not rest[0].startswith("-") else rest
+    if task == "violence":
+        from avstream.exporters.eval_violence import main as violence_main
+
+        return violence_main(options)
+    if task == "captions":
+        from avstream.exporters.eval_captions import main as captions_main
+
+        return captions_main(options)
+    if task not in ("all", "localization", "highlight"):
+        print(f"avstream eval: unknown task {task!r} (localization, highlight, violence, captions)", file=sys.stderr)
+        return USAGE_ERROR
+    from avstream.exporters.eval_tasks import eval_main
+
+    return eval_main(options if task == "all" else ["--task", task, *options])
 
 
 def _load(args: argparse.Namespace) -> Any:
