@@ -46,6 +46,7 @@ class ResultPublisher:
         self.fsync_each = fsync == "line"
         self.jsonl: IO[str] | None = None
         self.pending_sync = False
+        self.reader_gone = False
         if jsonl == "-":
             self.jsonl = sys.stdout
         elif jsonl:
@@ -106,8 +107,15 @@ class ResultPublisher:
             line = dict(header)
             line["payloads"] = [dict(p, data=a.tolist()) for p, a in zip(header["payloads"], arrays, strict=True)]
             # One write per complete line: a reader never sees a torn line.
-            self.jsonl.write(json.dumps(line) + "\n")
-            self.jsonl.flush()
+            try:
+                self.jsonl.write(json.dumps(line) + "\n")
+                self.jsonl.flush()
+            except BrokenPipeError:  # `--jsonl - | head`: the reader is gone, like any CLI tool stop
+                self.reader_gone = True
+                self.jsonl = None
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
+                return
             if self.fsync_each:
                 self._fsync()
             else:

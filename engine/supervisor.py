@@ -163,6 +163,8 @@ class Supervisor:
             live_limit = self.spec.duration if self.spec.live_streams else None
             if live_limit and not self.stopping and now - started >= live_limit:
                 self.request_stop("--duration reached")
+            if self.publisher.reader_gone and not self.stopping:
+                self.request_stop("the JSONL reader closed standard output")
             if now >= next_tick:
                 next_tick = now + 1.0
                 self.publisher.tick()

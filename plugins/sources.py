@@ -197,23 +197,24 @@ class FileSource(SourceNode[SourceParams]):
         if p.uri:
             return [self._open(p.uri, True, True)]
         readers: list[MediaReader] = []
-        try:
-            if p.video:
-                readers.append(self._open(p.video, True, False))
-                if not readers[-1].info.has_video:
-                    raise SourceError(
-                        f"stream {self.ctx.streams[0]!r}: {redact_uri(p.video)}: no video track"
-                    )
-            if p.audio:
-                readers.append(self._open(p.audio, False, True))
-                if not readers[-1].info.has_audio:
-                    raise SourceError(
-                        f"stream {self.ctx.streams[0]!r}: {redact_uri(p.audio)}: no audio track"
-                    )
-        except BaseException:
+        problems: list[str] = []
+        stream = self.ctx.streams[0]
+        # Open both halves of a pair even when one fails, so the error names every missing device.
+        for uri, video, audio in ((p.video, True, False), (p.audio, False, True)):
+            if not uri:
+                continue
+            try:
+                reader = self._open(uri, video, audio)
+            except SourceError as exc:
+                problems.append(str(exc).removeprefix(f"stream {stream!r}: "))
+                continue
+            readers.append(reader)
+            if (video and not reader.info.has_video) or (audio and not reader.info.has_audio):
+                problems.append(f"{redact_uri(uri)}: no {'video' if video else 'audio'} track")
+        if problems:
             for r in readers:
                 r.close()
-            raise
+            raise SourceError(f"stream {stream!r}: " + "; ".join(problems))
         return readers
 
     @staticmethod
