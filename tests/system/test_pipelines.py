@@ -1,0 +1,53 @@
+"""Every built-in pipeline runs on any input given with --input, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.timeout(180)
+
+EXPECTED = {
+    "highlight": {"highlight"},
+    "violence": {"violence"},
+    "localization": {"localization"},
+    "captions": {"caption"},
+    "monitor": {"highlight", "violence", "localization", "caption"},
+}
+
+
+def kinds_of(stdout: str) -> set[str]:
+    return {json.loads(line)["kind"] for line in stdout.splitlines()} - {"event"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_builtin_pipeline_on_a_synthetic_input(name: str, port: int) -> None:
+    res = run_cli("run", name, "--input", "synthetic://scene?seed=1000777&duration=7", "--set",
+                  "streams.cam0.realtime=false", "--jsonl", "-", "--quiet", "--publish", f"tcp://127.0.0.1:{port}",
+                  timeout=150)
+    assert res.returncode == 0, res.stderr
+    assert kinds_of(res.stdout) == EXPECTED[name]
+    assert "Traceback" not in res.stderr
+
+
+def test_monitor_on_a_file_with_audio(tmp_path: Path, port: int) -> None:
+    from avstream.engine.synthetic import SceneConfig, write_scene
+
+    clip = tmp_path / "clip.mp4"
+    write_scene(SceneConfig(seed=1000778, duration=6, width=320, height=180), str(clip))
+    res = run_cli("run", "monitor", "--input", str(clip), "--set", "streams.cam0.realtime=false", "--jsonl", "-",
+                  "--quiet", "--publish", f"tcp://127.0.0.1:{port}", timeout=150)
+    assert res.returncode == 0, res.stderr
+    assert kinds_of(res.stdout) == EXPECTED["monitor"]
+
+
+def test_monitor_without_devices_names_both() -> None:
+    res = run_cli("run", "monitor", "--duration", "2", "--quiet", "--publish", "tcp://127.0.0.1:0",
+                  "--set", "streams.cam0.video=v4l2:///dev/video97", "--set", "streams.cam0.audio=mic://no-such-mic-xyz")
+    assert res.returncode == 1
+    assert "/dev/video97" in res.stderr and "no-such-mic-xyz" in res.stderr
+    assert "Traceback" not in res.stderr
