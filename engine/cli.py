@@ -143,6 +143,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervisor import Supervisor
 
     spec = _load(args)
+    from .registry import load_registry
+
+    registry = load_registry()
+    for node in spec.nodes.values():  # e.g. "install an inference runtime" before anything starts
+        cls = registry.get(node.type_id)
+        cls.preflight(cls.Params.model_validate(node.params))
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
     return Supervisor(spec, quiet=args.quiet).run()

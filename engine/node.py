@@ -115,6 +115,14 @@ class Node(Generic[P]):
         """For AV-window consumers: the window this node needs (read from its model's metadata)."""
         return None
 
+    @classmethod
+    def preflight(cls, params: Any) -> None:
+        """Checks that only matter for running, not for validating (an installed runtime...).
+
+        Called by ``avstream run`` before any process starts; raise MissingDependencyError or
+        another AvstreamError with a message that says what to do.
+        """
+
     # --- lifecycle ---
     def on_start(self) -> None:
         """Open resources (models, devices). Runs before the first item."""

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from avstream.engine.errors import AvstreamError, ModelError
-from avstream.engine.inference import PROVIDERS, Runner
+from avstream.engine.inference import PROVIDERS, Runner, import_onnxruntime
 from avstream.engine.items import AV_WINDOW, RESULT, AVWindow, Item, Result
 from avstream.engine.models import ModelContract, resolve_model
 from avstream.engine.node import CheckContext, Node, NodeContext, Params, WindowRequirement
@@ -190,6 +190,10 @@ class ModelNode(Node[MP]):
         if p.max_batch > 1 and not cls.supports_batching():
             problems.append(("max_batch", f"{cls.type_id} processes windows one by one: leave max_batch at 1"))
         return problems
+
+    @classmethod
+    def preflight(cls, params: Any) -> None:
+        import_onnxruntime()  # names the extra to install when no runtime is there
 
     @property
     def contract(self) -> ModelContract:

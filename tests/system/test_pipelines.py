@@ -51,3 +51,13 @@ def test_monitor_without_devices_names_both() -> None:
     assert res.returncode == 1
     assert "/dev/video97" in res.stderr and "no-such-mic-xyz" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_run_without_an_inference_runtime_names_the_extra(tmp_path: Path) -> None:
+    # A folder that shadows onnxruntime with a module that fails to import, as if it were not installed.
+    shadow = tmp_path / "onnxruntime"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('No module named onnxruntime')\n")
+    res = run_cli("run", "highlight", "--duration", "1", "--quiet", env={"PYTHONPATH": str(tmp_path)})
+    assert res.returncode == 2
+    assert "pip install 'avstream[cpu]'" in res.stderr and "Traceback" not in res.stderr
