@@ -20,7 +20,9 @@ def _pipeline(path: Path, streams: dict[str, str], port: int) -> Path:
     lines += [f"  {sid}: {{uri: \"{uri}\", {QUICK}}}" for sid, uri in streams.items()]
     lines += ["nodes:", f"  window: {{type: avstream/av_window@v1, inputs: [{', '.join(streams)}]}}",
               "  score: {type: avstream/highlight@v1, inputs: [window], params: {model: \"builtin:highlight\"}}",
-              "outputs:", f"  publish: {{endpoint: \"tcp://127.0.0.1:{port}\"}}"]
+              "outputs:",
+              # the test's subscriber must see the first events (a 401 fails within a second)
+              f"  publish: {{endpoint: \"tcp://127.0.0.1:{port}\", wait_for_subscribers: 1}}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
