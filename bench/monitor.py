@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from clips import clip_720p  # bench/ is the script's folder
+
 REPO = Path(__file__).resolve().parents[1]
 
 DECODE_ONLY = """\
@@ -32,16 +34,6 @@ nodes:
 outputs:
   publish: {{endpoint: "tcp://127.0.0.1:0"}}
 """
-
-
-def make_clip(folder: Path, seconds: float) -> Path:
-    from avstream.engine.synthetic import SceneConfig, write_scene
-
-    path = folder / f"clip720_{int(seconds)}s.mp4"
-    if not path.exists():
-        print(f"making a {seconds:.0f} s 1280x720 25 fps clip with audio ...", flush=True)
-        write_scene(SceneConfig(seed=7, duration=seconds, fps=25, width=1280, height=720), str(path))
-    return path
 
 
 def cpu_of(cmd: list[str]) -> tuple[float, float]:
@@ -63,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(args.cache)
     folder.mkdir(parents=True, exist_ok=True)
-    clip = make_clip(folder, args.seconds)
+    clip = clip_720p(folder, args.seconds)
     from avstream.engine.config import Overrides, load_pipeline
 
     spec = load_pipeline(args.pipeline, Overrides(input_uri=str(clip)))

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from clips import clip_720p  # bench/ is the script's folder
+
 REPO = Path(__file__).resolve().parents[1]
 
 BARE_LOOP = r'''
@@ -64,16 +66,6 @@ print(len(scores), "windows")
 '''
 
 
-def make_clip(folder: Path, seconds: float) -> Path:
-    from avstream.engine.synthetic import SceneConfig, write_scene
-
-    path = folder / f"clip720_{int(seconds)}s.mp4"
-    if not path.exists():
-        print(f"making a {seconds:.0f} s 1280x720 25 fps clip with audio ...", flush=True)
-        write_scene(SceneConfig(seed=7, duration=seconds, fps=25, width=1280, height=720), str(path))
-    return path
-
-
 def timed(cmd: list[str]) -> tuple[float, float, str]:
     """(wall s, CPU s of the child and everything it waited for, last output line)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -96,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(args.cache)
     folder.mkdir(parents=True, exist_ok=True)
-    clip = make_clip(folder, args.seconds)
+    clip = clip_720p(folder, args.seconds)
     engine = [sys.executable, "-m", "avstream.engine.cli", "run", "pipelines/highlight.yaml", "--input", str(clip),
               "--set", "streams.cam0.realtime=false", "--quiet", "--jsonl", str(folder / "bench.jsonl"),
               "--publish", "tcp://127.0.0.1:0"]

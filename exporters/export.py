@@ -265,20 +265,7 @@ def export_onnx(
             ) from None
         raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
 
-    model = onnx.load(str(path))
-    # the tracer names non-batch output dims symbolically ('Divvideo_embedding_dim_1'): make them concrete
-    shapes = [o.shape for o in _torch_outputs(module, ordered, output_names)]
-    for out, shape in zip(model.graph.output, shapes, strict=True):
-        for axis, dim in enumerate(out.type.tensor_type.shape.dim):
-            if axis > 0 or not dynamic_batch:
-                dim.dim_value = int(shape[axis])
-    del model.metadata_props[:]
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(contract, sort_keys=False)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        raise ExportError(f"onnx.checker rejected the exported model: {exc}") from None
+    model = _finish_model(path, module, ordered, output_names, dynamic_batch, contract)
     simplified = False
     if simplify:
         try:
@@ -357,19 +344,7 @@ def export_graph(
         op = _unsupported_op(exc)
         hint = f"unsupported operator {op} at opset {opset}; " if op else ""
         raise ExportError(f"torch.onnx.export failed: {hint}{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    model = onnx.load(str(path))
-    shapes = [o.shape for o in _torch_outputs(module, inputs, output_names)]
-    for out, shape in zip(model.graph.output, shapes, strict=True):
-        for axis, dim in enumerate(out.type.tensor_type.shape.dim):
-            if axis > 0 or not dynamic_batch:
-                dim.dim_value = int(shape[axis])
-    del model.metadata_props[:]
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=False)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        raise ExportError(f"onnx.checker rejected the exported model: {exc}") from None
+    model = _finish_model(path, module, inputs, output_names, dynamic_batch, metadata)
     onnx.save(model, str(path))
     export_s = time.perf_counter() - t0
     progress(f"parity check of {path.name}: ONNX Runtime vs PyTorch ...")
@@ -388,3 +363,25 @@ def export_graph(
         )
     progress(f"wrote {path} ({report.size_bytes / 1e3:.1f} kB)")
     return report
+
+
+def _finish_model(path: Path, module: Any, inputs: Any, output_names: list[str], dynamic_batch: bool,
+                  metadata: dict[str, Any]) -> Any:
+    """Load the exported file, make output shapes concrete, write the metadata, run the checker."""
+    import onnx
+
+    model = onnx.load(str(path))
+    # the tracer names non-batch output dims symbolically ('Divvideo_embedding_dim_1'): make them concrete
+    shapes = [o.shape for o in _torch_outputs(module, inputs, output_names)]
+    for out, shape in zip(model.graph.output, shapes, strict=True):
+        for axis, dim in enumerate(out.type.tensor_type.shape.dim):
+            if axis > 0 or not dynamic_batch:
+                dim.dim_value = int(shape[axis])
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=False)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejected the exported model: {exc}") from None
+    return model
