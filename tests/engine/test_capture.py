@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from avstream.engine.capture import open_reader, redact_uri
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, VideoFrame

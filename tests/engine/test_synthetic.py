@@ -10,6 +10,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+
 from avstream.engine.synthetic import (
     GENERATOR_VERSION,
     LOOKS,

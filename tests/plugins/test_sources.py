@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pydantic
 import pytest
+
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Item, StreamInfo, VideoFrame
 from avstream.engine.node import CheckContext, NodeContext
