@@ -286,19 +286,7 @@ def export_onnx(
     sets += [(f"real[{i}]", {n: x[n] for n, _, _ in specs}) for i, x in enumerate(real_inputs)]
     rows = parity_check(module, path, sets, output_names, atol=atol, rtol=rtol)
     report = ExportReport(path, path.stat().st_size, opset, simplified, export_s, rows, atol, rtol)
-    for line in report.lines():
-        progress(line)
-    bad = [r for r in rows if not r.ok]
-    if bad:
-        failed = path.with_suffix(".failed.onnx")
-        path.replace(failed)
-        worst = max(bad, key=lambda r: r.max_abs)
-        raise ParityError(
-            f"parity check failed: output {worst.output!r} on {worst.inputs} inputs differs by "
-            f"{worst.max_abs:.3e} (atol {atol:g}, rtol {rtol:g}); model kept as {failed} for inspection"
-        )
-    progress(f"wrote {path} ({report.size_bytes / 1e3:.1f} kB)")
-    return report
+    return _conclude(report, progress)
 
 
 def export_graph(
@@ -350,19 +338,7 @@ def export_graph(
     progress(f"parity check of {path.name}: ONNX Runtime vs PyTorch ...")
     rows = parity_check(module, path, [("example", inputs), *parity_sets], output_names, atol=atol, rtol=rtol)
     report = ExportReport(path, path.stat().st_size, opset, False, export_s, rows, atol, rtol)
-    for line in report.lines():
-        progress(line)
-    bad = [r for r in rows if not r.ok]
-    if bad:
-        failed = path.with_suffix(".failed.onnx")
-        path.replace(failed)
-        worst = max(bad, key=lambda r: r.max_abs)
-        raise ParityError(
-            f"parity check failed: output {worst.output!r} on {worst.inputs} inputs differs by "
-            f"{worst.max_abs:.3e} (atol {atol:g}, rtol {rtol:g}); model kept as {failed} for inspection"
-        )
-    progress(f"wrote {path} ({report.size_bytes / 1e3:.1f} kB)")
-    return report
+    return _conclude(report, progress)
 
 
 def _finish_model(path: Path, module: Any, inputs: Any, output_names: list[str], dynamic_batch: bool,
@@ -385,3 +361,20 @@ def _finish_model(path: Path, module: Any, inputs: Any, output_names: list[str],
     except Exception as exc:
         raise ExportError(f"onnx.checker rejected the exported model: {exc}") from None
     return model
+
+
+def _conclude(report: ExportReport, progress: Callable[[str], None]) -> ExportReport:
+    """Print the parity report; a failed check keeps the file as ``*.failed.onnx`` and raises."""
+    for line in report.lines():
+        progress(line)
+    bad = [r for r in report.parity if not r.ok]
+    if bad:
+        failed = report.path.with_suffix(".failed.onnx")
+        report.path.replace(failed)
+        worst = max(bad, key=lambda r: r.max_abs)
+        raise ParityError(
+            f"parity check failed: output {worst.output!r} on {worst.inputs} inputs differs by "
+            f"{worst.max_abs:.3e} (atol {report.atol:g}, rtol {report.rtol:g}); model kept as {failed} for inspection"
+        )
+    progress(f"wrote {report.path} ({report.size_bytes / 1e3:.1f} kB)")
+    return report
