@@ -8,6 +8,7 @@ of type ``avstream/source@v1`` (or the ``type:`` it names).
 from __future__ import annotations
 
 import difflib
+import re
 import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -445,6 +446,13 @@ class _Compiler:
             wait_for_subscribers=opts.publish.wait_for_subscribers,
             wait_timeout_s=opts.publish.wait_timeout_s,
         )
+        if not re.match(r"^(tcp|ipc|ws|wss)://.+", out.publish):
+            where = ("<--publish>", 1, 1) if overrides.publish else None
+            message = f"not a ZeroMQ endpoint: {out.publish!r} (e.g. tcp://127.0.0.1:5560 or ipc:///tmp/avstream.sock)"
+            if where:
+                self.problems.append(Problem(*where, "outputs.publish.endpoint", message))
+            else:
+                self.error(("outputs", "publish", "endpoint"), message)
         if opts.jsonl is not None:
             path = opts.jsonl.path
             out.jsonl = path if path == "-" or Path(path).is_absolute() else str(self.base_dir / path)

@@ -157,3 +157,12 @@ def test_builtin_pipeline_by_name() -> None:
     spec = load_pipeline("highlight")
     assert spec.name == "highlight"
     assert spec.nodes["cam0"].params["uri"] == "sample://demo"
+
+
+def test_publish_endpoint_must_be_a_zeromq_endpoint(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace('"tcp://127.0.0.1:5599"', '"127.0.0.1:5599"'))
+    assert problems(path) == [f"{path}:11:13: outputs.publish.endpoint: not a ZeroMQ endpoint: '127.0.0.1:5599' "
+                              "(e.g. tcp://127.0.0.1:5560 or ipc:///tmp/avstream.sock)"]
+    got = problems(write(tmp_path, GOOD, "ok.yaml"), Overrides(publish="localhost"))
+    assert got == ["<--publish>:1:1: outputs.publish.endpoint: not a ZeroMQ endpoint: 'localhost' "
+                   "(e.g. tcp://127.0.0.1:5560 or ipc:///tmp/avstream.sock)"]
