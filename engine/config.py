@@ -8,8 +8,8 @@ of type ``avstream/source@v1`` (or the ``type:`` it names).
 from __future__ import annotations
 
 import difflib
-import re
 import importlib.resources
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
