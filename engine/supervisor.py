@@ -136,6 +136,10 @@ class Supervisor:
         except zmq.ZMQError as exc:
             self.view.line(f"error: cannot bind the output socket {self.spec.outputs.publish}: {exc}", important=True)
             return 1
+        except OSError as exc:
+            self.view.line(f"error: cannot write the JSONL output {self.spec.outputs.jsonl}: {exc.strerror or exc}",
+                           important=True)
+            return 1
         self.view.line(f"pipeline '{self.spec.name}': {len(self.spec.nodes)} nodes in {len(self.workers)} processes, "
                        f"publishing on {self.spec.outputs.publish}")
         if self.spec.outputs.wait_for_subscribers:
