@@ -77,19 +77,20 @@ def test_kill9_a_node_is_restarted_and_results_resume(port: int) -> None:
         stop(run)
 
 
-def test_sigint_stops_the_graph_within_5s_and_leaves_no_child(port: int) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_the_graph_within_5s_and_leaves_no_child(port: int, signum: int) -> None:
     sub = Subscriber(endpoint(port))
     run = start_run("highlight", "--input", "synthetic://scene?seed=5&duration=60", "--publish", endpoint(port))
     try:
         sub.until(lambda m: m["header"]["kind"] == "highlight", timeout=60)
         kids = [c.pid for c in children(run.pid)]
         assert len(kids) == 3
-        run.send_signal(signal.SIGINT)
+        run.send_signal(signum)
         run.wait(timeout=5)
         assert run.returncode == 0
         assert wait_gone(kids, 1) == []
         _, err = run.communicate()
-        assert "stopped (signal SIGINT)" in err and "Traceback" not in err
+        assert f"stopped (signal {signal.Signals(signum).name})" in err and "Traceback" not in err
     finally:
         sub.close()
         stop(run)
