@@ -168,7 +168,7 @@ class _Compiler:
         self.check_cycles()
         self.assign_streams()
         self.resolve_windows()
-        self.pace_sources()
+        self.pace_sources(live)
         self.run_node_checks()
         outputs = self.compile_outputs(overrides)
         for nid, cls in self.classes.items():
@@ -381,18 +381,26 @@ class _Compiler:
                     wants.append((edge.dst, req))
             self.nodes[nid].window = self.merge_window(nid, wants)
 
-    def pace_sources(self) -> None:
-        """A source left at its native frame rate delivers only what its window nodes sample.
+    def pace_sources(self, live: list[str]) -> None:
+        """A source left at its native rate and size delivers only what its window nodes use.
 
-        Frames no consumer uses are then never converted to BGR nor copied to shared memory.
+        Frames no consumer samples are never converted to BGR nor copied to shared memory, and the
+        others are scaled down during the colour conversion to the largest size a window needs.
         """
         for nid, spec in self.nodes.items():
-            if not spec.is_source or spec.params.get("fps", None) != 0:
-                continue
             consumers = [self.nodes[e.dst] for e in self.edges if e.src == nid]
+            if not spec.is_source or not consumers:
+                continue
             rates = [c.window.fps if c.window is not None else 0.0 for c in consumers]
-            if consumers and all(r > 0 for r in rates):
+            if spec.params.get("fps", None) == 0 and all(r > 0 for r in rates):
                 spec.params["fps"] = max(rates)
+            sizes = [(c.window.width, c.window.height) if c.window is not None else (0, 0) for c in consumers]
+            if "min_size" in spec.params and spec.params["min_size"] is None and all(w and h for w, h in sizes):
+                spec.params["min_size"] = [max(w for w, _ in sizes), max(h for _, h in sizes)]
+            given: set[str] = getattr(self.validated.get(nid), "model_fields_set", set())
+            if spec.params.get("realtime") is False and nid not in live and "audio_chunk_s" not in given:
+                # as fast as possible, nobody waits for a chunk: fewer, larger messages cost less CPU
+                spec.params["audio_chunk_s"] = 0.25
 
     def merge_window(self, nid: str, wants: list[tuple[str, WindowRequirement]]) -> WindowRequirement | None:
         params = self.validated[nid]

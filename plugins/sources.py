@@ -63,6 +63,11 @@ class SourceParams(Params):
     fps: float = Field(
         default=0.0, ge=0.0, le=1000.0, description="Video frames per second to keep (0: native rate)."
     )
+    min_size: tuple[int, int] | None = Field(
+        default=None,
+        description="Files: deliver frames scaled down (aspect kept) to the smallest size covering [W, H] "
+        "(default: native size). Set automatically when every consumer is a window of a fixed size.",
+    )
     sample_rate: int = Field(
         default=16000, gt=0, le=192000, description="Audio sample rate in Hz (mono float32)."
     )
@@ -186,6 +191,7 @@ class FileSource(SourceNode[SourceParams]):
             audio_chunk_s=p.audio_chunk_s,
             options=p.options or None,
             live=self._live_settings(),
+            min_size=p.min_size,
         )
 
     def _live_settings(self) -> LiveSettings:

@@ -240,3 +240,18 @@ def test_written_scene_reads_back_in_sync(tmp_path: Path) -> None:
     assert np.corrcoef(env, rms)[0, 1] > 0.8
     lag = [np.corrcoef(np.roll(env, k), rms)[0, 1] for k in range(-3, 4)]
     assert int(np.argmax(lag)) - 3 in (-1, 0, 1)  # aligned within one chunk
+
+
+def test_min_size_scales_frames_down_keeping_the_aspect(tmp_path: Path) -> None:
+    from avstream.engine.capture import scaled_size
+    from avstream.engine.synthetic import SceneConfig, write_scene
+
+    assert scaled_size(1280, 720, (112, 112)) == (200, 112)
+    assert scaled_size(1280, 720, (64, 64)) == (114, 64)
+    assert scaled_size(320, 180, (640, 360)) == (320, 180)  # never upscales
+    assert scaled_size(1280, 720, None) == (1280, 720)
+    clip = tmp_path / "c.mp4"
+    write_scene(SceneConfig(seed=3, duration=1, width=640, height=360), str(clip))
+    with open_reader(str(clip), stream="s", audio=False, min_size=(112, 112)) as reader:
+        shapes = {item.image.shape for item in reader.read() if isinstance(item, VideoFrame)}
+    assert shapes == {(112, 200, 3)}

@@ -166,3 +166,17 @@ def test_publish_endpoint_must_be_a_zeromq_endpoint(tmp_path: Path) -> None:
     got = problems(write(tmp_path, GOOD, "ok.yaml"), Overrides(publish="localhost"))
     assert got == ["<--publish>:1:1: outputs.publish.endpoint: not a ZeroMQ endpoint: 'localhost' "
                    "(e.g. tcp://127.0.0.1:5560 or ipc:///tmp/avstream.sock)"]
+
+
+def test_sources_are_paced_to_what_their_windows_use(tmp_path: Path) -> None:
+    spec = load_pipeline(str(write(tmp_path, GOOD)))
+    src = spec.nodes["cam0"].params
+    window = spec.nodes["window"].window
+    assert window is not None
+    assert src["fps"] == window.fps and src["min_size"] == [window.width, window.height]
+    assert src["audio_chunk_s"] == 0.25  # as fast as possible: larger chunks
+    given = GOOD.replace("    realtime: false", "    realtime: false\n    fps: 12\n    min_size: [320, 180]\n    audio_chunk_s: 0.02")
+    src = load_pipeline(str(write(tmp_path, given, "given.yaml"))).nodes["cam0"].params
+    assert (src["fps"], src["min_size"], src["audio_chunk_s"]) == (12, [320, 180], 0.02)  # the user's own choice wins
+    live = load_pipeline(str(write(tmp_path, GOOD.replace("realtime: false", "realtime: true"), "rt.yaml")))
+    assert live.nodes["cam0"].params["audio_chunk_s"] == 0.04
