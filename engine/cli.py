@@ -166,6 +166,14 @@ def cmd_graph(args: argparse.Namespace) -> int:
     print("nodes:")
     for node in spec.nodes.values():
         extra = ""
+        if node.is_source:
+            from .capture import redact_uri, uri_scheme
+
+            p = node.params
+            uris = [redact_uri(str(p[k])) for k in ("uri", "video", "audio") if p.get(k)]
+            scaled = p.get("min_size") and uri_scheme(str(p.get("uri") or "")) == "file"
+            size = f", frames scaled to cover {p['min_size'][0]}x{p['min_size'][1]}" if scaled else ""
+            extra = f"  {' + '.join(uris)}, video at {p.get('fps') or 'native'} fps{size}"
         if node.window is not None:
             w = node.window
             extra = f"  window {w.seconds}s hop {w.hop}s, {w.frames} frames @ {w.fps} fps {w.width}x{w.height}, audio {w.sample_rate} Hz"
