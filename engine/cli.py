@@ -103,7 +103,7 @@ def _delegate(command: str, rest: list[str]) -> int:
             return export_main(rest)
         if command == "eval":
             return _eval(rest)
-        from .models import models_main
+        from .models_cli import models_main
 
         return models_main(rest)
     except MissingDependencyError as exc:

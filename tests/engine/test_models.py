@@ -10,11 +10,11 @@ import pytest
 from avstream.engine.errors import ModelError
 from avstream.engine.models import (
     contract_from_dict,
-    models_main,
     read_contract,
     read_onnx_header,
     resolve_model,
 )
+from avstream.engine.models_cli import models_main
 
 pytest.importorskip("onnx")
 from avstream.exporters.testing import TINY_CONTRACT as CONTRACT  # noqa: E402
