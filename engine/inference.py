@@ -276,8 +276,12 @@ def create_session(
     who = f"{node_id}: " if node_id else ""
     available = list(ort.get_available_providers())
     chosen, skipped = select_providers(list(providers), available)
-    for name, reason in skipped:
-        log.info("%sskipping execution provider %r: %s", who, name, reason)
+    if skipped:
+        # one line per model: the "(available: ...) + what to install" tail is the same for each provider
+        heads = [reason.split(" (available:", 1) for _, reason in skipped]
+        tail = f" (available:{heads[-1][1]}" if len(heads[-1]) == 2 else ""
+        log.info("%s%s%s", who, "; ".join(f"skipping execution provider {name!r}: {h[0]}"
+                                          for (name, _), h in zip(skipped, heads, strict=True)), tail)
     if not chosen:
         raise MissingDependencyError(
             f"{who}none of the execution providers {list(providers)} is available "
