@@ -396,18 +396,9 @@ class MicReader(LiveReader):
                         if ref is None:  # a paired camera has not started yet
                             wall += len(samples) / self.rate
                             continue
-                        n = len(samples)
-                        t, samples = self.clip_audio(*self.audio_clock.push(samples, ref))
-                        wall += n / self.rate
-                        if not len(samples):
-                            continue
-                        if chunker is None or self.audio_clock.new_segment:
-                            if chunker is not None:
-                                self._emit(chunker.flush())
-                            chunker = AudioChunker(self.stream, self.rate, self.chunk)
-                        self.mark_up()
-                        delivered = True
-                        self._emit(chunker.push(samples, t))
+                        wall += len(samples) / self.rate
+                        chunker, sent = self.clock_audio(samples, ref, chunker, self._emit)
+                        delivered = delivered or sent
             return delivered
         finally:
             stream.abort()

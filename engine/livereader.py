@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .avclock import AudioClock, StreamClock
-from .capture import MediaReader, redact_uri, source_error
+from .capture import AudioChunker, MediaReader, redact_uri, source_error
 from .errors import SourceError
 from .items import AudioChunk, Event, StreamInfo, VideoFrame
 
@@ -354,6 +354,24 @@ class LiveReader(MediaReader):
                 log.info("%s: reconnect attempt %d failed: %s; next in %.1f s", self.where(), attempt, reason, delay)
             self._down_since = down_since
             self._stop.wait(delay)
+
+    def clock_audio(self, samples: np.ndarray, ref: float, chunker: AudioChunker | None,
+                    emit: Callable[[Iterator[AudioChunk]], None]) -> tuple[AudioChunker | None, bool]:
+        """Place decoded samples on the stream's audio clock and emit them as chunks.
+
+        A new clock segment (after a gap or a reconnect) starts a new chunker, so chunk times never
+        straddle a discontinuity. Returns the chunker to use next and whether anything was sent.
+        """
+        t, samples = self.clip_audio(*self.audio_clock.push(samples, ref))
+        if not len(samples):
+            return chunker, False
+        if chunker is None or self.audio_clock.new_segment:
+            if chunker is not None:
+                emit(chunker.flush())
+            chunker = AudioChunker(self.stream, self.rate, self.chunk)
+        self.mark_up()
+        emit(chunker.push(samples, t))
+        return chunker, True
 
     def mark_up(self) -> None:
         """First media of a connection: report ``stream_up`` if the stream was down."""

@@ -347,16 +347,8 @@ class NetworkReader(LiveReader):
                         ref = self._to_media("audio", fits, x, apts, wall - max(0.0, back))
                         if ref is None:
                             continue
-                        t, samples = self.clip_audio(*self.audio_clock.push(samples, ref))
-                        if not len(samples):
-                            continue
-                        if chunker is None or self.audio_clock.new_segment:
-                            if chunker is not None:
-                                self._put_chunks(chunker.flush())
-                            chunker = AudioChunker(self.stream, self.rate, self.chunk)
-                        self.mark_up()
-                        delivered = True
-                        self._put_chunks(chunker.push(samples, t))
+                        chunker, sent = self.clock_audio(samples, ref, chunker, self._put_chunks)
+                        delivered = delivered or sent
         if chunker is not None:
             self._put_chunks(chunker.flush())
         return delivered
