@@ -11,14 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import zmq
 
 from avstream.engine.batching import batch_limits, collect_batch
 from avstream.engine.config import load_pipeline
 from avstream.engine.items import AVWindow, EndOfStream, Event, Item, Result
 from avstream.engine.node import CheckContext
-from avstream.engine.transport import Inbox, InputPort, OutputPort
-from avstream.engine.worker import ControlLink, NodeRunner
+from tests.engine.runner_harness import node_runner
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.timeout(60)
@@ -123,46 +121,22 @@ def run_score_node(tmp_path: Path, max_batch: int, items: list[Item]) -> tuple[l
     spec = load_pipeline(str(yaml))
     run_dir = tmp_path / f"run{max_batch}"
     run_dir.mkdir()
-    for i, edge in enumerate(spec.edges):
-        edge.endpoint = f"ipc://{run_dir}/e{i}"
-    zctx: zmq.Context[Any] = zmq.Context()
-    stop = threading.Event()
-    control = zctx.socket(zmq.ROUTER)
-    control.bind(f"ipc://{run_dir}/control")
-    link = ControlLink(zctx, f"ipc://{run_dir}/control", "score", stop)
-    link.thread.start()
-    (to_outputs,) = spec.outputs_of("score")
-    downstream = Inbox()
-    port = InputPort(zctx, to_outputs, downstream, run_dir, threading.Event())
-    assert port.ready.wait(5)
-    runner = NodeRunner(spec, spec.nodes["score"], zctx, run_dir, stop, link, {})
-    (from_window,) = spec.inputs_of("score")
-    feeder = OutputPort(zctx, "window", [from_window], run_dir, threading.Event())
-    for item in items[:12]:  # queued before the node starts: the first batches are full
-        feeder.send(item)
-    runner.thread.start()
-    for item in items[12:]:
-        feeder.send(item)
-    got: list[Item] = []
-    ends = 0
-    while ends < 3:
-        nxt = downstream.get(20)
-        assert nxt is not None, f"stalled after {len(got)} items"
-        got.append(nxt[1])
-        ends += isinstance(nxt[1], EndOfStream)
-    runner.thread.join(5)
-    assert not runner.thread.is_alive() and not runner.failed
-    status = runner.status()
-    feeder.close(0)
-    runner.output.close(0)
-    port.stop.set()
-    stop.set()
-    for p in [port, *runner.inbox.ports]:
-        p.thread.join(2)
-    link.post({"type": "bye"})
-    link.thread.join(2)
-    control.close(0)
-    zctx.destroy(linger=0)
+    with node_runner(spec, "score", run_dir) as h:
+        for item in items[:12]:  # queued before the node starts: the first batches are full
+            h.feeder.send(item)
+        h.runner.thread.start()
+        for item in items[12:]:
+            h.feeder.send(item)
+        got: list[Item] = []
+        ends = 0
+        while ends < 3:
+            nxt = h.downstream.get(20)
+            assert nxt is not None, f"stalled after {len(got)} items"
+            got.append(nxt[1])
+            ends += isinstance(nxt[1], EndOfStream)
+        h.runner.thread.join(5)
+        assert not h.runner.thread.is_alive() and not h.runner.failed
+        status = h.runner.status()
     return got, status
 
 

@@ -1,0 +1,58 @@
+"""One node of a compiled pipeline in a real NodeRunner, in this process: a feeder socket in front of it,
+a receiving port behind it, and a control socket standing in for the supervisor."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from avstream.engine.graph import PipelineSpec
+from avstream.engine.transport import Inbox, InputPort, OutputPort
+from avstream.engine.worker import ControlLink, NodeRunner
+
+
+@dataclass
+class Harness:
+    runner: NodeRunner
+    feeder: OutputPort  # sends what the node's (single) upstream would send
+    downstream: Inbox  # what the node sends on its (single) output edge
+    control: zmq.Socket[Any]  # the supervisor's side of the control link
+    stop: threading.Event
+
+
+@contextmanager
+def node_runner(spec: PipelineSpec, node_id: str, run_dir: Path) -> Iterator[Harness]:
+    for i, edge in enumerate(spec.edges):
+        edge.endpoint = f"ipc://{run_dir}/e{i}"
+    zctx: zmq.Context[Any] = zmq.Context()
+    stop = threading.Event()
+    control = zctx.socket(zmq.ROUTER)
+    control.bind(f"ipc://{run_dir}/control")
+    link = ControlLink(zctx, f"ipc://{run_dir}/control", node_id, stop)
+    link.thread.start()
+    (out_edge,) = spec.outputs_of(node_id)
+    downstream = Inbox()
+    port = InputPort(zctx, out_edge, downstream, run_dir, threading.Event())
+    assert port.ready.wait(5)
+    runner = NodeRunner(spec, spec.nodes[node_id], zctx, run_dir, stop, link, {})
+    (in_edge,) = spec.inputs_of(node_id)
+    feeder = OutputPort(zctx, in_edge.src, [in_edge], run_dir, threading.Event())
+    try:
+        yield Harness(runner, feeder, downstream, control, stop)
+    finally:
+        feeder.close(0)
+        runner.output.close(0)
+        port.stop.set()
+        stop.set()
+        for p in [port, *runner.inbox.ports]:
+            p.thread.join(2)
+        link.post({"type": "bye"})
+        link.thread.join(2)
+        control.close(0)
+        zctx.destroy(linger=0)
