@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..logmel import LogMel
+from .checkpoints import load_training, save_training
 
 SAMPLE_RATE = 16000
 FPS = 4.0  # frame rate of the training pools (and of the models' windows)
@@ -288,13 +289,8 @@ def train_encoder(cfg: EncoderConfig, cache_dir: str | Path | None = None,
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.steps), pct_start=0.1)
     rng = np.random.default_rng(cfg.seed)
     step, elapsed, loss_avg, log = 0, 0.0, float("nan"), []
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+    state = load_training(ckpt, model, opt, sched, rng)
+    if state is not None:
         step, elapsed, loss_avg, log = state["step"], state["elapsed"], state["loss"], state["log"]
         progress(f"resuming {ckpt.name} at step {step}/{cfg.steps}")
     t_start = time.perf_counter() - elapsed
@@ -307,12 +303,8 @@ def train_encoder(cfg: EncoderConfig, cache_dir: str | Path | None = None,
     def save() -> None:
         if ckpt is None:
             return
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
-                    "elapsed": time.perf_counter() - t_start, "loss": loss_avg, "log": log}, tmp)
-        tmp.replace(ckpt)
+        save_training(ckpt, model, opt, sched, rng, step=step, elapsed=time.perf_counter() - t_start,
+                      loss=loss_avg, log=log)
 
     model.train()
     while step < min(cfg.steps, stop_at if stop_at is not None else cfg.steps):

@@ -42,6 +42,7 @@ from avstream.engine.decoding import DECODER_TASK, Vocabulary
 
 from ..eval_captions import references, truth_events, window_caption
 from ..logmel import LogMel
+from .checkpoints import load_training, save_training
 
 SAMPLE_RATE, WINDOW_S = 16000, 5.0
 SAMPLES = int(SAMPLE_RATE * WINDOW_S)
@@ -518,13 +519,8 @@ def train(
     rng = np.random.default_rng(seed)
     start, loss_avg, log = 1, float("nan"), []
     ckpt = cache / f"captions_ckpt_{_config_key(steps, seed, batch, train_seeds)}.pt" if cache else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+    state = load_training(ckpt, net, opt, sched, rng)
+    if state is not None:
         start, loss_avg, log = state["step"] + 1, state["loss"], state["log"]
         progress(f"resuming from {ckpt} at step {start}")
     net.train()
@@ -548,10 +544,7 @@ def train(
             log.append(line)
         stop = stop_after is not None and step >= stop_after and step < steps
         if ckpt is not None and step < steps and (step % ckpt_every == 0 or stop):
-            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
-                        "loss": loss_avg, "log": log}, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)
+            save_training(ckpt, net, opt, sched, rng, step=step, loss=loss_avg, log=log)
         if stop:
             progress(f"stopping after step {step} (checkpoint {ckpt}); run again to resume")
             break

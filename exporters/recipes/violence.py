@@ -43,6 +43,7 @@ from avstream.plugins.violence import snippet_window_scores
 
 from ..eval_violence import ClipData, StreamScorer, StreamWindows
 from ..logmel import LogMel
+from .checkpoints import load_training, save_training
 
 FPS, FRAMES, SIZE = 8.0, 16, 112
 SNIPPET = 4  # frames per snippet: 0.5 s
@@ -354,16 +355,11 @@ def train_model(clips: Sequence[ClipData], synth: SynthPool | None, steps: int =
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps), pct_start=0.15)
     start, t_start, loss_avg, log = 0, time.perf_counter(), float("nan"), []
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("config") == (steps, seed, batch, lr, synth_share, silence, len(clips)):
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            start, loss_avg = state["step"], state["loss"]
-            progress(f"resumed from {checkpoint} at step {start}")
+    config = (steps, seed, batch, lr, synth_share, silence, len(clips))
+    state = load_training(checkpoint, model, opt, sched, rng, config=config)
+    if state is not None:
+        start, loss_avg = state["step"], state["loss"]
+        progress(f"resumed from {checkpoint} at step {start}")
     model.train()
     for step in range(start + 1, steps + 1):
         video, audio, y = (t.to(device) for t in sampler.batch(rng, batch))
@@ -378,10 +374,7 @@ def train_model(clips: Sequence[ClipData], synth: SynthPool | None, steps: int =
             progress(line)
             log.append(line)
             if checkpoint is not None:
-                torch.save({"config": (steps, seed, batch, lr, synth_share, silence, len(clips)), "step": step,
-                            "loss": loss_avg, "model": model.state_dict(), "opt": opt.state_dict(),
-                            "sched": sched.state_dict(), "rng": rng.bit_generator.state,
-                            "torch_rng": torch.get_rng_state()}, checkpoint)
+                save_training(checkpoint, model, opt, sched, rng, config=config, step=step, loss=loss_avg)
     model.eval().cpu()
     return model, TrainStats(steps, time.perf_counter() - t_start, loss_avg, len(clips), SYNTH_TRAIN, log)
 
