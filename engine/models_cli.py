@@ -1,9 +1,14 @@
-"""``avstream models list`` and ``avstream models inspect FILE|builtin:NAME``."""
+"""``avstream models list``, ``inspect FILE|builtin:NAME`` and ``pull URL|FILE``."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +87,58 @@ def _inspect(ref: str, out: Any, runs: int) -> int:
     return 0
 
 
+def default_model_dir() -> Path:
+    """Where pulled models go: $AVSTREAM_MODELS, else ~/.cache/avstream/models."""
+    return Path(os.environ.get("AVSTREAM_MODELS") or Path.home() / ".cache" / "avstream" / "models")
+
+
+def pull(source: str, folder: Path, out: Any) -> int:
+    """Fetch a model from an http(s) URL or a file, check its avstream contract, keep it in ``folder``.
+
+    A file without a readable contract is not kept, so what lies in the folder always runs.
+    """
+    name = Path(source.split("?", 1)[0].rstrip("/")).name or "model.onnx"
+    if not name.endswith(".onnx"):
+        raise ModelError(f"{source}: expected an .onnx file")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as dst:
+            if source.startswith(("http://", "https://")):
+                try:
+                    with urllib.request.urlopen(source, timeout=30) as src:  # noqa: S310 - user-given URL
+                        shutil.copyfileobj(src, dst)
+                except (urllib.error.URLError, OSError) as exc:
+                    raise ModelError(f"{source}: download failed: {getattr(exc, 'reason', exc)}") from None
+            else:
+                try:
+                    with open(source, "rb") as src:
+                        shutil.copyfileobj(src, dst)
+                except OSError as exc:
+                    raise ModelError(f"{source}: {exc.strerror or exc}") from None
+        contract = read_contract(tmp)  # raises ModelError naming what is wrong
+        target = folder / name
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"{contract.ref} ({contract.task}) -> {target}", file=out)
+    print(f"use it in a pipeline as  params: {{model: \"{target}\"}}", file=out)
+    return 0
+
+
 def models_main(argv: list[str]) -> int:
-    """``avstream models list`` / ``avstream models inspect FILE|builtin:NAME``; 2 on a user error."""
+    """``avstream models list | inspect FILE|builtin:NAME | pull URL|FILE``; 2 on a user error."""
     parser = argparse.ArgumentParser(prog="avstream models", description="List and inspect avstream models.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="built-in models shipped with avstream")
     ins = sub.add_parser("inspect", help="contract, shapes, opset and CPU latency of one model")
     ins.add_argument("model", help="an ONNX file or builtin:NAME")
     ins.add_argument("--runs", type=int, default=20, help="latency runs (0: skip the latency figure)")
+    pl = sub.add_parser("pull", help="fetch a model (http(s) URL or file), check its contract, keep it locally")
+    pl.add_argument("source", help="an http(s) URL or a path of an .onnx file with avstream metadata")
+    pl.add_argument("--dir", type=Path, default=None, help="where to keep it (default: $AVSTREAM_MODELS or "
+                    "~/.cache/avstream/models)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -97,6 +146,8 @@ def models_main(argv: list[str]) -> int:
     try:
         if args.cmd == "list":
             return _list(sys.stdout)
+        if args.cmd == "pull":
+            return pull(args.source, args.dir or default_model_dir(), sys.stdout)
         return _inspect(args.model, sys.stdout, args.runs)
     except AvstreamError as exc:
         print(f"avstream models: error: {exc}", file=sys.stderr)

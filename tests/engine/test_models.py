@@ -134,3 +134,34 @@ def test_models_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not found" in err and "Traceback" not in err
     assert models_main(["frobnicate"]) == 2
+
+
+def test_models_pull_from_a_local_http_server_and_from_a_file(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import io
+    import threading
+
+    from avstream.engine.models_cli import pull
+
+    served = tmp_path / "served"
+    served.mkdir()
+    make_model(served / "tiny.onnx")
+    (served / "broken.onnx").write_bytes(b"not a model")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    store = tmp_path / "store"
+    try:
+        assert models_main(["pull", f"{base}/tiny.onnx", "--dir", str(store)]) == 0
+        assert read_contract(store / "tiny.onnx").ref == "tiny@1"
+        assert models_main(["pull", f"{base}/broken.onnx", "--dir", str(store)]) == 2
+        assert models_main(["pull", f"{base}/missing.onnx", "--dir", str(store)]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sorted(p.name for p in store.iterdir()) == ["tiny.onnx"]  # nothing half-written or unreadable kept
+    other = tmp_path / "other"
+    assert pull(str(served / "tiny.onnx"), other, io.StringIO()) == 0
+    assert (other / "tiny.onnx").exists()
