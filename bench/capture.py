@@ -24,9 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-from avstream.engine.capture import FileReader
+from avstream.engine.capture.files import FileReader
+from avstream.engine.capture.live import LiveSettings
+from avstream.engine.capture.network import NetworkReader
 from avstream.engine.items import AudioChunk, VideoFrame
-from avstream.engine.netcapture import LiveSettings, NetworkReader
 from avstream.engine.node import NodeContext
 from avstream.plugins.sources import FileSource, SourceParams
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 def clip_720p(folder: Path, seconds: float) -> Path:
     """A 1280x720 25 fps clip with 16 kHz audio, ``seconds`` long (seed 7)."""
-    from avstream.engine.synthetic import SceneConfig, write_scene
+    from avstream.engine.synthetic.scene import SceneConfig, write_scene
 
     path = folder / f"clip720_{int(seconds)}s.mp4"
     if not path.exists():

@@ -118,7 +118,7 @@ class Paths:
         try:
             import tensorrt
 
-            from avstream.engine.tensorrt import gpu_info
+            from avstream.engine.inference.tensorrt import gpu_info
 
             if gpu_info() is None:
                 self.skip["trt-native"] = "tensorrt is installed but no CUDA device was found by the driver"
@@ -138,7 +138,7 @@ class Paths:
     def make(self, path: str, model: Path, tmp: Path, max_batch: int) -> tuple[Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], Callable[[], None], str]:
         """(run, sync, note) for one path and model."""
         if path in ("ort-cuda", "ort-trt"):
-            from avstream.engine.inference import OrtBackend, create_session
+            from avstream.engine.inference.runners import OrtBackend, create_session
 
             providers = ["cuda"] if path == "ort-cuda" else ["tensorrt", "cuda"]
             session = create_session(model, providers=providers, precision="fp16", trt_cache_dir=tmp,
@@ -147,7 +147,7 @@ class Paths:
             note = f"{session.get_providers()[0]}, IO binding {backend.io_binding}"
             return backend.run, lambda: None, note
         if path == "trt-native":
-            from avstream.engine.tensorrt import TensorRTBackend, build_engine
+            from avstream.engine.inference.tensorrt import TensorRTBackend, build_engine
 
             t = time.perf_counter()
             data = build_engine(model, "fp16", max_batch, progress=lambda m: None)

@@ -56,7 +56,7 @@ def main() -> None:
     folder = Path(args.cache)
     folder.mkdir(parents=True, exist_ok=True)
     clip = clip_720p(folder, args.seconds)
-    from avstream.engine.config import Overrides, load_pipeline
+    from avstream.engine.runtime.config import Overrides, load_pipeline
 
     spec = load_pipeline(args.pipeline, Overrides(input_uri=str(clip)))
     fps = max((n.window.fps for n in spec.nodes.values() if n.window is not None), default=8.0)

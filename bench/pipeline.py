@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 BARE_LOOP = r'''
 import sys, av, cv2, numpy as np, onnxruntime as ort
-from avstream.engine.models import read_contract, resolve_model
+from avstream.engine.inference.contract import read_contract, resolve_model
 from pathlib import Path
 path = resolve_model("builtin:highlight", Path("."))
 c = read_contract(path).window_requirement()

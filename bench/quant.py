@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from avstream.engine.errors import AvstreamError
-from avstream.engine.models import builtin_models, read_contract, read_onnx_header
+from avstream.engine.inference.contract import builtin_models, read_contract
+from avstream.engine.inference.onnx_header import read_onnx_header
 from avstream.exporters.quantize import (
     calibration_feeds,
     compare,

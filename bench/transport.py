@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 import zmq
 
-from avstream.engine.graph import EdgeSpec
 from avstream.engine.items import EndOfStream, VideoFrame
-from avstream.engine.transport import Inbox, InputPort, OutputPort
+from avstream.engine.transport.edges import EdgeSpec, Inbox, InputPort, OutputPort
 
 
 def pool(width: int, height: int) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from .errors import AvstreamError, ConfigError, MissingDependencyError
+from avstream.engine.errors import AvstreamError, ConfigError, MissingDependencyError
 
 USAGE_ERROR = 2
 
@@ -103,7 +103,7 @@ def _delegate(command: str, rest: list[str]) -> int:
             return export_main(rest)
         if command == "eval":
             return _eval(rest)
-        from .models_cli import models_main
+        from avstream.engine.inference.models_cli import models_main
 
         return models_main(rest)
     except MissingDependencyError as exc:
@@ -132,7 +132,7 @@ def _eval(rest: list[str]) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from .config import Overrides, load_pipeline
+    from avstream.engine.runtime.config import Overrides, load_pipeline
 
     overrides = Overrides(sets=args.sets, input_uri=args.input_uri, publish=args.publish, jsonl=args.jsonl,
                           duration=args.duration)
@@ -140,10 +140,10 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .supervisor import Supervisor
+    from avstream.engine.runtime.supervisor import Supervisor
 
     spec = _load(args)
-    from .registry import load_registry
+    from avstream.engine.runtime.registry import load_registry
 
     registry = load_registry()
     for node in spec.nodes.values():  # e.g. "install an inference runtime" before anything starts
@@ -167,7 +167,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
     for node in spec.nodes.values():
         extra = ""
         if node.is_source:
-            from .capture import redact_uri, uri_scheme
+            from avstream.engine.capture.base import redact_uri
+            from avstream.engine.capture.schemes import uri_scheme
 
             p = node.params
             uris = [redact_uri(str(p[k])) for k in ("uri", "video", "audio") if p.get(k)]
@@ -195,7 +196,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins() -> int:
-    from .registry import load_registry
+    from avstream.engine.runtime.registry import load_registry
 
     registry = load_registry()
     for type_id, info in sorted(registry.types.items()):

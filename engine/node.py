@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .items import Item
+from avstream.engine.items import Item
 
 
 class Params(BaseModel):

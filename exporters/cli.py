@@ -78,7 +78,7 @@ def _export_module(args: argparse.Namespace) -> int:
         raise ModelError(f"--contract {contract_path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"--contract {contract_path}: not valid JSON: {exc}") from None
-    from avstream.engine.models import contract_from_dict
+    from avstream.engine.inference.contract import contract_from_dict
 
     contract_from_dict(contract, str(contract_path))  # fail early, with the key, before building anything
     sys.path.insert(0, str(Path.cwd()))
@@ -121,7 +121,7 @@ def _export_recipe(args: argparse.Namespace) -> int:
             _say(f"checkpoint written to {args.save_checkpoint}")
     report = export_onnx(model, None, recipe.CONTRACT, out, opset=args.opset, real_inputs=recipe.real_inputs(),
                          atol=args.atol, rtol=args.rtol, progress=_say)
-    from avstream.engine.models import measure_latency
+    from avstream.engine.inference.runners import measure_latency
 
     ms = measure_latency(out, runs=50, threads=1)
     _say(f"done in {time.perf_counter() - t0:.0f} s: {out} {report.size_bytes / 1e3:.0f} kB, "

@@ -40,9 +40,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from avstream.engine.inference.decoder_contract import tokenize
 from avstream.engine.items import AVWindow
-from avstream.engine.metrics import bleu4, bootstrap_ci, event_word_f1, tokenize
 from avstream.engine.node import WindowRequirement
+from avstream.exporters.metrics import bleu4, bootstrap_ci, event_word_f1
 
 PROTOCOL_GENERATOR = "1.0"
 EVAL_SEEDS = tuple(range(1_000_000, 1_000_100))
@@ -179,7 +180,7 @@ def scene_windows(seed: int, req: WindowRequirement, duration: float = SCENE_SEC
     """The evaluation windows of one scene for a captioner that needs ``req`` (fps/size/rate)."""
     import cv2
 
-    from avstream.engine.synthetic import GENERATOR_VERSION, SceneConfig, scene_for
+    from avstream.engine.synthetic.scene import GENERATOR_VERSION, SceneConfig, scene_for
 
     if GENERATOR_VERSION != PROTOCOL_GENERATOR:
         raise RuntimeError(f"the caption protocol is fixed on generator {PROTOCOL_GENERATOR}, this one is "
@@ -235,7 +236,7 @@ class MostFrequentCaption:
     name = "most frequent caption"
 
     def __init__(self, train_seeds: Sequence[int] = range(0, 1000)):
-        from avstream.engine.synthetic import SceneConfig, generate_truth
+        from avstream.engine.synthetic.scene import SceneConfig, generate_truth
 
         counts: Counter[str] = Counter()
         for seed in train_seeds:

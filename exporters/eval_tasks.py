@@ -50,12 +50,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from avstream.engine.capture import open_reader
+from avstream.engine.capture.schemes import open_reader
 from avstream.engine.errors import AvstreamError, MissingDependencyError, ModelError
 from avstream.engine.items import AVWindow
-from avstream.engine.metrics import average_precision, box_mask, ciou, ciou_summary, precision_at_k
 from avstream.engine.node import NodeContext, WindowRequirement
-from avstream.engine.synthetic import GENERATOR_VERSION
+from avstream.engine.synthetic.scene import GENERATOR_VERSION
+from avstream.exporters.metrics import average_precision, box_mask, ciou, ciou_summary, precision_at_k
 from avstream.plugins.encoders import HighlightParams, RollingScore, activation_prior
 from avstream.plugins.window import AVWindowNode, WindowParams
 
@@ -217,8 +217,8 @@ class Method:
 
 def model_method(name: str, path: str | Path, output: str) -> Method:
     """A method running an ONNX model's ``output`` (a contract key) through the runtime's Runner."""
-    from avstream.engine.inference import Runner
-    from avstream.engine.models import measure_latency, resolve_model
+    from avstream.engine.inference.contract import resolve_model
+    from avstream.engine.inference.runners import Runner, measure_latency
 
     resolved = resolve_model(str(path), Path.cwd())
     runner = Runner.open(resolved, providers=("cpu",), threads=1)

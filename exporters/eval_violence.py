@@ -41,8 +41,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from avstream.engine.metrics import accuracy, average_precision, bootstrap_ci
 from avstream.engine.node import WindowRequirement
+from avstream.exporters.metrics import accuracy, average_precision, bootstrap_ci
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fight-surveillance"
 SYNTH_SEED0 = 1_000_000  # held-out synthetic seeds start here; training uses seeds below
@@ -120,7 +120,7 @@ def windows_of(uri: str, req: WindowRequirement, stream: str = "clip") -> Stream
     import logging
     import threading
 
-    from avstream.engine.capture import open_reader
+    from avstream.engine.capture.schemes import open_reader
     from avstream.engine.items import AVWindow, Item
     from avstream.engine.node import NodeContext
     from avstream.plugins.window import AVWindowNode, WindowParams
@@ -328,7 +328,7 @@ class Scene:
 
 def synthetic_scenes(req: WindowRequirement, n: int = 24, seed0: int = SYNTH_SEED0, duration: float = 16.0) -> list[Scene]:
     """``n`` held-out scenes as ``sample://demo`` renders them (640x360, 25 fps), every other one with violence."""
-    from avstream.engine.capture import open_reader
+    from avstream.engine.capture.schemes import open_reader
 
     if seed0 < SYNTH_SEED0:
         raise ValueError(f"held-out synthetic seeds start at {SYNTH_SEED0}, got {seed0}")
@@ -367,7 +367,7 @@ def node_scorer(model: str, type_id: str = "avstream/violence@v1") -> StreamScor
 
     from avstream.engine.items import AVWindow, Result
     from avstream.engine.node import NodeContext
-    from avstream.engine.registry import load_registry
+    from avstream.engine.runtime.registry import load_registry
 
     cls = load_registry().get(type_id)
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from avstream.engine.errors import AvstreamError, MissingDependencyError
-from avstream.engine.models import METADATA_KEY, ModelContract, contract_from_dict, read_model
+from avstream.engine.inference.contract import METADATA_KEY, ModelContract, contract_from_dict, read_model
 
 
 class ExportError(AvstreamError, RuntimeError):
@@ -178,7 +178,7 @@ def parity_check(
     rtol: float = 1e-3,
 ) -> list[ParityRow]:
     """Compare ONNX Runtime (CPU) and PyTorch on each input set; one row per (set, output)."""
-    from avstream.engine.inference import import_onnxruntime
+    from avstream.engine.inference.runners import import_onnxruntime
 
     ort = import_onnxruntime()
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from avstream.engine.errors import MissingDependencyError, ModelError
+from avstream.engine.inference.contract import METADATA_KEY, read_contract
 from avstream.engine.items import AudioChunk, AVWindow, VideoFrame
-from avstream.engine.models import METADATA_KEY, read_contract
 
 Progress = Callable[[str], None]
 
@@ -50,7 +50,7 @@ def _onnx() -> Any:
 # ---------------------------------------------------------------------------------------------
 def calibration_windows(model: Path, uri: str, count: int = 64, progress: Progress | None = None) -> list[AVWindow]:
     """Up to ``count`` windows of ``uri`` as the pipeline's window node would cut them for ``model``."""
-    from avstream.engine.capture import open_reader
+    from avstream.engine.capture.schemes import open_reader
     from avstream.engine.node import NodeContext
     from avstream.plugins.window import AVWindowNode, WindowParams
 
@@ -82,7 +82,7 @@ def calibration_windows(model: Path, uri: str, count: int = 64, progress: Progre
 
 def window_feeds(model: Path, windows: Sequence[AVWindow]) -> list[dict[str, np.ndarray]]:
     """One batch-1 graph feed per window, fitted exactly as the runtime fits windows."""
-    from avstream.engine.inference import Runner
+    from avstream.engine.inference.runners import Runner
 
     runner = Runner.open(model, providers=("cpu",), threads=1)
     feeds = []
@@ -314,7 +314,7 @@ def paired_latency(sessions: Sequence[Any], feed: dict[str, np.ndarray], runs: i
 
 def compare(ref: Path, new: Path, feeds: Sequence[dict[str, np.ndarray]], runs: int = 20, threads: int = 1) -> Comparison:
     """Both models on the same feeds: per-output agreement and CPU latency (ORT, ``threads`` threads)."""
-    from avstream.engine.inference import import_onnxruntime
+    from avstream.engine.inference.runners import import_onnxruntime
 
     ort = import_onnxruntime()
 
@@ -349,7 +349,7 @@ def compare(ref: Path, new: Path, feeds: Sequence[dict[str, np.ndarray]], runs: 
 def convert_main(args: Any, say: Progress) -> int:
     """The ``--model`` path of ``avstream export``: a lower-precision ONNX variant or a TensorRT engine,
     with the accuracy delta and the speed-up measured on real windows."""
-    from avstream.engine.models import resolve_model
+    from avstream.engine.inference.contract import resolve_model
 
     model = resolve_model(args.model, Path.cwd())
     read_contract(model)  # an avstream model, or a clear error naming the file and key

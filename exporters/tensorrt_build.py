@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from avstream.engine.errors import AvstreamError, MissingDependencyError, ModelError
-from avstream.engine.models import read_contract
-from avstream.engine.tensorrt import (
+from avstream.engine.inference.contract import read_contract
+from avstream.engine.inference.tensorrt import (
     ENGINE_SUFFIXES,
     EngineCache,
     EngineKey,
@@ -75,7 +75,7 @@ def build_from_model(model: Path, out: Path | None, precision: str, max_batch: i
 
 def check_engine(engine: Path, onnx_path: Path, max_batch: int, say: Progress) -> None:
     """Engine vs ONNX Runtime (CPU) on random inputs at batch 1 and max_batch; latency of each batch."""
-    from avstream.engine.inference import OrtBackend, create_session
+    from avstream.engine.inference.runners import OrtBackend, create_session
 
     ref = OrtBackend(create_session(onnx_path, providers=["cpu"], warm_up=False))
     trt = TensorRTBackend(engine)
@@ -121,8 +121,8 @@ def _native(node_id: str, path: Path, p: Any, engine_cache: str | None, say: Pro
 
 
 def _ort_trt(node_id: str, path: Path, p: Any, engine_cache: str | None, say: Progress) -> str:
-    from avstream.engine.inference import TRT_EP, OrtBackend, create_session, import_onnxruntime, warm
-    from avstream.engine.tensorrt import cache_has_engine, ort_trt_cache_dir
+    from avstream.engine.inference.runners import TRT_EP, OrtBackend, create_session, import_onnxruntime, warm
+    from avstream.engine.inference.tensorrt import cache_has_engine, ort_trt_cache_dir
 
     ort = import_onnxruntime()
     available = list(ort.get_available_providers())
@@ -143,10 +143,10 @@ def _ort_trt(node_id: str, path: Path, p: Any, engine_cache: str | None, say: Pr
 
 def build_pipeline_engines(pipeline: str, engine_cache: str | None, say: Progress) -> int:
     """Build (or confirm cached) every TensorRT engine of ``pipeline``'s model nodes; exit code."""
-    from avstream.engine.config import load_pipeline
-    from avstream.engine.inference import TRT_EP, provider_name
-    from avstream.engine.models import resolve_model
-    from avstream.engine.registry import load_registry
+    from avstream.engine.inference.contract import resolve_model
+    from avstream.engine.inference.runners import TRT_EP, provider_name
+    from avstream.engine.runtime.config import load_pipeline
+    from avstream.engine.runtime.registry import load_registry
     from avstream.plugins.encoders import ModelNode
 
     spec = load_pipeline(pipeline)

@@ -20,12 +20,13 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from avstream.engine.decoding import DecoderSpec, read_decoder_spec, search
 from avstream.engine.errors import ModelError
-from avstream.engine.inference import Runner, create_session
+from avstream.engine.inference.contract import BUILTIN_PREFIX, ModelContract, read_contract, resolve_model
+from avstream.engine.inference.decoder_contract import DecoderSpec, read_decoder_spec
+from avstream.engine.inference.runners import Runner, create_session
 from avstream.engine.items import AVWindow, Item, Result
-from avstream.engine.models import BUILTIN_PREFIX, ModelContract, read_contract, resolve_model
 from avstream.engine.node import CheckContext, NodeContext, Params, WindowRequirement
+from avstream.plugins.caption_decoding import search
 
 from .encoders import ModelNode, ModelParams
 

@@ -22,11 +22,10 @@ import numpy as np
 from pydantic import Field
 
 from avstream.engine.errors import AvstreamError, ModelError
-from avstream.engine.inference import PROVIDERS, Runner, import_onnxruntime
+from avstream.engine.inference.contract import ModelContract, resolve_model
+from avstream.engine.inference.runners import PROVIDERS, Runner, import_onnxruntime, load_contract
 from avstream.engine.items import AV_WINDOW, RESULT, AVWindow, Item, Result
-from avstream.engine.models import ModelContract, resolve_model
 from avstream.engine.node import CheckContext, Node, NodeContext, Params, WindowRequirement
-from avstream.engine.tensorrt import load_contract
 
 DEFAULT_PROVIDERS = ["tensorrt", "cuda", "cpu"]
 

@@ -22,19 +22,12 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from avstream.engine.avclock import JitterBuffer
-from avstream.engine.capture import (
-    MediaItem,
-    MediaReader,
-    check_uri,
-    open_reader,
-    redact_uri,
-    resolve_file,
-    uri_scheme,
-)
+from avstream.engine.capture.avclock import JitterBuffer
+from avstream.engine.capture.base import MediaItem, MediaReader, redact_uri
+from avstream.engine.capture.live import LiveSettings, WallClock
+from avstream.engine.capture.schemes import check_uri, open_reader, resolve_file, uri_scheme
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Event, Item, StreamInfo, VideoFrame
-from avstream.engine.netcapture import LiveSettings, WallClock
 from avstream.engine.node import CheckContext, Params, SourceNode
 
 LIVE = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp", "v4l2", "mic"})

@@ -137,7 +137,7 @@ class ClipPool:
 def render_pool(seeds: list[int], seconds: float, cache_dir: Path | None = None,
                 progress: Callable[[str], None] = print) -> ClipPool:
     """Render (or load from ``cache_dir``) the scenes of ``seeds``, each ``seconds`` long."""
-    from avstream.engine.synthetic import GENERATOR_VERSION, SceneConfig, generate_truth, scene_for
+    from avstream.engine.synthetic.scene import GENERATOR_VERSION, SceneConfig, generate_truth, scene_for
 
     if any(s >= 1_000_000 for s in seeds):
         raise ValueError("seeds >= 1,000,000 are held out for evaluation")
@@ -215,7 +215,7 @@ def sample_pairs(pool: ClipPool, rng: np.random.Generator, batch: int, audio_s: 
 @torch.no_grad()
 def validate(model: AVEncoder, pool: ClipPool, audio_s: float) -> dict[str, float]:
     """Localization cIoU@0.5 (last frame of 1 s windows every 1 s) and audio→frame retrieval top-1."""
-    from avstream.engine.metrics import box_mask, ciou, ciou_summary
+    from avstream.exporters.metrics import box_mask, ciou, ciou_summary
 
     model.eval()
     win = int(round(audio_s * FPS))

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from avstream.engine.decoding import DECODER_TASK, Vocabulary
+from avstream.engine.inference.decoder_contract import DECODER_TASK, Vocabulary
 
 from ..eval_captions import references, truth_events, window_caption
 from ..logmel import LogMel
@@ -271,7 +271,7 @@ def audio_only_caption(text: str) -> str:
 
 
 def _truths(seeds: Sequence[int]) -> list[dict[str, Any]]:
-    from avstream.engine.synthetic import SceneConfig, generate_truth
+    from avstream.engine.synthetic.scene import SceneConfig, generate_truth
 
     out = []
     for s in seeds:
@@ -319,7 +319,7 @@ class SceneData:
 def _render_chunk(seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     import cv2
 
-    from avstream.engine.synthetic import SceneConfig, scene_for
+    from avstream.engine.synthetic.scene import SceneConfig, scene_for
 
     logmel = LogMel(SAMPLE_RATE, n_fft=MEL_FFT, hop=MEL_HOP, n_mels=N_MELS, f_min=125.0, f_max=7500.0)
     n_frames = int(SCENE_SECONDS / HOP_S)
@@ -340,7 +340,7 @@ def _render_chunk(seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
 def render_scenes(seeds: Sequence[int], cache_dir: Path | None = None, progress: Callable[[str], None] = print,
                   chunk: int = 100) -> SceneData:
     """Render (or load from ``cache_dir``, chunk by chunk, so an interrupted render resumes) the scenes."""
-    from avstream.engine.synthetic import GENERATOR_VERSION
+    from avstream.engine.synthetic.scene import GENERATOR_VERSION
 
     seeds = [int(s) for s in seeds]
     mels, frames = [], []
@@ -637,7 +637,7 @@ def random_weights_models(folder: Path, seed: int = 0) -> tuple[Path, Path]:
 
 def export_recipe(args: Any, say: Callable[[str], None]) -> int:
     """``avstream export --recipe captions``: train (or load --checkpoint), export both graphs, report."""
-    from avstream.engine.models import measure_latency
+    from avstream.engine.inference.runners import measure_latency
 
     out = Path(args.out or f"models/{ENCODER_FILE}")
     t0 = time.perf_counter()

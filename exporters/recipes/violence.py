@@ -221,7 +221,7 @@ class SynthPool:
 
 def render_synth(seeds: Sequence[int], cache_dir: Path | None = None) -> SynthPool:
     """Scenes as ``sample://demo`` looks (640x360) on the 8 fps grid, resized like the window node; cached."""
-    from avstream.engine.synthetic import SceneConfig, generate_truth, render_audio, render_video_frame
+    from avstream.engine.synthetic.scene import SceneConfig, generate_truth, render_audio, render_video_frame
 
     if any(s >= 1_000_000 for s in seeds):
         raise ValueError("training scenes must have seeds < 1,000,000 (the held-out ones are above)")

@@ -12,9 +12,9 @@ from typing import Any
 
 import zmq
 
-from avstream.engine.graph import PipelineSpec
-from avstream.engine.transport import Inbox, InputPort, OutputPort
-from avstream.engine.worker import ControlLink, NodeRunner
+from avstream.engine.runtime.graph import PipelineSpec
+from avstream.engine.runtime.worker import ControlLink, NodeRunner
+from avstream.engine.transport.edges import Inbox, InputPort, OutputPort
 
 
 @dataclass

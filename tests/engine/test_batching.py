@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avstream.engine.batching import batch_limits, collect_batch
-from avstream.engine.config import load_pipeline
+from avstream.engine.inference.batching import batch_limits, collect_batch
 from avstream.engine.items import AVWindow, EndOfStream, Event, Item, Result
 from avstream.engine.node import CheckContext
+from avstream.engine.runtime.config import load_pipeline
 from tests.engine.runner_harness import node_runner
 
 pytest.importorskip("onnxruntime")

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avstream.engine.capture import open_reader, redact_uri
+from avstream.engine.capture.base import redact_uri
+from avstream.engine.capture.schemes import open_reader
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, VideoFrame
-from avstream.engine.synthetic import SceneConfig, generate_truth
+from avstream.engine.synthetic.scene import SceneConfig, generate_truth
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
 
@@ -224,7 +225,7 @@ def test_sync_sample_flash_and_beep_line_up() -> None:
 
 
 def test_written_scene_reads_back_in_sync(tmp_path: Path) -> None:
-    from avstream.engine.synthetic import write_scene
+    from avstream.engine.synthetic.scene import write_scene
 
     cfg = SceneConfig(seed=4, duration=4.0, width=160, height=96, violence=False, sound="drum")
     truth = write_scene(cfg, tmp_path / "s.mp4", tmp_path / "s.json")
@@ -243,8 +244,8 @@ def test_written_scene_reads_back_in_sync(tmp_path: Path) -> None:
 
 
 def test_min_size_scales_frames_down_keeping_the_aspect(tmp_path: Path) -> None:
-    from avstream.engine.capture import scaled_size
-    from avstream.engine.synthetic import SceneConfig, write_scene
+    from avstream.engine.capture.base import scaled_size
+    from avstream.engine.synthetic.scene import SceneConfig, write_scene
 
     assert scaled_size(1280, 720, (112, 112)) == (200, 112)
     assert scaled_size(1280, 720, (64, 64)) == (114, 64)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from avstream.engine.config import Overrides, load_pipeline
 from avstream.engine.errors import ConfigError
+from avstream.engine.runtime.config import Overrides, load_pipeline
 from tests.conftest import run_cli
 
 GOOD = """\

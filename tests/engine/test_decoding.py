@@ -8,15 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from avstream.engine.decoding import (
-    Vocabulary,
-    beam_search,
-    decoder_spec_from_dict,
-    greedy_search,
-    log_softmax,
-    search,
-)
 from avstream.engine.errors import ModelError
+from avstream.engine.inference.decoder_contract import Vocabulary, decoder_spec_from_dict
+from avstream.plugins.caption_decoding import beam_search, greedy_search, log_softmax, search
 
 VOCAB = Vocabulary(("<pad>", "<bos>", "<eos>", "<unk>", "a", "b", "c", "d"))
 A, B, C, D, EOS = 4, 5, 6, 7, 2

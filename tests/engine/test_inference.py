@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from avstream.engine.errors import MissingDependencyError, ModelError
-from avstream.engine.inference import Runner, create_session, import_onnxruntime, select_providers
+from avstream.engine.inference.runners import Runner, create_session, import_onnxruntime, select_providers
 from avstream.engine.items import AVWindow
 
 pytest.importorskip("onnxruntime")

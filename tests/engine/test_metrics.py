@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from avstream.engine.metrics import (
+from avstream.exporters.metrics import (
     accuracy,
     average_precision,
     bleu4,

@@ -8,13 +8,9 @@ from typing import Any
 import pytest
 
 from avstream.engine.errors import ModelError
-from avstream.engine.models import (
-    contract_from_dict,
-    read_contract,
-    read_onnx_header,
-    resolve_model,
-)
-from avstream.engine.models_cli import models_main
+from avstream.engine.inference.contract import contract_from_dict, read_contract, resolve_model
+from avstream.engine.inference.models_cli import models_main
+from avstream.engine.inference.onnx_header import read_onnx_header
 
 pytest.importorskip("onnx")
 from avstream.exporters.testing import TINY_CONTRACT as CONTRACT  # noqa: E402
@@ -142,7 +138,7 @@ def test_models_pull_from_a_local_http_server_and_from_a_file(tmp_path: Path) ->
     import io
     import threading
 
-    from avstream.engine.models_cli import pull
+    from avstream.engine.inference.models_cli import pull
 
     served = tmp_path / "served"
     served.mkdir()

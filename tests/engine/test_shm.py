@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avstream.engine.shm import FrameRing, RingReader
+from avstream.engine.transport.shm import FrameRing, RingReader
 
 
 def frame(value: int, shape: tuple[int, ...] = (4, 6, 3)) -> np.ndarray:

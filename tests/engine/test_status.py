@@ -9,10 +9,10 @@ from typing import Any
 
 import zmq
 
-from avstream.engine.config import load_pipeline
 from avstream.engine.items import Result
-from avstream.engine.outputs import ResultPublisher
-from avstream.engine.status import StatusView
+from avstream.engine.runtime.config import load_pipeline
+from avstream.engine.runtime.outputs import ResultPublisher
+from avstream.engine.runtime.status import StatusView
 
 
 def workers(spec: Any, n_in: int) -> dict[str, Any]:

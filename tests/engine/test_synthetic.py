@@ -11,7 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from avstream.engine.synthetic import (
+from avstream.engine.synthetic.audio import SOUND_CLASSES
+from avstream.engine.synthetic.scene import (
     GENERATOR_VERSION,
     LOOKS,
     SceneConfig,
@@ -21,7 +22,6 @@ from avstream.engine.synthetic import (
     scene_for,
     write_scene,
 )
-from avstream.engine.synthetic_audio import SOUND_CLASSES
 
 SMALL: dict[str, Any] = {"width": 320, "height": 180}
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from avstream.engine.errors import ModelError
-from avstream.engine.inference import (
+from avstream.engine.inference.runners import (
     CPU_EP,
     CUDA_EP,
     TRT_EP,
@@ -22,17 +22,17 @@ from avstream.engine.inference import (
     Runner,
     cgroup_cpu_quota,
     create_session,
+    load_contract,
     profile_shapes,
     provider_options,
     thread_plan,
 )
-from avstream.engine.tensorrt import (
+from avstream.engine.inference.tensorrt import (
     EngineCache,
     EngineKey,
     cache_has_engine,
     file_sha256,
     gpu_info,
-    load_contract,
     open_native,
     ort_trt_cache_dir,
     write_engine_file,

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import zmq
 
-from avstream.engine.graph import EdgeSpec
 from avstream.engine.items import AudioChunk, EndOfStream, Event, VideoFrame
-from avstream.engine.transport import Inbox, InputPort, OutputPort
-from avstream.engine.wire import decode, encode
+from avstream.engine.transport.edges import EdgeSpec, Inbox, InputPort, OutputPort
+from avstream.engine.transport.wire import decode, encode
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avstream.engine.config import Overrides, load_pipeline
 from avstream.engine.items import AudioChunk, AVWindow, EndOfStream, Event, StreamInfo, VideoFrame
+from avstream.engine.runtime.config import Overrides, load_pipeline
 from tests.engine.runner_harness import node_runner
 
 pytestmark = pytest.mark.timeout(30)

@@ -12,8 +12,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from avstream.engine.inference import Runner  # noqa: E402
-from avstream.engine.models import measure_latency, read_contract, resolve_model  # noqa: E402
+from avstream.engine.inference.contract import read_contract, resolve_model  # noqa: E402
+from avstream.engine.inference.runners import (  # noqa: E402
+    Runner,
+    measure_latency,
+)
 from avstream.exporters.export import export_onnx  # noqa: E402
 from avstream.exporters.recipes import avencoder as av  # noqa: E402
 from avstream.exporters.recipes import localization  # noqa: E402

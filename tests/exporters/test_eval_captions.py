@@ -128,7 +128,7 @@ class _Oracle:
     name = "oracle"
 
     def __init__(self, seeds: Sequence[int]):
-        from avstream.engine.synthetic import SceneConfig, generate_truth
+        from avstream.engine.synthetic.scene import SceneConfig, generate_truth
 
         self.truths = [generate_truth(SceneConfig(seed=s, duration=20.0)) for s in seeds]
 

@@ -10,7 +10,7 @@ import pytest
 
 from avstream.engine.items import AVWindow
 from avstream.engine.node import WindowRequirement
-from avstream.engine.synthetic import GENERATOR_VERSION, SceneConfig, render_video_frame
+from avstream.engine.synthetic.scene import GENERATOR_VERSION, SceneConfig, render_video_frame
 from avstream.exporters import eval_tasks as E
 from avstream.plugins.encoders import RollingScore
 

@@ -14,8 +14,8 @@ from avstream.engine.errors import MissingDependencyError
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from avstream.engine.inference import Runner  # noqa: E402
-from avstream.engine.models import read_contract  # noqa: E402
+from avstream.engine.inference.contract import read_contract  # noqa: E402
+from avstream.engine.inference.runners import Runner  # noqa: E402
 from avstream.exporters.cli import export_main  # noqa: E402
 from avstream.exporters.export import ParityError, export_onnx, import_torch  # noqa: E402
 from avstream.exporters.logmel import LogMel, hann_window  # noqa: E402
@@ -187,7 +187,8 @@ def test_info_nce_prefers_aligned_pairs() -> None:
 
 
 def test_committed_model_is_fast() -> None:
-    from avstream.engine.models import measure_latency, resolve_model
+    from avstream.engine.inference.contract import resolve_model
+    from avstream.engine.inference.runners import measure_latency
 
     path = resolve_model("builtin:highlight", Path("."))
     assert path.stat().st_size < 10e6

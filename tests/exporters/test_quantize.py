@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avstream.engine.inference import Runner
-from avstream.engine.models import read_contract, resolve_model
+from avstream.engine.inference.contract import read_contract, resolve_model
+from avstream.engine.inference.runners import Runner
 from tests.conftest import run_cli
 
 pytest.importorskip("onnxruntime")

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from avstream.engine.models import read_contract  # noqa: E402
+from avstream.engine.inference.contract import read_contract  # noqa: E402
 from avstream.exporters.eval_violence import Clip, ClipData, clip_score, windows_of  # noqa: E402
 from avstream.exporters.export import export_onnx  # noqa: E402
 from avstream.exporters.recipes import violence as recipe  # noqa: E402

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from avstream.engine.avclock import AudioClock, ClockFit, JitterBuffer, LinearResampler, StreamClock
+from avstream.engine.capture.avclock import AudioClock, ClockFit, JitterBuffer, LinearResampler, StreamClock
 from avstream.engine.items import AudioChunk, VideoFrame
-from avstream.engine.synthetic import sync_audio
+from avstream.engine.synthetic.scene import sync_audio
 
 pytestmark = pytest.mark.timeout(60)
 FRAME = 1 / 25

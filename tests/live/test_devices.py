@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avstream.engine.capture import open_reader
+from avstream.engine.capture.schemes import open_reader
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Item
 from tests.live.helpers import LiveRun
@@ -102,7 +102,7 @@ def test_microphone_errors_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_microphone_block_buffer_counts_overflows() -> None:
-    from avstream.engine.devices import _Blocks
+    from avstream.engine.capture.microphone import _Blocks
 
     b = _Blocks(max_samples=1000)
     for k in range(5):
@@ -126,7 +126,7 @@ def test_missing_and_unusable_cameras_are_clear_errors() -> None:
 
 
 def _settings(**kw: object) -> object:
-    from avstream.engine.netcapture import LiveSettings
+    from avstream.engine.capture.live import LiveSettings
 
     return LiveSettings(**kw)  # type: ignore[arg-type]
 
@@ -137,8 +137,8 @@ def test_camera_reader_through_the_ffmpeg_cli_on_a_device_like_pipe(tmp_path: Pa
     """The camera path (FFmpeg CLI, NUT pipe, decoding, wall clock, stall, reconnect) against a FIFO
     that a real-time writer fills with raw YUYV frames, as a V4L2 device delivers them."""
     needs_ffmpeg()
-    from avstream.engine.devices import V4L2Reader
-    from avstream.engine.netcapture import LiveSettings
+    from avstream.engine.capture.camera import V4L2Reader
+    from avstream.engine.capture.live import LiveSettings
 
     fifo = tmp_path / "video0"
     os.mkfifo(fifo)

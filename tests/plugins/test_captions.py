@@ -14,7 +14,7 @@ import pytest
 
 from avstream.engine.items import AVWindow, EndOfStream, Result
 from avstream.engine.node import CheckContext, NodeContext, WindowRequirement
-from avstream.engine.registry import check_interface
+from avstream.engine.runtime.registry import check_interface
 from avstream.exporters.eval_captions import mentioned_events
 from avstream.plugins.captions import CaptionNode, CaptionParams, resolve_encoder
 
@@ -35,7 +35,7 @@ def scene_windows(sound: str, seed: int, starts: list[float], stream: str = "a",
     window node builds them (2 fps frames resized to 64x64, 16 kHz audio)."""
     import cv2
 
-    from avstream.engine.synthetic import SceneConfig, scene_for
+    from avstream.engine.synthetic.scene import SceneConfig, scene_for
 
     cfg = SceneConfig(seed=seed, duration=12.0, violence=False, sound=sound)
     scene = scene_for(cfg)

@@ -11,7 +11,7 @@ import pytest
 
 from avstream.engine.items import AVWindow, EndOfStream, Result
 from avstream.engine.node import CheckContext, NodeContext, WindowRequirement
-from avstream.engine.registry import check_interface
+from avstream.engine.runtime.registry import check_interface
 from avstream.plugins.encoders import (
     HighlightNode,
     HighlightParams,

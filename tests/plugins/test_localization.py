@@ -13,7 +13,7 @@ import pytest
 
 from avstream.engine.items import AVWindow, Result
 from avstream.engine.node import CheckContext, NodeContext
-from avstream.engine.registry import check_interface
+from avstream.engine.runtime.registry import check_interface
 from avstream.plugins.localization import (
     LocalizationNode,
     LocalizationParams,
@@ -153,8 +153,8 @@ def test_model_without_score_uses_the_peak_similarity(tmp_path: Path) -> None:
 
 
 def test_builtin_model_finds_the_sounding_object(tmp_path: Path) -> None:
-    from avstream.engine.models import resolve_model
-    from avstream.engine.synthetic import SceneConfig, generate_truth, render_audio, render_video_frame
+    from avstream.engine.inference.contract import resolve_model
+    from avstream.engine.synthetic.scene import SceneConfig, generate_truth, render_audio, render_video_frame
 
     try:
         resolve_model("builtin:localization", tmp_path)

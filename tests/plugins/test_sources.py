@@ -17,7 +17,7 @@ import pytest
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Item, StreamInfo, VideoFrame
 from avstream.engine.node import CheckContext, NodeContext
-from avstream.engine.registry import check_interface
+from avstream.engine.runtime.registry import check_interface
 from avstream.plugins.sources import FileSource, SourceParams, source_node_types
 
 SCENE = "synthetic://scene?seed=1&duration=2&width=96&height=64"

@@ -16,7 +16,7 @@ import pytest
 
 from avstream.engine.items import AVWindow, Event, Result
 from avstream.engine.node import CheckContext, NodeContext
-from avstream.engine.registry import check_interface
+from avstream.engine.runtime.registry import check_interface
 from avstream.plugins.violence import (
     Hysteresis,
     ViolenceNode,
@@ -252,7 +252,7 @@ def test_hysteresis_alone() -> None:
 @pytest.mark.skipif(not (REPO / "models" / "violence.onnx").is_file(), reason="models/violence.onnx not built yet")
 def test_released_model_is_causal_over_snippets() -> None:
     """Changing the newest snippet's frames and audio leaves every earlier snippet's scores unchanged."""
-    from avstream.engine.inference import Runner
+    from avstream.engine.inference.runners import Runner
 
     runner = Runner.open(REPO / "models" / "violence.onnx", providers=["cpu"], threads=1)
     v = runner.contract.video
@@ -288,7 +288,7 @@ def _run_pipeline(tmp_path: Path, *args: str, realtime: bool = False) -> list[di
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_MODEL, reason="models/violence.onnx not built yet")
 def test_builtin_pipeline_on_the_demo_alerts_during_its_violence(tmp_path: Path) -> None:
-    from avstream.engine.synthetic import SceneConfig, generate_truth
+    from avstream.engine.synthetic.scene import SceneConfig, generate_truth
 
     msgs = _run_pipeline(tmp_path, realtime=True)  # as a camera would deliver it: 20 s
     res = [m for m in msgs if m["kind"] == "violence"]

@@ -35,7 +35,7 @@ def test_builtin_pipeline_on_a_synthetic_input(name: str, port: int) -> None:
 
 
 def test_monitor_on_a_file_with_audio(tmp_path: Path, port: int) -> None:
-    from avstream.engine.synthetic import SceneConfig, write_scene
+    from avstream.engine.synthetic.scene import SceneConfig, write_scene
 
     clip = tmp_path / "clip.mp4"
     write_scene(SceneConfig(seed=1000778, duration=6, width=320, height=180), str(clip))

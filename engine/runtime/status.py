@@ -10,8 +10,8 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from .graph import PipelineSpec
-    from .outputs import ResultPublisher
+    from avstream.engine.runtime.graph import PipelineSpec
+    from avstream.engine.runtime.outputs import ResultPublisher
 
 LOG_EVERY_S = 10.0
 

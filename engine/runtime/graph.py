@@ -10,21 +10,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .node import WindowRequirement
+from avstream.engine.node import WindowRequirement
+from avstream.engine.transport.edges import EdgeSpec
 
-POLICIES = ("block", "drop_oldest", "latest")
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5560"
-
-
-@dataclass
-class EdgeSpec:
-    src: str
-    dst: str
-    kind: str  # item kind carried
-    policy: str = "block"
-    size: int = 8  # receiving queue capacity
-    endpoint: str = ""  # filled by the supervisor (the receiver binds it)
-    reader: int = 0  # index of this edge among the src node's frame readers
 
 
 @dataclass

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .items import EndOfStream, Event, Item
+from avstream.engine.items import EndOfStream, Event, Item
 
 
 def is_control(item: Item) -> bool:

@@ -19,16 +19,31 @@ import collections
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
 
-from .graph import EdgeSpec
-from .items import AudioChunk, AVWindow, Item, VideoFrame
-from .shm import FrameRing, RingReader
-from .wire import decode, encode
+from avstream.engine.items import AudioChunk, AVWindow, Item, VideoFrame
+from avstream.engine.transport.shm import FrameRing, RingReader
+from avstream.engine.transport.wire import decode, encode
+
+POLICIES = ("block", "drop_oldest", "latest")
+
+
+@dataclass
+class EdgeSpec:
+    src: str
+    dst: str
+    kind: str  # item kind carried
+    policy: str = "block"
+    size: int = 8  # receiving queue capacity
+    endpoint: str = ""  # filled by the supervisor (the receiver binds it)
+    reader: int = 0  # index of this edge among the src node's frame readers
+
+
 
 DROPPABLE = (VideoFrame, AudioChunk, AVWindow)
 FRAME_HWM = 2  # frames in flight per edge inside ZeroMQ; the ring must cover queue + this

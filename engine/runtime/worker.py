@@ -1,6 +1,6 @@
 """A worker process: runs the nodes of one process group, each in its own thread.
 
-Started by the supervisor as ``python -m avstream.engine.worker``. It talks to the supervisor on a
+Started by the supervisor as ``python -m avstream.engine.runtime.worker``. It talks to the supervisor on a
 control socket (status and heartbeats out, ``stop`` in) and exits when its nodes have finished, when
 told to stop, on SIGTERM, or when the supervisor disappears (parent-death signal plus a parent-pid
 watch, so no worker outlives a ``kill -9`` of the supervisor).
@@ -24,14 +24,23 @@ from typing import Any
 
 import zmq
 
-from .batching import batch_limits, collect_batch
-from .errors import ConfigError, MissingDependencyError, ModelError, SourceError
-from .graph import NodeSpec, PipelineSpec
-from .items import AudioChunk, EndOfStream, Event, Item, Result, VideoFrame
-from .node import Node, NodeContext, NodeState, SourceNode
-from .registry import load_registry
-from .spawner import set_process_name
-from .transport import Inbox, InputPort, OutputPort
+from avstream.engine.errors import ConfigError, MissingDependencyError, ModelError, SourceError
+from avstream.engine.inference.batching import batch_limits, collect_batch
+from avstream.engine.items import AudioChunk, EndOfStream, Event, Item, Result, VideoFrame
+from avstream.engine.node import Node, NodeContext, NodeState, SourceNode
+from avstream.engine.runtime.graph import NodeSpec, PipelineSpec
+from avstream.engine.runtime.registry import load_registry
+from avstream.engine.transport.edges import Inbox, InputPort, OutputPort
+
+
+def set_process_name(name: str) -> None:
+    """The kernel's name of this process (15 bytes), as ps/top show it."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(15, name.encode()[:15] + b"\0", 0, 0, 0)  # PR_SET_NAME
+    except OSError:
+        pass
+
 
 STATUS_EVERY_S = 0.5
 # Errors caused by the user's input or set-up: reported without a traceback and not retried.

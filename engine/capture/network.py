@@ -24,23 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from .avclock import ClockFit
-from .capture import AudioChunker, FpsGate, redact_uri, source_error
-from .items import AudioChunk, StreamInfo, VideoFrame
-from .livereader import (  # noqa: F401 - re-exported: the live readers' common API
-    LiveItem,
+from avstream.engine.capture.avclock import ClockFit
+from avstream.engine.capture.base import AudioChunker, FpsGate, redact_uri, source_error
+from avstream.engine.capture.live import (
     LiveReader,
     LiveSettings,
     Permanent,
     Transient,
-    WallClock,
     Watchdog,
-    classify,
     log,
     redact_text,
 )
+from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
 
-NET_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp")
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp")
 PYAV_LACKS = frozenset({"srt"})  # protocols missing from PyAV's wheels: read through the FFmpeg CLI
 WALL_SETTLE_S = 1.0  # wall mode: arrivals of a new connection to see before timestamps are trusted
 

@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import MissingDependencyError, ModelError
-from .items import AVWindow
-from .models import ModelContract, read_contract
+from avstream.engine.errors import MissingDependencyError, ModelError
+from avstream.engine.inference.contract import ModelContract, contract_from_dict, read_contract
+from avstream.engine.items import AVWindow
 
 log = logging.getLogger("avstream.inference")
 
@@ -290,7 +290,7 @@ def create_session(
         )
     profile = None
     if TRT_EP in chosen:
-        from .models import read_onnx_header
+        from avstream.engine.inference.onnx_header import read_onnx_header
 
         header = read_onnx_header(path)
         profile = profile_shapes([(t.name, t.shape) for t in header.inputs], max_batch)
@@ -379,7 +379,9 @@ class Runner:
         engine builds in a background thread, then swaps (``background_build=False``: build first).
         """
         path = Path(path)
-        from . import tensorrt as trt_mod  # no GPU import at module level: the helpers are guarded
+        from avstream.engine.inference import (
+            tensorrt as trt_mod,  # no GPU import at module level: the helpers are guarded
+        )
 
         opts: dict[str, Any] = dict(threads=threads, node_id=node_id, cpus=cpus, device_id=device_id,
                                     precision=precision, max_batch=max_batch)
@@ -543,3 +545,26 @@ class Runner:
         audio = np.stack([a for a in audios if a is not None]) if self.contract.audio else None
         outs = self.run(video, audio)
         return [{k: v[i] for k, v in outs.items()} for i in range(len(windows))]
+
+
+def load_contract(path: Path) -> ModelContract:
+    """The contract of an ONNX model, or of an engine file (from its sidecar)."""
+    from avstream.engine.inference.tensorrt import (  # no GPU import at module level
+        ENGINE_SUFFIXES,
+        engine_sidecar,
+    )
+
+    if path.suffix in ENGINE_SUFFIXES:
+        return contract_from_dict(engine_sidecar(path)["contract"], str(path))
+    return read_contract(path)
+
+
+def measure_latency(path: Path, runs: int = 20, threads: int = 1) -> float:
+    """Mean milliseconds per batch-1 run on the CPU provider (after the warm-up run)."""
+    runner = Runner.open(path, providers=("cpu",), threads=threads)
+    video, audio = runner.zero_inputs(1)
+    runner.run(video, audio)
+    t = time.perf_counter()
+    for _ in range(runs):
+        runner.run(video, audio)
+    return (time.perf_counter() - t) / runs * 1e3

@@ -16,7 +16,7 @@ from typing import IO, Any
 import numpy as np
 import zmq
 
-from .items import Event, Result
+from avstream.engine.items import Event, Result
 
 SCHEMA_VERSION = 1
 

@@ -1,174 +1,30 @@
-"""Media readers: files (anything PyAV opens), ``sample://<name>`` and ``synthetic://`` inputs.
-
-``open_reader(uri, stream=...)`` returns a :class:`MediaReader` whose ``read()`` yields
-:class:`VideoFrame` and :class:`AudioChunk` items in (approximately) media-time order:
-
-- ``t`` is media time in seconds from the start of the input (the earliest start time over the
-  tracks is subtracted, each track's PTS converted with its own time base); ``wall`` is the
-  ``time.time()`` at which the item was decoded or generated;
-- video is C-contiguous BGR uint8 (H, W, 3); ``fps > 0`` subsamples by media time (never duplicates);
-- audio is mono float32 in [-1, 1] at ``sample_rate``, in contiguous chunks of about
-  ``audio_chunk_s`` whose ``t`` is computed from the sample count (no drift).
-
-Other modules add schemes (live inputs) with :func:`register_scheme`. No torch here.
-"""
-
+"""Files (anything PyAV opens), ``sample://<name>`` and ``synthetic://`` inputs."""
 from __future__ import annotations
 
-import importlib
-import logging
 import math
 import os
-import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import SourceError
-from .items import AudioChunk, StreamInfo, VideoFrame
-from .synthetic import SceneConfig, scene_for, sync_audio, sync_frame, sync_truth
-
-log = logging.getLogger("avstream.capture")
-
-MediaItem = VideoFrame | AudioChunk
-_SECRET_KEYS = re.compile(r"(?i)^(pass(word|wd)?|pwd|token|secret|api[_-]?key|key|auth|sig(nature)?)$")
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with the password of ``user:password@`` and secret-looking query values masked."""
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)$", uri, re.S)
-    if not m:
-        return uri
-    scheme, authority, rest = m.groups()
-    if "@" in authority:
-        userinfo, host = authority.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        authority = f"{user}:***@{host}" if ":" in userinfo else f"{userinfo}@{host}"
-    if "?" in rest:
-        path, _, query = rest.partition("?")
-        query, hash_sep, fragment = query.partition("#")
-        parts = []
-        for part in query.split("&"):
-            key, eq, _ = part.partition("=")
-            parts.append(f"{key}=***" if eq and _SECRET_KEYS.match(key) else part)
-        rest = f"{path}?{'&'.join(parts)}{hash_sep}{fragment}"
-    return scheme + authority + rest
-
-
-def _why(exc: BaseException) -> str:
-    """FFmpeg's reason without the file name it appends (the caller names the redacted URI)."""
-    return str(getattr(exc, "strerror", None) or exc)
-
-
-def source_error(stream: str, uri: str, reason: str) -> SourceError:
-    """A one-line SourceError naming the stream and the redacted URI."""
-    reason = " ".join(str(reason).split())  # one line, whatever FFmpeg said
-    return SourceError(f"stream {stream!r}: {redact_uri(uri)}: {reason}")
-
-
-class MediaReader:
-    """An opened input. ``read()`` may be called once; ``close()`` is safe to call twice."""
-
-    info: StreamInfo
-    truth: dict[str, Any] | None = None  # ground truth of generated inputs (tests, benchmarks)
-
-    def read(self) -> Iterator[MediaItem]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the input (file handles, decoders)."""
-
-    def __enter__(self) -> MediaReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class FpsGate:
-    """Keep a frame when its timestamp reaches the next slot of ``fps``; never duplicates.
-
-    ``native`` (the source rate, if known) sets a tolerance of just under half a source frame, so a
-    target equal to the native rate keeps every frame despite PTS rounding.
-    """
-
-    def __init__(self, fps: float, native: float = 0.0):
-        self.fps = fps
-        self.off = fps <= 0 or (native > 0 and fps >= native * 0.999)
-        self.tol = 0.49 * fps / native if native > 0 and not self.off else 1e-3
-        self.slot = 0
-
-    def keep(self, t: float) -> bool:
-        if self.off:
-            return True
-        pos = t * self.fps
-        if pos + self.tol < self.slot:
-            return False
-        self.slot = math.floor(pos + self.tol) + 1
-        return True
-
-
-class AudioChunker:
-    """Collects mono float32 samples and cuts them into chunks of ``chunk`` samples.
-
-    Chunk times come from the sample count since ``t0`` so consecutive chunks are contiguous.
-    """
-
-    def __init__(self, stream: str, rate: int, chunk: int):
-        self.stream, self.rate, self.chunk = stream, rate, max(1, chunk)
-        self.t0: float | None = None
-        self.emitted = 0
-        self._parts: list[np.ndarray] = []
-        self._held = 0
-
-    def push(self, samples: np.ndarray, t: float) -> Iterator[AudioChunk]:
-        if self.t0 is None:
-            self.t0 = max(0.0, t)
-        if len(samples):
-            self._parts.append(samples)
-            self._held += len(samples)
-        while self._held >= self.chunk:
-            yield self._cut(self.chunk)
-
-    def flush(self) -> Iterator[AudioChunk]:
-        if self._held:
-            yield self._cut(self._held)
-
-    def _cut(self, n: int) -> AudioChunk:
-        data = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
-        out, rest = data[:n], data[n:]
-        self._parts, self._held = ([rest] if len(rest) else []), len(rest)
-        t = (self.t0 or 0.0) + self.emitted / self.rate
-        self.emitted += n
-        samples = np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
-        return AudioChunk(self.stream, t, time.time(), np.ascontiguousarray(samples), self.rate)
-
-
-# --------------------------------------------------------------------------------------------------
-# files
-
-
-def file_path(uri: str) -> str:
-    """The filesystem path of a plain path or ``file://`` URI."""
-    if uri.startswith("file://"):
-        return urllib.parse.unquote(uri[len("file://") :])
-    return uri
-
-
-def scaled_size(width: int, height: int, min_size: tuple[int, int] | None) -> tuple[int, int]:
-    """The smallest size with ``width:height``'s aspect that still covers ``min_size`` (never upscales)."""
-    if not min_size or min_size[0] <= 0 or min_size[1] <= 0:
-        return width, height
-    scale = max(min_size[0] / width, min_size[1] / height)
-    if scale >= 1.0:
-        return width, height
-    # even sizes keep chroma-subsampled conversions exact
-    return max(2, math.ceil(width * scale / 2) * 2), max(2, math.ceil(height * scale / 2) * 2)
+from avstream.engine.capture.base import (
+    AudioChunker,
+    FpsGate,
+    MediaItem,
+    MediaReader,
+    _why,
+    file_path,
+    log,
+    redact_uri,
+    scaled_size,
+    source_error,
+)
+from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
+from avstream.engine.synthetic.scene import SceneConfig, scene_for, sync_audio, sync_frame, sync_truth
 
 
 class FileReader(MediaReader):
@@ -469,129 +325,3 @@ def _generated(uri: str, kind: str, cfg: SceneConfig, duration: float, stream: s
     )  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------------------
-# entry point
-
-ReaderFactory = Callable[..., MediaReader]
-UriCheck = Callable[[str], "str | None"]
-_SCHEMES: dict[str, ReaderFactory] = {}
-_CHECKS: dict[str, UriCheck] = {}
-
-
-def register_scheme(scheme: str, factory: ReaderFactory, check: UriCheck | None = None) -> None:
-    """Make ``open_reader`` hand ``scheme://`` URIs to ``factory(uri, **open_reader kwargs)``.
-
-    ``check(uri)`` (optional) returns a problem found without opening the input, for validation.
-    """
-    _SCHEMES[scheme.lower()] = factory
-    if check is not None:
-        _CHECKS[scheme.lower()] = check
-
-
-def _lazy(module: str, name: str) -> Callable[..., Any]:
-    """``module.name``, imported on first call (live readers need the capture module first)."""
-
-    def call(*args: Any, **kw: Any) -> Any:
-        return getattr(importlib.import_module(f".{module}", __package__), name)(*args, **kw)
-
-    return call
-
-
-for _scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp"):
-    register_scheme(_scheme, _lazy("netcapture", "NetworkReader"), _lazy("netcapture", "check_net_uri"))
-register_scheme("v4l2", _lazy("devices", "open_v4l2"), _lazy("devices", "check_v4l2_uri"))
-register_scheme("mic", _lazy("devices", "MicReader"), _lazy("devices", "check_mic_uri"))
-
-
-def uri_scheme(uri: str) -> str:
-    """The lower-case scheme of ``uri``, ``"file"`` for a plain path."""
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", uri)
-    return m.group(1).lower() if m else "file"
-
-
-def open_reader(
-    uri: str,
-    *,
-    stream: str,
-    video: bool = True,
-    audio: bool = True,
-    fps: float = 0.0,
-    sample_rate: int = 16000,
-    audio_chunk_s: float = 0.04,
-    options: dict[str, Any] | None = None,
-    live: Any = None,
-    min_size: tuple[int, int] | None = None,
-) -> MediaReader:
-    """Open ``uri`` for ``stream``: a path or ``file://``, ``sample://<name>``, ``synthetic://...``,
-    or a scheme added with :func:`register_scheme`. Raises SourceError when it cannot be opened.
-
-    ``video``/``audio`` = False ignore that track; ``fps`` > 0 subsamples video; audio comes mono at
-    ``sample_rate`` in chunks of about ``audio_chunk_s``; ``options`` go to FFmpeg (files, network);
-    ``live`` (``netcapture.LiveSettings``) goes to the readers of live schemes; ``min_size`` (W, H)
-    lets a file reader deliver frames scaled down to the smallest size covering it.
-    """
-    if sample_rate <= 0 or audio_chunk_s <= 0 or fps < 0:
-        raise source_error(
-            stream,
-            uri,
-            f"bad reader settings: fps={fps} sample_rate={sample_rate} audio_chunk_s={audio_chunk_s}",
-        )
-    kw: dict[str, Any] = {
-        "video": video,
-        "audio": audio,
-        "fps": fps,
-        "sample_rate": sample_rate,
-        "audio_chunk_s": audio_chunk_s,
-    }
-    scheme = uri_scheme(uri)
-    if scheme == "file":
-        return FileReader(uri, stream=stream, options=options, min_size=min_size, **kw)
-    if scheme == "sample":
-        name = uri[len("sample://") :].strip("/")
-        sample = SAMPLES.get(name)
-        if sample is None:
-            raise source_error(stream, uri, f"unknown sample {name!r}; available: {', '.join(SAMPLES)}")
-        kind = "sync" if sample.scene is None else "scene"
-        cfg = sample.scene or SceneConfig(duration=sample.duration)
-        return _generated(uri, kind, cfg, cfg.duration, stream, **kw)
-    if scheme == "synthetic":
-        kind, cfg = parse_synthetic(uri, stream)
-        return _generated(uri, kind, cfg, cfg.duration, stream, **kw)
-    factory = _SCHEMES.get(scheme)
-    if factory is None:
-        known = ", ".join(sorted({"file", "sample", "synthetic", *_SCHEMES}))
-        raise source_error(stream, uri, f"input scheme {scheme!r} is not supported here (supported: {known})")
-    if live is not None:
-        kw["live"] = live
-    return factory(uri, stream=stream, options=options, **kw)
-
-
-def check_uri(uri: str, base_dir: Path | None = None) -> str | None:
-    """A problem with ``uri`` found without opening it (bad sample name, query key, missing file)."""
-    scheme = uri_scheme(uri)
-    try:
-        if scheme == "sample":
-            name = uri[len("sample://") :].strip("/")
-            if name not in SAMPLES:
-                return f"unknown sample {name!r}; available: {', '.join(SAMPLES)}"
-        elif scheme == "synthetic":
-            parse_synthetic(uri)
-        elif scheme == "file":
-            path = resolve_file(uri, base_dir)
-            if not os.path.exists(file_path(path)):
-                return f"file not found: {redact_uri(path)}"
-        elif scheme in _CHECKS:
-            return _CHECKS[scheme](uri)
-    except SourceError as exc:
-        return str(exc).split(": ", 2)[-1]
-    return None
-
-
-def resolve_file(uri: str, base_dir: Path | None) -> str:
-    """A relative file path resolved against ``base_dir`` (the pipeline YAML's folder); others as is."""
-    if base_dir is None or uri_scheme(uri) != "file":
-        return uri
-    path = file_path(uri)
-    if os.path.isabs(path):
-        return uri
-    return str(Path(base_dir) / path)

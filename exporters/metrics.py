@@ -7,11 +7,12 @@ and the code is not changed to suit a model.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from avstream.engine.inference.decoder_contract import tokenize
 
 
 def average_precision(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
@@ -93,9 +94,6 @@ def ciou_summary(cious: Sequence[float]) -> tuple[float, float]:
 
 
 # --- captions ---
-
-def tokenize(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
 
 
 def bleu4(references: Sequence[Sequence[str]], hypotheses: Sequence[str]) -> float:

@@ -20,12 +20,12 @@ from typing import Any
 
 import zmq
 
-from .graph import OUTPUTS_NODE, PipelineSpec
-from .items import Event, Result
-from .outputs import ResultPublisher
-from .spawner import Child
-from .status import StatusView
-from .wire import decode
+from avstream.engine.items import Event, Result
+from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
+from avstream.engine.runtime.outputs import ResultPublisher
+from avstream.engine.runtime.spawner import Child
+from avstream.engine.runtime.status import StatusView
+from avstream.engine.transport.wire import decode
 
 log = logging.getLogger("avstream.supervisor")
 HEARTBEAT_TIMEOUT_S = 10.0

@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from .items import AudioChunk, AVWindow, EndOfStream, Event, Item, Result, StreamInfo, VideoFrame
+from avstream.engine.items import (
+    AudioChunk,
+    AVWindow,
+    EndOfStream,
+    Event,
+    Item,
+    Result,
+    StreamInfo,
+    VideoFrame,
+)
 
 _TYPES: dict[str, type[Any]] = {
     cls.__name__: cls for cls in (StreamInfo, VideoFrame, AudioChunk, AVWindow, Result, Event, EndOfStream)

@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .synthetic_audio import SOUND_CLASSES, Sound, design_sound, render
+from avstream.engine.synthetic.audio import SOUND_CLASSES, Sound, design_sound, render
 
 GENERATOR_VERSION = "1.0"
 

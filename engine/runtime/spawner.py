@@ -4,13 +4,12 @@ At start-up the supervisor has already imported everything a worker needs (numpy
 ONNX Runtime, the plugins) to validate the pipeline, so the first workers are plain forks of it,
 made before it opens any ZeroMQ socket: milliseconds each instead of a fresh interpreter (~0.3 s of
 CPU per worker). Later restarts, when the supervisor's sockets exist, start a fresh interpreter
-(``python -m avstream.engine.worker``), which shares nothing with the supervisor's ZeroMQ state.
+(``python -m avstream.engine.runtime.worker``), which shares nothing with the supervisor's ZeroMQ state.
 Either way a worker names itself ``avs:<process>`` (``ps -o comm``, ``top``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -19,17 +18,8 @@ import sys
 from typing import Any
 
 
-def set_process_name(name: str) -> None:
-    """The kernel's name of this process (15 bytes), as ps/top show it."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(15, name.encode()[:15] + b"\0", 0, 0, 0)  # PR_SET_NAME
-    except OSError:
-        pass
-
-
 def _forked_entry(argv: list[str]) -> None:
-    from .worker import main
+    from avstream.engine.runtime.worker import main
 
     code = main(argv)
     sys.stdout.flush()
@@ -47,7 +37,7 @@ class Child:
             self.proc.start()
             self.pid: int = self.proc.pid or 0
         else:
-            self.proc = subprocess.Popen([sys.executable, "-m", "avstream.engine.worker", *argv], stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen([sys.executable, "-m", "avstream.engine.runtime.worker", *argv], stdin=subprocess.DEVNULL)
             self.pid = self.proc.pid
 
     def poll(self) -> int | None:

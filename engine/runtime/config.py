@@ -17,12 +17,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError, ModelError, Problem
-from .graph import OUTPUTS_NODE, POLICIES, EdgeSpec, NodeSpec, OutputsSpec, PipelineSpec
-from .items import AV_WINDOW, MEDIA, RESULT
-from .node import CheckContext, Node, WindowRequirement
-from .registry import Registry, load_registry
-from .yamlsrc import Marks, Path_, apply_set, load_yaml
+from avstream.engine.errors import ConfigError, ModelError, Problem
+from avstream.engine.items import AV_WINDOW, MEDIA, RESULT
+from avstream.engine.node import CheckContext, Node, WindowRequirement
+from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, OutputsSpec, PipelineSpec
+from avstream.engine.runtime.registry import Registry, load_registry
+from avstream.engine.runtime.yamlsrc import Marks, Path_, apply_set, load_yaml
+from avstream.engine.transport.edges import POLICIES, EdgeSpec
 
 SOURCE_TYPE = "avstream/source@v1"
 TOP_KEYS = ("version", "name", "description", "streams", "nodes", "outputs")

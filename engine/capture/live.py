@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .avclock import AudioClock, StreamClock
-from .capture import AudioChunker, MediaReader, redact_uri, source_error
-from .errors import SourceError
-from .items import AudioChunk, Event, StreamInfo, VideoFrame
+from avstream.engine.capture.avclock import AudioClock, StreamClock
+from avstream.engine.capture.base import AudioChunker, MediaReader, redact_uri, source_error
+from avstream.engine.errors import SourceError
+from avstream.engine.items import AudioChunk, Event, StreamInfo, VideoFrame
 
 log = logging.getLogger("avstream.capture.live")
 LiveItem = VideoFrame | AudioChunk | StreamInfo | Event

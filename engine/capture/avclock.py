@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .items import AudioChunk, VideoFrame
+from avstream.engine.items import AudioChunk, VideoFrame
 
 LiveMedia = VideoFrame | AudioChunk
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import ENGINE_API_VERSION
-from .errors import PluginError
-from .items import KINDS
-from .node import Node, SourceNode, parse_type_id
+from avstream.engine import ENGINE_API_VERSION
+from avstream.engine.errors import PluginError
+from avstream.engine.items import KINDS
+from avstream.engine.node import Node, SourceNode, parse_type_id
 
 GROUP = "avstream.plugins"
 log = logging.getLogger("avstream.registry")

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingDependencyError, ModelError
-from .models import ModelContract, contract_from_dict, read_contract
+from avstream.engine.errors import MissingDependencyError, ModelError
+from avstream.engine.inference.contract import ModelContract, contract_from_dict, read_contract
 
 log = logging.getLogger("avstream.tensorrt")
 
@@ -485,13 +485,6 @@ def engine_sidecar(path: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: a TensorRT engine needs its sidecar {EngineCache.sidecar(path).name} with the "
                          "model contract (written by avstream export --format tensorrt)")
     return meta
-
-
-def load_contract(path: Path) -> ModelContract:
-    """The contract of an ONNX model, or of an engine file (from its sidecar)."""
-    if path.suffix in ENGINE_SUFFIXES:
-        return contract_from_dict(engine_sidecar(path)["contract"], str(path))
-    return read_contract(path)
 
 
 def _fallback_providers(providers: Sequence[str]) -> list[str]:

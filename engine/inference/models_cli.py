@@ -12,8 +12,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .errors import AvstreamError, ModelError
-from .models import METADATA_KEY, builtin_models, measure_latency, read_contract, read_model, resolve_model
+from avstream.engine.errors import AvstreamError, ModelError
+from avstream.engine.inference.contract import (
+    METADATA_KEY,
+    builtin_models,
+    read_contract,
+    read_model,
+    resolve_model,
+)
+from avstream.engine.inference.runners import measure_latency
 
 
 def _size(n: int) -> str:
@@ -32,7 +39,7 @@ def _list(out: Any) -> int:
             rows.append((f"builtin:{name}", c.ref, c.task, _size(path.stat().st_size), c.inputs_summary()))
         except ModelError as exc:
             # a caption decoder step has no window contract, but metadata of its own
-            from .decoding import DECODER_TASK, read_decoder_spec
+            from avstream.engine.inference.decoder_contract import DECODER_TASK, read_decoder_spec
 
             try:
                 d = read_decoder_spec(path)

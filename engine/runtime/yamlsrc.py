@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Problem
+from avstream.engine.errors import Problem
 
 Path_ = tuple[str | int, ...]
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

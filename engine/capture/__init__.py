@@ -1,0 +1,1 @@
+"""Media readers behind one scheme registry: files, network streams, cameras, microphones."""

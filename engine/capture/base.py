@@ -1,0 +1,168 @@
+"""Media readers: files (anything PyAV opens), ``sample://<name>`` and ``synthetic://`` inputs.
+
+``open_reader(uri, stream=...)`` returns a :class:`MediaReader` whose ``read()`` yields
+:class:`VideoFrame` and :class:`AudioChunk` items in (approximately) media-time order:
+
+- ``t`` is media time in seconds from the start of the input (the earliest start time over the
+  tracks is subtracted, each track's PTS converted with its own time base); ``wall`` is the
+  ``time.time()`` at which the item was decoded or generated;
+- video is C-contiguous BGR uint8 (H, W, 3); ``fps > 0`` subsamples by media time (never duplicates);
+- audio is mono float32 in [-1, 1] at ``sample_rate``, in contiguous chunks of about
+  ``audio_chunk_s`` whose ``t`` is computed from the sample count (no drift).
+
+Other modules add schemes (live inputs) with :func:`register_scheme`. No torch here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from avstream.engine.errors import SourceError
+from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
+
+log = logging.getLogger("avstream.capture")
+
+MediaItem = VideoFrame | AudioChunk
+_SECRET_KEYS = re.compile(r"(?i)^(pass(word|wd)?|pwd|token|secret|api[_-]?key|key|auth|sig(nature)?)$")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with the password of ``user:password@`` and secret-looking query values masked."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)$", uri, re.S)
+    if not m:
+        return uri
+    scheme, authority, rest = m.groups()
+    if "@" in authority:
+        userinfo, host = authority.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        authority = f"{user}:***@{host}" if ":" in userinfo else f"{userinfo}@{host}"
+    if "?" in rest:
+        path, _, query = rest.partition("?")
+        query, hash_sep, fragment = query.partition("#")
+        parts = []
+        for part in query.split("&"):
+            key, eq, _ = part.partition("=")
+            parts.append(f"{key}=***" if eq and _SECRET_KEYS.match(key) else part)
+        rest = f"{path}?{'&'.join(parts)}{hash_sep}{fragment}"
+    return scheme + authority + rest
+
+
+def _why(exc: BaseException) -> str:
+    """FFmpeg's reason without the file name it appends (the caller names the redacted URI)."""
+    return str(getattr(exc, "strerror", None) or exc)
+
+
+def source_error(stream: str, uri: str, reason: str) -> SourceError:
+    """A one-line SourceError naming the stream and the redacted URI."""
+    reason = " ".join(str(reason).split())  # one line, whatever FFmpeg said
+    return SourceError(f"stream {stream!r}: {redact_uri(uri)}: {reason}")
+
+
+class MediaReader:
+    """An opened input. ``read()`` may be called once; ``close()`` is safe to call twice."""
+
+    info: StreamInfo
+    truth: dict[str, Any] | None = None  # ground truth of generated inputs (tests, benchmarks)
+
+    def read(self) -> Iterator[MediaItem]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the input (file handles, decoders)."""
+
+    def __enter__(self) -> MediaReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FpsGate:
+    """Keep a frame when its timestamp reaches the next slot of ``fps``; never duplicates.
+
+    ``native`` (the source rate, if known) sets a tolerance of just under half a source frame, so a
+    target equal to the native rate keeps every frame despite PTS rounding.
+    """
+
+    def __init__(self, fps: float, native: float = 0.0):
+        self.fps = fps
+        self.off = fps <= 0 or (native > 0 and fps >= native * 0.999)
+        self.tol = 0.49 * fps / native if native > 0 and not self.off else 1e-3
+        self.slot = 0
+
+    def keep(self, t: float) -> bool:
+        if self.off:
+            return True
+        pos = t * self.fps
+        if pos + self.tol < self.slot:
+            return False
+        self.slot = math.floor(pos + self.tol) + 1
+        return True
+
+
+class AudioChunker:
+    """Collects mono float32 samples and cuts them into chunks of ``chunk`` samples.
+
+    Chunk times come from the sample count since ``t0`` so consecutive chunks are contiguous.
+    """
+
+    def __init__(self, stream: str, rate: int, chunk: int):
+        self.stream, self.rate, self.chunk = stream, rate, max(1, chunk)
+        self.t0: float | None = None
+        self.emitted = 0
+        self._parts: list[np.ndarray] = []
+        self._held = 0
+
+    def push(self, samples: np.ndarray, t: float) -> Iterator[AudioChunk]:
+        if self.t0 is None:
+            self.t0 = max(0.0, t)
+        if len(samples):
+            self._parts.append(samples)
+            self._held += len(samples)
+        while self._held >= self.chunk:
+            yield self._cut(self.chunk)
+
+    def flush(self) -> Iterator[AudioChunk]:
+        if self._held:
+            yield self._cut(self._held)
+
+    def _cut(self, n: int) -> AudioChunk:
+        data = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+        out, rest = data[:n], data[n:]
+        self._parts, self._held = ([rest] if len(rest) else []), len(rest)
+        t = (self.t0 or 0.0) + self.emitted / self.rate
+        self.emitted += n
+        samples = np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
+        return AudioChunk(self.stream, t, time.time(), np.ascontiguousarray(samples), self.rate)
+
+
+# --------------------------------------------------------------------------------------------------
+# files
+
+
+def file_path(uri: str) -> str:
+    """The filesystem path of a plain path or ``file://`` URI."""
+    if uri.startswith("file://"):
+        return urllib.parse.unquote(uri[len("file://") :])
+    return uri
+
+
+def scaled_size(width: int, height: int, min_size: tuple[int, int] | None) -> tuple[int, int]:
+    """The smallest size with ``width:height``'s aspect that still covers ``min_size`` (never upscales)."""
+    if not min_size or min_size[0] <= 0 or min_size[1] <= 0:
+        return width, height
+    scale = max(min_size[0] / width, min_size[1] / height)
+    if scale >= 1.0:
+        return width, height
+    # even sizes keep chroma-subsampled conversions exact
+    return max(2, math.ceil(width * scale / 2) * 2), max(2, math.ceil(height * scale / 2) * 2)
+
+

@@ -1,0 +1,1 @@
+"""Model contracts, ONNX Runtime and TensorRT runners, the engine cache, batching."""

@@ -1,0 +1,1 @@
+"""The supervisor, worker processes, the compiled graph and the pipeline compiler."""

@@ -1,0 +1,1 @@
+"""Procedural audio-visual scenes with known ground truth."""
