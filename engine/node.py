@@ -106,6 +106,11 @@ class Node(Generic[P]):
 
     # --- validation and graph compilation (class level, no process needed) ---
     @classmethod
+    def parse_params(cls, params: Any) -> Any:
+        """``params`` as this type's ``Params`` model: a validated dict, or an instance as is."""
+        return params if isinstance(params, cls.Params) else cls.Params.model_validate(params)
+
+    @classmethod
     def check(cls, params: Any, ctx: CheckContext) -> list[tuple[str, str]]:
         """Extra validation beyond the params schema: (params key path, message) pairs."""
         return []

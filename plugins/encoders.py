@@ -101,10 +101,6 @@ def activation_prior(contract: ModelContract) -> tuple[float, float, float] | No
     return (m, s, w) if s > 0 and w >= 0 and math.isfinite(m) else None
 
 
-def _params(cls: type[Node[Any]], params: Any) -> Any:
-    return params if isinstance(params, cls.Params) else cls.Params.model_validate(params)
-
-
 def _model_problems(model: str, ctx: CheckContext, need_outputs: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Problems of the ``model`` param and of the windows fed to it, without raising."""
     try:
@@ -174,7 +170,7 @@ class ModelNode(Node[MP]):
 
     @classmethod
     def window_requirement(cls, params: Any, base_dir: Path) -> WindowRequirement | None:
-        p = _params(cls, params)
+        p = cls.parse_params(params)
         return load_contract(resolve_model(p.model, base_dir)).window_requirement()
 
     @classmethod
@@ -184,7 +180,7 @@ class ModelNode(Node[MP]):
 
     @classmethod
     def check(cls, params: Any, ctx: CheckContext) -> list[tuple[str, str]]:
-        p = _params(cls, params)
+        p = cls.parse_params(params)
         problems = _model_problems(p.model, ctx, cls.required_outputs) + _provider_problems(p.providers)
         if p.max_batch > 1 and not cls.supports_batching():
             problems.append(("max_batch", f"{cls.type_id} processes windows one by one: leave max_batch at 1"))

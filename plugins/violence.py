@@ -25,7 +25,7 @@ from pydantic import Field
 from avstream.engine.items import AVWindow, Event, Item, Result
 from avstream.engine.node import CheckContext, NodeContext, Params
 
-from .encoders import ModelNode, ModelParams, _params
+from .encoders import ModelNode, ModelParams
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class ViolenceNode(ModelNode[ViolenceParams]):
 
     @classmethod
     def check(cls, params: Any, ctx: CheckContext) -> list[tuple[str, str]]:
-        p = _params(cls, params)
+        p = cls.parse_params(params)
         problems = super().check(p, ctx)
         if p.off_threshold > p.on_threshold:
             problems.append(("off_threshold", f"{p.off_threshold:g} is above on_threshold {p.on_threshold:g}"))
