@@ -40,7 +40,7 @@ from torch.nn import functional as F
 
 from avstream.engine.inference.decoder_contract import DECODER_TASK, Vocabulary
 
-from ..eval_captions import references, truth_events, window_caption
+from ..caption_scenes import references, truth_events, window_caption
 from ..logmel import LogMel
 from .checkpoints import load_training, save_training
 
@@ -446,7 +446,7 @@ def greedy_batch(net: CaptionNet, mel: torch.Tensor, video: torch.Tensor, vocab:
 
 def validate(net: CaptionNet, data: SceneData, vocab: Vocabulary) -> dict[str, float]:
     """The protocol's metrics (greedy) on validation scenes, windows every 2.5 s like the evaluation."""
-    from ..eval_captions import score
+    from ..caption_scenes import score
 
     net.eval()
     truths, refs, hyps, groups = [], [], [], []
@@ -560,7 +560,7 @@ def real_windows(n_scenes: int = 1) -> list[dict[str, np.ndarray]]:
     """A few real encoder inputs (validation scenes), built like the window node builds them."""
     from avstream.engine.node import WindowRequirement
 
-    from ..eval_captions import scene_windows
+    from ..caption_scenes import scene_windows
 
     req = WindowRequirement(WINDOW_S, 2.5, FPS, FRAMES, SIZE, SIZE, SAMPLE_RATE, SAMPLES)
     out = []

@@ -41,8 +41,8 @@ from torch.nn import functional as F
 from avstream.engine.node import WindowRequirement
 from avstream.plugins.violence import snippet_window_scores
 
-from ..eval_violence import ClipData, StreamScorer, StreamWindows
 from ..logmel import LogMel
+from ..violence_clips import ClipData, StreamScorer, StreamWindows
 from .checkpoints import load_training, save_training
 
 FPS, FRAMES, SIZE = 8.0, 16, 112
@@ -430,7 +430,7 @@ def load_real(cache_dir: Path | None, progress: Callable[[str], None] = print) -
     """Windows of every development clip (``shared/data/fight-surveillance``), cached."""
     from avstream.engine.errors import ModelError
 
-    from ..eval_violence import DEFAULT_DATA, load_clip_windows, load_clips
+    from ..violence_clips import DEFAULT_DATA, load_clip_windows, load_clips
 
     if not (DEFAULT_DATA / "groups.csv").is_file():
         raise ModelError(f"the violence recipe trains on the fight-surveillance clips: {DEFAULT_DATA} not found")
@@ -453,7 +453,7 @@ def train(steps: int = 300, seed: int = 0, cache_dir: str | Path | None = None,
 
 def real_inputs(n: int = 2) -> list[dict[str, np.ndarray]]:
     """Windows of a procedural scene (and of a real clip when the data is there) for the parity check."""
-    from ..eval_violence import DEFAULT_DATA, load_clips, windows_of
+    from ..violence_clips import DEFAULT_DATA, load_clips, windows_of
 
     req = window_requirement()
     w = windows_of("synthetic://scene?seed=900000&duration=6&violence=true", req)

@@ -10,23 +10,25 @@ import pytest
 
 from avstream.engine.items import AVWindow
 from avstream.engine.node import WindowRequirement
-from avstream.exporters.eval_captions import (
-    AUDIO_ONLY,
+from avstream.exporters.caption_scenes import (
     EVAL_SEEDS,
     EVENT_WORDS,
-    AudioRulesCaption,
-    audio_features,
-    evaluate,
     mentioned_events,
     normalise_events,
     references,
-    rule_caption,
     scene_windows,
     score,
-    table,
     truth_events,
     window_caption,
     window_starts,
+)
+from avstream.exporters.eval_captions import (
+    AUDIO_ONLY,
+    AudioRulesCaption,
+    audio_features,
+    evaluate,
+    rule_caption,
+    table,
 )
 
 NORMAL = "a yellow bell rings while a red square drifts silently"

@@ -11,21 +11,23 @@ import pytest
 from avstream.engine.node import WindowRequirement
 from avstream.exporters.eval_violence import (
     ON_THRESHOLD,
-    Clip,
-    ClipData,
-    StreamScorer,
-    StreamWindows,
     clip_figures,
     clip_score,
     cross_validate,
     fit_threshold,
     frame_scores,
     grouped_folds,
-    load_clips,
     motion_energy,
     new_frame_mask,
     synthetic_frame_ap,
     synthetic_scenes,
+)
+from avstream.exporters.violence_clips import (
+    Clip,
+    ClipData,
+    StreamScorer,
+    StreamWindows,
+    load_clips,
     windows_of,
 )
 from tests.conftest import SHARED_DATA

@@ -13,9 +13,10 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from avstream.engine.inference.contract import read_contract  # noqa: E402
-from avstream.exporters.eval_violence import Clip, ClipData, clip_score, windows_of  # noqa: E402
+from avstream.exporters.eval_violence import clip_score  # noqa: E402
 from avstream.exporters.export import export_onnx  # noqa: E402
 from avstream.exporters.recipes import violence as recipe  # noqa: E402
+from avstream.exporters.violence_clips import Clip, ClipData, windows_of  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from avstream.engine.items import AVWindow, EndOfStream, Result
 from avstream.engine.node import CheckContext, NodeContext, WindowRequirement
 from avstream.engine.runtime.registry import check_interface
-from avstream.exporters.eval_captions import mentioned_events
+from avstream.exporters.caption_scenes import mentioned_events
 from avstream.plugins.captions import CaptionNode, CaptionParams, resolve_encoder
 
 pytest.importorskip("onnxruntime")
