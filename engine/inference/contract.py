@@ -17,10 +17,11 @@ works on a machine without an inference runtime.
 from __future__ import annotations
 
 import json
+import math
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     ConfigDict,
@@ -104,12 +105,13 @@ class AudioInput(MetadataModel):
         """Either of ``seconds`` and ``samples`` may be left out: it follows from the other."""
         if not isinstance(data, dict):
             return data
-        rate, seconds, samples = data.get("sample_rate"), data.get("seconds"), data.get("samples")
-        if not _positive(rate, int):
-            return data
-        if "samples" not in data and _positive(seconds, (int, float)):
+        rate = _positive(data.get("sample_rate"), integer=True)
+        seconds, samples = _positive(data.get("seconds")), _positive(data.get("samples"), integer=True)
+        if rate is None:
+            return data  # the sample rate's own error is reported
+        if "samples" not in data and seconds is not None:
             return {**data, "samples": int(round(seconds * rate))}
-        if "seconds" not in data and _positive(samples, int):
+        if "seconds" not in data and samples is not None:
             return {**data, "seconds": samples / rate}
         return data
 
@@ -121,8 +123,13 @@ class AudioInput(MetadataModel):
         return self
 
 
-def _positive(value: Any, kind: type | tuple[type, ...]) -> bool:
-    return isinstance(value, kind) and not isinstance(value, bool) and value > 0
+def _positive(value: Any, integer: bool = False) -> float | None:
+    """``value`` as a number when it is a valid positive one, else None (its error comes from the schema)."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        return None
+    if not (math.isfinite(value) and value > 0):
+        return None
+    return float(value)
 
 
 class ModelInputs(MetadataModel):
@@ -251,7 +258,7 @@ class ModelContract(TopLevel):
 # ---------------------------------------------------------------------------------------------
 # One reader for every kind of model metadata
 # ---------------------------------------------------------------------------------------------
-ModelMetadata = ModelContract | DecoderSpec
+ModelMetadata: TypeAlias = ModelContract | DecoderSpec
 _WINDOW = "window_model"
 
 
