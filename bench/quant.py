@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from avstream.engine.errors import AvstreamError
-from avstream.engine.inference.contract import builtin_models, read_contract
+from avstream.engine.inference.contract import ModelContract, builtin_models, read_contract, read_metadata
 from avstream.engine.inference.onnx_header import read_onnx_header
 from avstream.exporters.quantize import (
     calibration_feeds,
@@ -176,11 +175,8 @@ def main() -> int:
                 continue
             print(f"== {name}", flush=True)
             try:
-                read_contract(path)
-                av_model = True
-            except AvstreamError:
-                av_model = False  # no AV-window contract: a decoder step fed by another model
-            try:
+                # a window model, or a caption decoder step fed by its encoder's memory
+                av_model = isinstance(read_metadata(path)[0], ModelContract)
                 row = (bench_av_model if av_model else bench_decoder_step)(name, path, args, Path(tmp))
             except Exception as exc:  # one model failing does not stop the others
                 row = {"failed": f"{type(exc).__name__}: {exc}"}

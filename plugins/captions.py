@@ -21,8 +21,14 @@ import numpy as np
 from pydantic import Field
 
 from avstream.engine.errors import ModelError
-from avstream.engine.inference.contract import BUILTIN_PREFIX, ModelContract, read_contract, resolve_model
-from avstream.engine.inference.decoder_contract import DecoderSpec, read_decoder_spec
+from avstream.engine.inference.contract import (
+    BUILTIN_PREFIX,
+    DecoderSpec,
+    ModelContract,
+    read_contract,
+    read_decoder_spec,
+    resolve_model,
+)
 from avstream.engine.inference.runners import Runner, create_session
 from avstream.engine.items import AVWindow, Item, Result
 from avstream.engine.node import CheckContext, NodeContext, Params, WindowRequirement

@@ -4,9 +4,14 @@ An avstream model is an ONNX file whose ``metadata_props`` hold the key ``"avstr
 object describing its inputs, window and outputs. The engine configures windowing from it, so a
 pipeline that feeds a model the wrong input fails at validation.
 
+The metadata is read one way: :func:`metadata_from_dict` validates it with the pydantic schema its
+``task`` selects (``ModelContract`` for window models, ``DecoderSpec`` for a caption decoder step),
+and reports every problem at once with its key path. ``metadata_json_schema()`` is that schema as
+JSON Schema.
+
 Reading the contract needs neither ``onnx`` nor ``onnxruntime``: the few top-level protobuf fields we
-need (metadata, opsets, graph inputs/outputs) are parsed here directly, so ``avstream validate`` works
-on a machine without an inference runtime.
+need (metadata, opsets, graph inputs/outputs) are parsed by ``onnx_header``, so ``avstream validate``
+works on a machine without an inference runtime.
 """
 
 from __future__ import annotations
@@ -14,17 +19,53 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from avstream.engine.errors import ModelError
+from avstream.engine.inference.decoder_contract import (
+    DECODER_TASK,
+    DecoderSpec,
+    decoder_graph_problems,
+)
+from avstream.engine.inference.metadata import (
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    ContractError,
+    MetadataModel,
+    PositiveFloat,
+    PositiveInt,
+    Text,
+    TopLevel,
+    problem,
+    problems_of,
+    raise_problems,
+)
 from avstream.engine.inference.onnx_header import OnnxHeader, read_onnx_header
 from avstream.engine.node import WindowRequirement
 
-METADATA_KEY = "avstream"
-SCHEMA_VERSION = 1
+__all__ = [  # METADATA_KEY, SCHEMA_VERSION, ContractError and DecoderSpec are re-exported from here
+    "AUDIO_DTYPES", "BUILTIN_PACKAGE", "BUILTIN_PREFIX", "METADATA_KEY", "PIXEL_FORMATS", "SCHEMA_VERSION",
+    "VIDEO_DTYPES", "VIDEO_LAYOUTS", "AudioInput", "ContractError", "DecoderSpec", "ModelContract", "ModelInputs",
+    "ModelMetadata", "OutputSpec", "VideoInput", "WindowSpec", "builtin_models", "contract_from_dict",
+    "metadata_from_dict", "metadata_json_schema", "read_contract", "read_decoder_spec", "read_metadata",
+    "read_model", "resolve_model",
+]
+
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_PACKAGE = "avstream.models"
 VIDEO_LAYOUTS = ("NTHWC",)
@@ -34,64 +75,156 @@ AUDIO_DTYPES = ("float32",)
 
 
 # ---------------------------------------------------------------------------------------------
-# The contract
+# The contract of a window model
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VideoInput:
+class VideoInput(MetadataModel):
     """The video input: raw frames (B, T, H, W, 3); any normalisation is inside the graph."""
 
-    name: str
-    fps: float
-    frames: int
-    height: int
-    width: int
-    layout: str = "NTHWC"
-    dtype: str = "uint8"
-    pixel_format: str = "bgr24"
+    name: Text = "video"
+    layout: Literal["NTHWC"] = "NTHWC"
+    dtype: Literal["uint8", "float32"] = "uint8"
+    pixel_format: Literal["bgr24", "rgb24"] = "bgr24"
+    fps: PositiveFloat
+    frames: PositiveInt
+    height: PositiveInt
+    width: PositiveInt
 
 
-@dataclass(frozen=True)
-class AudioInput:
+class AudioInput(MetadataModel):
     """The audio input: raw mono samples (B, N) in [-1, 1]; log-mel is inside the graph."""
 
-    name: str
-    sample_rate: int
-    samples: int
-    seconds: float
-    dtype: str = "float32"
+    name: Text = "audio"
+    dtype: Literal["float32"] = "float32"
+    sample_rate: PositiveInt
+    seconds: PositiveFloat = Field(description="window length; derived from samples when absent")
+    samples: PositiveInt = Field(description="samples per window; derived from seconds when absent")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_length(cls, data: Any) -> Any:
+        """Either of ``seconds`` and ``samples`` may be left out: it follows from the other."""
+        if not isinstance(data, dict):
+            return data
+        rate = _positive(data.get("sample_rate"), integer=True)
+        seconds, samples = _positive(data.get("seconds")), _positive(data.get("samples"), integer=True)
+        if rate is None:
+            return data  # the sample rate's own error is reported
+        if "samples" not in data and seconds is not None:
+            return {**data, "samples": int(round(seconds * rate))}
+        if "seconds" not in data and samples is not None:
+            return {**data, "seconds": samples / rate}
+        return data
+
+    @model_validator(mode="after")
+    def _length_agrees(self) -> AudioInput:
+        if abs(self.samples - self.seconds * self.sample_rate) > 1:
+            raise_problems("audio", [problem(("samples",), f"{self.samples} does not match seconds*sample_rate = "
+                                                           f"{self.seconds * self.sample_rate:g}", self.samples)])
+        return self
 
 
-@dataclass(frozen=True)
-class OutputSpec:
-    """One graph output and what it means."""
+def _positive(value: Any, integer: bool = False) -> float | None:
+    """``value`` as a number when it is a valid positive one, else None (its error comes from the schema)."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        return None
+    if not (math.isfinite(value) and value > 0):
+        return None
+    return float(value)
 
-    name: str
+
+class ModelInputs(MetadataModel):
+    """``inputs``: the modalities the engine feeds; at least one."""
+
+    video: VideoInput | None = None
+    audio: AudioInput | None = None
+
+    @model_validator(mode="after")
+    def _some_input(self) -> ModelInputs:
+        if self.video is None and self.audio is None:
+            raise_problems("inputs", [problem((), "needs at least one of 'video' or 'audio'")])
+        if self.video and self.audio and self.video.name == self.audio.name:
+            raise_problems("inputs", [problem(("audio", "name"), f"same graph input name as the video "
+                                                                 f"({self.video.name!r})", self.audio.name)])
+        return self
+
+
+class OutputSpec(MetadataModel):
+    """One graph output and what it means; other keys (e.g. ``prior``) are the model's own."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Text
     meaning: str = ""
 
 
-@dataclass(frozen=True)
-class ModelContract:
-    """The parsed and validated ``avstream`` metadata of one model."""
+class WindowSpec(MetadataModel):
+    """``window``: length and hop in seconds (defaults: the inputs' length, hop = length)."""
 
-    id: str
-    version: str
-    task: str
-    window_seconds: float
-    window_hop: float
-    video: VideoInput | None
-    audio: AudioInput | None
+    seconds: PositiveFloat | None = None
+    hop: PositiveFloat | None = None
+
+
+class ModelContract(TopLevel):
+    """The parsed and validated ``avstream`` metadata of a window model (any task but a decoder step)."""
+
+    inputs: ModelInputs
+    window: WindowSpec | None = None
     outputs: dict[str, OutputSpec]
-    description: str = ""
-    labels: tuple[str, ...] = ()
+    labels: Annotated[tuple[str, ...], Field(strict=False)] = ()  # a JSON list
     preprocessing: str = ""
-    schema: int = SCHEMA_VERSION
-    source: str = ""  # file the contract came from, for messages
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _source: str = PrivateAttr("")
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _output_names(cls, value: Any) -> Any:
+        """An output's graph name defaults to its key."""
+        if not isinstance(value, dict):
+            return value
+        if not value:
+            raise PydanticCustomError("contract", "needs at least one output")
+        return {k: {"name": k, **v} if isinstance(v, dict) else v for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _window_is_filled(self) -> ModelContract:
+        v, a, seconds, found = self.video, self.audio, self.window_seconds, []
+        if v and abs(v.frames - seconds * v.fps) >= 1.0:
+            found.append(problem(("inputs", "video", "frames"), f"{v.frames} frames at {v.fps:g} fps do not fill a "
+                                 f"{seconds:g} s window (expected {seconds * v.fps:g})", v.frames))
+        if a and abs(a.seconds - seconds) > 1.0 / a.sample_rate + 1e-9:
+            found.append(problem(("inputs", "audio", "seconds"), f"{a.seconds:g} s differs from window.seconds "
+                                 f"{seconds:g}", a.seconds))
+        raise_problems("contract", found)
+        return self
 
     @property
-    def ref(self) -> str:
-        """The ``model`` field of results: ``id@version``."""
-        return f"{self.id}@{self.version}"
+    def video(self) -> VideoInput | None:
+        return self.inputs.video
+
+    @property
+    def audio(self) -> AudioInput | None:
+        return self.inputs.audio
+
+    @property
+    def window_seconds(self) -> float:
+        if self.window and self.window.seconds:
+            return self.window.seconds
+        v, a = self.video, self.audio
+        return a.seconds if a else (v.frames / v.fps if v else 0.0)
+
+    @property
+    def window_hop(self) -> float:
+        return self.window.hop if self.window and self.window.hop else self.window_seconds
+
+    @property
+    def source(self) -> str:
+        """The file the contract came from, for messages."""
+        return self._source
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The metadata object as stored, keys the engine does not interpret included."""
+        return self._raw
 
     def window_requirement(self) -> WindowRequirement:
         """The AV window this model needs, for configuring the window node."""
@@ -110,7 +243,7 @@ class ModelContract:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object stored under the ``avstream`` metadata key."""
-        return dict(self.raw)
+        return dict(self._raw)
 
     def inputs_summary(self) -> str:
         parts = []
@@ -122,165 +255,65 @@ class ModelContract:
         return ", ".join(parts)
 
 
-class _Checker:
-    """Collects typed lookups in the metadata dict with messages naming the file and the key."""
+# ---------------------------------------------------------------------------------------------
+# One reader for every kind of model metadata
+# ---------------------------------------------------------------------------------------------
+ModelMetadata: TypeAlias = ModelContract | DecoderSpec
+_WINDOW = "window_model"
 
-    def __init__(self, source: str):
-        self.source = source
 
-    def fail(self, key: str, message: str) -> ModelError:
-        return ModelError(f"{self.source}: metadata '{METADATA_KEY}': {key}: {message}")
+def _kind(data: Any) -> str:
+    task = data.get("task") if isinstance(data, dict) else getattr(data, "task", None)
+    return DECODER_TASK if task == DECODER_TASK else _WINDOW
 
-    def obj(self, d: dict[str, Any], key: str, path: str, required: bool = True) -> dict[str, Any] | None:
-        if key not in d or d[key] is None:
-            if required:
-                raise self.fail(path, "missing")
-            return None
-        if not isinstance(d[key], dict):
-            raise self.fail(path, f"must be an object (got {type(d[key]).__name__})")
-        return d[key]
 
-    def string(self, d: dict[str, Any], key: str, path: str, default: str | None = None) -> str:
-        value = d.get(key, default)
-        if value is None:
-            raise self.fail(path, "missing")
-        if not isinstance(value, str) or (not value and default is None):
-            raise self.fail(path, f"must be a non-empty string (got {value!r})")
-        return value
+_SCHEMAS = {_WINDOW: ModelContract, DECODER_TASK: DecoderSpec}
+_METADATA: TypeAdapter[ModelMetadata] = TypeAdapter(
+    Annotated[Annotated[ModelContract, Tag(_WINDOW)] | Annotated[DecoderSpec, Tag(DECODER_TASK)],
+              Discriminator(_kind)])
 
-    def number(self, d: dict[str, Any], key: str, path: str, default: float | None = None) -> float:
-        value = d.get(key, default)
-        if value is None:
-            raise self.fail(path, "missing")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise self.fail(path, f"must be a positive number (got {value!r})")
-        return float(value)
 
-    def integer(self, d: dict[str, Any], key: str, path: str, default: int | None = None) -> int:
-        value = d.get(key, default)
-        if value is None:
-            raise self.fail(path, "missing")
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.fail(path, f"must be a positive integer (got {value!r})")
-        return value
+def metadata_json_schema() -> dict[str, Any]:
+    """JSON Schema of the ``avstream`` metadata object (window models and caption decoder steps)."""
+    return _METADATA.json_schema(by_alias=True)
 
-    def choice(self, d: dict[str, Any], key: str, path: str, allowed: tuple[str, ...]) -> str:
-        value = d.get(key, allowed[0])
-        if value not in allowed:
-            raise self.fail(path, f"{value!r} is not supported (allowed: {', '.join(allowed)})")
-        return str(value)
+
+def metadata_from_dict(data: Any, source: str = "<contract>") -> ModelMetadata:
+    """Validate a metadata object with the schema of its task; the ModelError lists every problem."""
+    if not isinstance(data, dict):
+        raise ModelError(f"{source}: metadata '{METADATA_KEY}' must be a JSON object")
+    try:
+        meta = _METADATA.validate_python(data)
+    except ValidationError as exc:
+        raise ContractError(source, problems_of(exc, _SCHEMAS[_kind(data)], skip=1)) from None
+    meta._source = source
+    if isinstance(meta, ModelContract):
+        meta._raw = dict(data)
+    return meta
 
 
 def contract_from_dict(data: Any, source: str = "<contract>") -> ModelContract:
-    """Validate a metadata object and build the contract; ModelError names the source and the key."""
-    c = _Checker(source)
-    if not isinstance(data, dict):
-        raise ModelError(f"{source}: metadata '{METADATA_KEY}' must be a JSON object")
-    schema = data.get("schema", SCHEMA_VERSION)
-    if schema != SCHEMA_VERSION:
-        raise c.fail("schema", f"version {schema!r} is not supported (this engine reads {SCHEMA_VERSION})")
-    model_id = c.string(data, "id", "id")
-    version = str(data.get("version", "")) if isinstance(data.get("version"), (str, int)) else ""
-    if not version:
-        raise c.fail("version", "missing (a string such as \"1\")")
-    task = c.string(data, "task", "task")
-    inputs = c.obj(data, "inputs", "inputs")
-    assert inputs is not None
-    unknown = sorted(set(inputs) - {"video", "audio"})
-    if unknown:
-        raise c.fail(f"inputs.{unknown[0]}", "unknown input (allowed: video, audio)")
+    """Validate a window model's metadata and build the contract; ModelError lists every problem."""
+    meta = metadata_from_dict(data, source)
+    if not isinstance(meta, ModelContract):
+        raise _not_a_window_model(meta, source)
+    return meta
 
-    video = None
-    vd = c.obj(inputs, "video", "inputs.video", required=False)
-    if vd is not None:
-        video = VideoInput(
-            name=c.string(vd, "name", "inputs.video.name", "video"),
-            fps=c.number(vd, "fps", "inputs.video.fps"),
-            frames=c.integer(vd, "frames", "inputs.video.frames"),
-            height=c.integer(vd, "height", "inputs.video.height"),
-            width=c.integer(vd, "width", "inputs.video.width"),
-            layout=c.choice(vd, "layout", "inputs.video.layout", VIDEO_LAYOUTS),
-            dtype=c.choice(vd, "dtype", "inputs.video.dtype", VIDEO_DTYPES),
-            pixel_format=c.choice(vd, "pixel_format", "inputs.video.pixel_format", PIXEL_FORMATS),
-        )
-    audio = None
-    ad = c.obj(inputs, "audio", "inputs.audio", required=False)
-    if ad is not None:
-        rate = c.integer(ad, "sample_rate", "inputs.audio.sample_rate")
-        if "samples" in ad:
-            samples = c.integer(ad, "samples", "inputs.audio.samples")
-            seconds = c.number(ad, "seconds", "inputs.audio.seconds", samples / rate)
-        else:
-            seconds = c.number(ad, "seconds", "inputs.audio.seconds")
-            samples = int(round(seconds * rate))
-        if abs(samples - seconds * rate) > 1:
-            raise c.fail("inputs.audio.samples", f"{samples} does not match seconds*sample_rate = {seconds * rate:g}")
-        audio = AudioInput(
-            name=c.string(ad, "name", "inputs.audio.name", "audio"),
-            sample_rate=rate,
-            samples=samples,
-            seconds=seconds,
-            dtype=c.choice(ad, "dtype", "inputs.audio.dtype", AUDIO_DTYPES),
-        )
-    if video is None and audio is None:
-        raise c.fail("inputs", "needs at least one of 'video' or 'audio'")
-    if video and audio and video.name == audio.name:
-        raise c.fail("inputs.audio.name", f"same graph input name as the video ({video.name!r})")
 
-    wd = c.obj(data, "window", "window", required=False) or {}
-    natural = audio.seconds if audio else (video.frames / video.fps if video else 0.0)
-    seconds = c.number(wd, "seconds", "window.seconds", natural)
-    hop = c.number(wd, "hop", "window.hop", seconds)
-    if video and abs(video.frames - seconds * video.fps) >= 1.0:
-        raise c.fail(
-            "inputs.video.frames",
-            f"{video.frames} frames at {video.fps:g} fps do not fill a {seconds:g} s window "
-            f"(expected {seconds * video.fps:g})",
-        )
-    if audio and abs(audio.seconds - seconds) > 1.0 / audio.sample_rate + 1e-9:
-        raise c.fail("inputs.audio.seconds", f"{audio.seconds:g} s differs from window.seconds {seconds:g}")
-
-    od = c.obj(data, "outputs", "outputs")
-    assert od is not None
-    if not od:
-        raise c.fail("outputs", "needs at least one output")
-    outputs: dict[str, OutputSpec] = {}
-    for key, spec in od.items():
-        spec = spec if isinstance(spec, dict) else {}
-        name = spec.get("name", key)
-        if not isinstance(name, str) or not name:
-            raise c.fail(f"outputs.{key}.name", f"must be a non-empty string (got {name!r})")
-        meaning = spec.get("meaning", "")
-        outputs[key] = OutputSpec(name=name, meaning=str(meaning))
-    labels = data.get("labels", [])
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise c.fail("labels", "must be a list of strings")
-    return ModelContract(
-        id=model_id,
-        version=version,
-        task=task,
-        window_seconds=seconds,
-        window_hop=hop,
-        video=video,
-        audio=audio,
-        outputs=outputs,
-        description=str(data.get("description", "")),
-        labels=tuple(labels),
-        preprocessing=str(data.get("preprocessing", "")),
-        schema=SCHEMA_VERSION,
-        source=source,
-        raw=dict(data),
-    )
+def _not_a_window_model(spec: DecoderSpec, source: str) -> ModelError:
+    encoder = f" {spec.encoder}" if spec.encoder else ""
+    return ModelError(f"{source}: metadata '{METADATA_KEY}': task: {spec.task!r} is a caption decoder step, not "
+                      f"a window model; it runs inside avstream/captions@v1 with its encoder{encoder}")
 
 
 # ---------------------------------------------------------------------------------------------
-# Minimal ONNX protobuf reader (no onnx package needed)
+# Model files
 # ---------------------------------------------------------------------------------------------
-_CACHE: dict[tuple[str, int, int], tuple[ModelContract, OnnxHeader]] = {}
+_CACHE: dict[tuple[str, int, int], tuple[ModelMetadata, OnnxHeader]] = {}
 
 
-def read_model(path: str | os.PathLike[str]) -> tuple[ModelContract, OnnxHeader]:
-    """Contract and header of a model file, checked against each other (cached by path and mtime)."""
+def read_metadata(path: str | os.PathLike[str]) -> tuple[ModelMetadata, OnnxHeader]:
+    """Metadata and header of a model file, checked against each other (cached by path and mtime)."""
     p = Path(path)
     try:
         st = p.stat()
@@ -301,16 +334,18 @@ def read_model(path: str | os.PathLike[str]) -> tuple[ModelContract, OnnxHeader]
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelError(f"{p}: metadata '{METADATA_KEY}' is not valid JSON: {exc}") from None
-    contract = contract_from_dict(data, str(p))
-    _check_graph(contract, header, str(p))
+    meta = metadata_from_dict(data, str(p))
+    found = _graph_problems(meta, header) if isinstance(meta, ModelContract) else decoder_graph_problems(meta, header)
+    if found:
+        raise ContractError(str(p), found)
     if len(_CACHE) > 64:
         _CACHE.clear()
-    _CACHE[key] = (contract, header)
-    return contract, header
+    _CACHE[key] = (meta, header)
+    return meta, header
 
 
-def _check_graph(contract: ModelContract, header: OnnxHeader, source: str) -> None:
-    """The contract's inputs and outputs must exist in the graph with compatible shapes."""
+def _graph_problems(contract: ModelContract, header: OnnxHeader) -> list[tuple[str, str]]:
+    """Where the graph's inputs and outputs disagree with the contract (names, rank, fixed dims)."""
     graph_in = {t.name: t for t in header.inputs}
     graph_out = {t.name for t in header.outputs}
     want: list[tuple[str, str, tuple[int, ...]]] = []
@@ -319,26 +354,43 @@ def _check_graph(contract: ModelContract, header: OnnxHeader, source: str) -> No
         want.append(("inputs.video", v.name, (v.frames, v.height, v.width, 3)))
     if contract.audio:
         want.append(("inputs.audio", contract.audio.name, (contract.audio.samples,)))
+    found = []
     for key, name, dims in want:
         t = graph_in.get(name)
         if t is None:
-            raise ModelError(f"{source}: metadata '{METADATA_KEY}': {key}.name: graph has no input {name!r} "
-                             f"(graph inputs: {', '.join(graph_in) or 'none'})")
-        if len(t.shape) != len(dims) + 1:
-            raise ModelError(f"{source}: graph input {name!r} has rank {len(t.shape)}, the contract implies "
-                             f"{len(dims) + 1} (batch + {dims})")
-        for axis, (got, exp) in enumerate(zip(t.shape[1:], dims, strict=True), start=1):
-            if isinstance(got, int) and got != exp:
-                raise ModelError(f"{source}: graph input {name!r} axis {axis} is {got}, the contract says {exp}")
-    for key, spec in contract.outputs.items():
-        if spec.name not in graph_out:
-            raise ModelError(f"{source}: metadata '{METADATA_KEY}': outputs.{key}: graph has no output "
-                             f"{spec.name!r} (graph outputs: {', '.join(sorted(graph_out))})")
+            found.append((f"{key}.name", f"graph has no input {name!r} (graph inputs: {', '.join(graph_in) or 'none'})"))
+        elif len(t.shape) != len(dims) + 1:
+            found.append((key, f"graph input {name!r} has rank {len(t.shape)}, the contract implies "
+                               f"{len(dims) + 1} (batch + {dims})"))
+        else:
+            found += [(key, f"graph input {name!r} axis {axis} is {got}, the contract says {exp}")
+                      for axis, (got, exp) in enumerate(zip(t.shape[1:], dims, strict=True), start=1)
+                      if isinstance(got, int) and got != exp]
+    found += [(f"outputs.{key}", f"graph has no output {spec.name!r} (graph outputs: {', '.join(sorted(graph_out))})")
+              for key, spec in contract.outputs.items() if spec.name not in graph_out]
+    return found
+
+
+def read_model(path: str | os.PathLike[str]) -> tuple[ModelContract, OnnxHeader]:
+    """Contract and header of a window model file; ModelError names the file and every bad key."""
+    meta, header = read_metadata(path)
+    if not isinstance(meta, ModelContract):
+        raise _not_a_window_model(meta, str(path))
+    return meta, header
 
 
 def read_contract(path: str | os.PathLike[str]) -> ModelContract:
-    """The validated contract of a model file; ModelError names the file and the bad key."""
+    """The validated contract of a window model file; ModelError names the file and every bad key."""
     return read_model(path)[0]
+
+
+def read_decoder_spec(path: str | os.PathLike[str]) -> DecoderSpec:
+    """The checked metadata of a caption decoder step file (graph inputs/outputs included)."""
+    meta, _ = read_metadata(path)
+    if not isinstance(meta, DecoderSpec):
+        raise ModelError(f"{path}: metadata '{METADATA_KEY}': task: expected {DECODER_TASK!r} for a decoder step "
+                         f"(got {meta.task!r}): not a caption decoder step model")
+    return meta
 
 
 # ---------------------------------------------------------------------------------------------

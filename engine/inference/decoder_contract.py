@@ -1,19 +1,33 @@
-"""The caption decoder step's metadata: vocabulary, special tokens, token length, memory width."""
+"""The caption decoder step's metadata: vocabulary, special tokens, token length, memory width.
+
+``DecoderSpec`` is the pydantic schema of a model whose ``task`` is ``caption_decoder_step``;
+``avstream.engine.inference.contract`` reads a model file and picks this schema or the window-model
+one by its task.
+"""
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from avstream.engine.errors import ModelError
-from avstream.engine.inference.contract import METADATA_KEY
-from avstream.engine.inference.onnx_header import read_onnx_header
+from avstream.engine.inference.metadata import (
+    ContractError,
+    MetadataModel,
+    PositiveInt,
+    Text,
+    TopLevel,
+    problem,
+    problems_of,
+    raise_problems,
+)
+from avstream.engine.inference.onnx_header import OnnxHeader
 
 
 def tokenize(text: str) -> list[str]:
@@ -75,125 +89,188 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, data: Any, source: str = "<vocabulary>") -> Vocabulary:
-        if not isinstance(data, dict) or not isinstance(data.get("words"), list) or not all(
-                isinstance(w, str) for w in data["words"]):
-            raise ModelError(f"{source}: vocabulary: expected an object with a list of strings under 'words'")
-        ids = {k: data.get(k, d) for k, d in (("pad", 0), ("bos", 1), ("eos", 2), ("unk", 3))}
-        n = len(data["words"])
-        for k, v in ids.items():
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < n:
-                raise ModelError(f"{source}: vocabulary.{k}: must be a word id in [0, {n}) (got {v!r})")
-        if len(set(ids.values())) != 4:
-            raise ModelError(f"{source}: vocabulary: pad, bos, eos and unk must be distinct ids")
+        """The vocabulary of a metadata or checkpoint object; ModelError lists every problem."""
         try:
-            return cls(tuple(data["words"]), **ids)
-        except ValueError as exc:
-            raise ModelError(f"{source}: vocabulary: {exc}") from None
+            return VocabularySpec.model_validate(data).vocabulary()
+        except ValidationError as exc:
+            raise ContractError(source, [(f"vocabulary.{k}" if k else "vocabulary", m) for k, m in
+                                         problems_of(exc, VocabularySpec)], what="") from None
+
+
+WordId = Annotated[int, Field(ge=0)]
+
+
+class VocabularySpec(MetadataModel):
+    """``vocabulary``: the words by id and the ids of the four special tokens."""
+
+    words: list[str]
+    pad: WordId = 0
+    bos: WordId = 1
+    eos: WordId = 2
+    unk: WordId = 3
+
+    @field_validator("words", mode="before")
+    @classmethod
+    def _word_list(cls, value: Any) -> Any:
+        if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+            raise PydanticCustomError("contract", "must be a list of strings (got {got})", {"got": type(value).__name__})
+        return value
+
+    @model_validator(mode="after")
+    def _ids_fit(self) -> VocabularySpec:
+        n, found = len(self.words), []
+        ids = {"pad": self.pad, "bos": self.bos, "eos": self.eos, "unk": self.unk}
+        found += [problem((k,), f"must be a word id in [0, {n}) (got {v})", v) for k, v in ids.items() if v >= n]
+        if len(set(ids.values())) != len(ids):
+            found.append(problem((), "pad, bos, eos and unk must be distinct ids", ids))
+        twice = sorted({w for w in self.words if self.words.count(w) > 1})
+        if twice:
+            found.append(problem(("words",), f"words must be distinct (repeated: {', '.join(twice[:5])})", twice))
+        raise_problems("vocabulary", found)
+        return self
+
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary(tuple(self.words), self.pad, self.bos, self.eos, self.unk)
 
 
 # --------------------------------------------------------------------------------------------------
 # decoder step metadata
-@dataclass(frozen=True)
-class DecoderSpec:
-    """The ``avstream`` metadata of a decoder step model."""
+class TokensInput(MetadataModel):
+    """The token ids fed to each step: BOS, the words so far, then PAD up to ``length``."""
 
-    id: str
-    version: str
-    tokens_name: str
-    length: int
-    memory_name: str
-    memory_dim: int
-    logits_name: str
-    vocab: Vocabulary
-    max_tokens: int
-    min_tokens: int
+    name: Text = "tokens"
+    dtype: Literal["int64"] = "int64"
+    length: Annotated[int, Field(ge=2)]
+    meaning: str = ""
+
+
+class MemoryInput(MetadataModel):
+    """The encoder's memory: (B, tokens, dim) float32."""
+
+    name: Text = "memory"
+    dtype: Literal["float32"] = "float32"
+    dim: PositiveInt
+    tokens: PositiveInt | None = None  # memory length, when it is fixed
+    meaning: str = ""
+
+
+class DecoderInputs(MetadataModel):
+    tokens: TokensInput
+    memory: MemoryInput
+
+
+class LogitsOutput(MetadataModel):
+    name: Text = "logits"
+    meaning: str = ""
+
+
+class DecoderOutputs(MetadataModel):
+    logits: LogitsOutput
+
+
+class DecoderSpec(TopLevel):
+    """The ``avstream`` metadata of a decoder step model (``task: caption_decoder_step``)."""
+
+    task: Literal["caption_decoder_step"]
     encoder: str = ""  # id@version of the encoder whose memory it reads
-    source: str = ""
+    inputs: DecoderInputs
+    outputs: DecoderOutputs
+    vocabulary: VocabularySpec
+    max_tokens: WordId = 20  # default: as many words as the token length allows, at most 20
+    min_tokens: WordId = 1
+    _source: str = PrivateAttr("")
+    _vocab: Vocabulary | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_max_tokens(cls, data: Any) -> Any:
+        inputs = data.get("inputs") if isinstance(data, dict) else None
+        tokens = inputs.get("tokens") if isinstance(inputs, dict) else None
+        length = tokens.get("length") if isinstance(tokens, dict) else None
+        if isinstance(length, int) and not isinstance(length, bool) and length >= 2 and "max_tokens" not in data:
+            return {**data, "max_tokens": min(20, length - 1)}
+        return data
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> DecoderSpec:
+        length = self.inputs.tokens.length
+        if not 1 <= self.max_tokens <= length - 1 or self.min_tokens > self.max_tokens:
+            raise_problems("decoder", [problem(("max_tokens",), f"{self.max_tokens} (min {self.min_tokens}) does "
+                                               f"not fit token length {length}", self.max_tokens)])
+        return self
 
     @property
-    def ref(self) -> str:
-        return f"{self.id}@{self.version}"
+    def source(self) -> str:
+        """The file the metadata came from, for messages."""
+        return self._source
+
+    @property
+    def tokens_name(self) -> str:
+        return self.inputs.tokens.name
+
+    @property
+    def length(self) -> int:
+        return self.inputs.tokens.length
+
+    @property
+    def memory_name(self) -> str:
+        return self.inputs.memory.name
+
+    @property
+    def memory_dim(self) -> int:
+        return self.inputs.memory.dim
+
+    @property
+    def logits_name(self) -> str:
+        return self.outputs.logits.name
+
+    @property
+    def vocab(self) -> Vocabulary:
+        if self._vocab is None:
+            self._vocab = self.vocabulary.vocabulary()
+        return self._vocab
+
+    def inputs_summary(self) -> str:
+        return (f"tokens {self.length} + memory {self.memory_dim}-d, {len(self.vocab)} tokens"
+                + (f" (decodes {self.encoder})" if self.encoder else ""))
 
 
 def decoder_spec_from_dict(data: Any, source: str = "<decoder>") -> DecoderSpec:
-    """Validate a decoder step's metadata; ModelError names the source and the key."""
-
-    def fail(key: str, msg: str) -> ModelError:
-        return ModelError(f"{source}: metadata '{METADATA_KEY}': {key}: {msg}")
-
+    """Validate a decoder step's metadata; the ModelError lists every problem with its key path."""
     if not isinstance(data, dict):
-        raise ModelError(f"{source}: metadata '{METADATA_KEY}' must be a JSON object")
+        raise ModelError(f"{source}: metadata 'avstream' must be a JSON object")
     if data.get("task") != DECODER_TASK:
-        raise fail("task", f"expected {DECODER_TASK!r} for a decoder step (got {data.get('task')!r})")
-
-    def text(d: Any, key: str, path: str, default: str | None = None) -> str:
-        v = d.get(key, default) if isinstance(d, dict) else None
-        if not isinstance(v, str) or not v:
-            raise fail(path, f"must be a non-empty string (got {v!r})")
-        return v
-
-    def integer(d: Any, key: str, path: str, default: int | None = None) -> int:
-        v = d.get(key, default) if isinstance(d, dict) else None
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise fail(path, f"must be a non-negative integer (got {v!r})")
-        return v
-
-    inputs = data.get("inputs")
-    outputs = data.get("outputs")
-    if not isinstance(inputs, dict) or not isinstance(inputs.get("tokens"), dict) or not isinstance(
-            inputs.get("memory"), dict):
-        raise fail("inputs", "needs objects 'tokens' and 'memory'")
-    if not isinstance(outputs, dict) or not isinstance(outputs.get("logits"), dict):
-        raise fail("outputs", "needs an object 'logits'")
-    vocab = Vocabulary.from_json(data.get("vocabulary"), source)
-    length = integer(inputs["tokens"], "length", "inputs.tokens.length")
-    max_tokens = integer(data, "max_tokens", "max_tokens", min(20, max(1, length - 1)))
-    min_tokens = integer(data, "min_tokens", "min_tokens", 1)
-    if length < 2:
-        raise fail("inputs.tokens.length", f"must be >= 2 (got {length})")
-    if not 1 <= max_tokens <= length - 1 or min_tokens > max_tokens:
-        raise fail("max_tokens", f"{max_tokens} (min {min_tokens}) does not fit token length {length}")
-    version = data.get("version")
-    if not isinstance(version, (str, int)) or isinstance(version, bool) or not str(version):
-        raise fail("version", f"missing (a string such as \"1\"; got {version!r})")
-    return DecoderSpec(
-        id=text(data, "id", "id"),
-        version=str(version),
-        tokens_name=text(inputs["tokens"], "name", "inputs.tokens.name", "tokens"),
-        length=length,
-        memory_name=text(inputs["memory"], "name", "inputs.memory.name", "memory"),
-        memory_dim=integer(inputs["memory"], "dim", "inputs.memory.dim"),
-        logits_name=text(outputs["logits"], "name", "outputs.logits.name", "logits"),
-        vocab=vocab,
-        max_tokens=max_tokens,
-        min_tokens=min_tokens,
-        encoder=str(data.get("encoder", "")),
-        source=source,
-    )
-
-
-def read_decoder_spec(path: str | os.PathLike[str]) -> DecoderSpec:
-    """The checked metadata of a decoder step ONNX file (graph inputs/outputs included)."""
-    header = read_onnx_header(path)
-    text = header.metadata.get(METADATA_KEY)
-    if text is None:
-        raise ModelError(f"{path}: no '{METADATA_KEY}' metadata: not an avstream decoder step model")
+        raise ContractError(source, [("task", f"expected {DECODER_TASK!r} for a decoder step "
+                                              f"(got {data.get('task')!r})")])
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: metadata '{METADATA_KEY}' is not valid JSON: {exc}") from None
-    spec = decoder_spec_from_dict(data, str(path))
-    ins = {t.name: t for t in header.inputs}
-    outs = {t.name for t in header.outputs}
-    for key, name in (("inputs.tokens", spec.tokens_name), ("inputs.memory", spec.memory_name)):
-        if name not in ins:
-            raise ModelError(f"{path}: metadata '{METADATA_KEY}': {key}.name: graph has no input {name!r} "
-                             f"(graph inputs: {', '.join(ins) or 'none'})")
-    if spec.logits_name not in outs:
-        raise ModelError(f"{path}: metadata '{METADATA_KEY}': outputs.logits.name: graph has no output "
-                         f"{spec.logits_name!r}")
-    tok = ins[spec.tokens_name]
-    if tok.dtype != "int64" or len(tok.shape) != 2 or (isinstance(tok.shape[1], int) and tok.shape[1] != spec.length):
-        raise ModelError(f"{path}: graph input {spec.tokens_name!r} is {tok.dtype} {list(tok.shape)}, "
-                         f"the metadata says int64 [batch, {spec.length}]")
+        spec = DecoderSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError(source, problems_of(exc, DecoderSpec)) from None
+    spec._source = source
     return spec
+
+
+def decoder_graph_problems(spec: DecoderSpec, header: OnnxHeader) -> list[tuple[str, str]]:
+    """Where the graph's inputs and outputs disagree with the decoder step's metadata."""
+    ins = {t.name: t for t in header.inputs}
+    outs = {t.name: t for t in header.outputs}
+    found = [(f"{key}.name", f"graph has no input {name!r} (graph inputs: {', '.join(ins) or 'none'})")
+             for key, name in (("inputs.tokens", spec.tokens_name), ("inputs.memory", spec.memory_name))
+             if name not in ins]
+    tok = ins.get(spec.tokens_name)
+    if tok is not None and (tok.dtype != "int64" or len(tok.shape) != 2
+                            or (isinstance(tok.shape[1], int) and tok.shape[1] != spec.length)):
+        found.append(("inputs.tokens", f"graph input {spec.tokens_name!r} is {tok.dtype} {list(tok.shape)}, "
+                                       f"the metadata says int64 [batch, {spec.length}]"))
+    mem = ins.get(spec.memory_name)
+    if mem is not None and (len(mem.shape) != 3 or (isinstance(mem.shape[2], int) and mem.shape[2] != spec.memory_dim)):
+        found.append(("inputs.memory", f"graph input {spec.memory_name!r} is {list(mem.shape)}, the metadata "
+                                       f"says [batch, tokens, {spec.memory_dim}]"))
+    logits = outs.get(spec.logits_name)
+    if logits is None:
+        found.append(("outputs.logits.name", f"graph has no output {spec.logits_name!r} "
+                                             f"(graph outputs: {', '.join(outs) or 'none'})"))
+    elif logits.shape and isinstance(logits.shape[-1], int) and logits.shape[-1] != len(spec.vocab):
+        found.append(("outputs.logits", f"graph output {spec.logits_name!r} has {logits.shape[-1]} logits, "
+                                        f"the vocabulary {len(spec.vocab)} words"))
+    return found

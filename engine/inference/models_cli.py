@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,12 +16,14 @@ from typing import Any
 from avstream.engine.errors import AvstreamError, ModelError
 from avstream.engine.inference.contract import (
     METADATA_KEY,
+    DecoderSpec,
+    ModelContract,
     builtin_models,
-    read_contract,
-    read_model,
+    read_metadata,
     resolve_model,
 )
-from avstream.engine.inference.runners import measure_latency
+from avstream.engine.inference.onnx_header import OnnxHeader
+from avstream.engine.inference.runners import create_session, measure_latency
 
 
 def _size(n: int) -> str:
@@ -34,38 +37,21 @@ def _list(out: Any) -> int:
         return 0
     rows = [("NAME", "ID@VERSION", "TASK", "SIZE", "INPUTS")]
     for name, path in models.items():
+        size = _size(path.stat().st_size)
         try:
-            c = read_contract(path)
-            rows.append((f"builtin:{name}", c.ref, c.task, _size(path.stat().st_size), c.inputs_summary()))
-        except ModelError as exc:
-            # a caption decoder step has no window contract, but metadata of its own
-            from avstream.engine.inference.decoder_contract import DECODER_TASK, read_decoder_spec
-
-            try:
-                d = read_decoder_spec(path)
-                rows.append((f"builtin:{name}", d.ref, DECODER_TASK, _size(path.stat().st_size),
-                              f"tokens {d.length} + memory {d.memory_dim}-d, {len(d.vocab)} tokens (decodes {d.encoder})"))
-            except ModelError:
-                rows.append((f"builtin:{name}", "?", "?", _size(path.stat().st_size), f"unreadable: {exc}"))
+            meta, _ = read_metadata(path)
+        except ModelError as exc:  # a damaged file still gets its row, with the reason
+            rows.append((f"builtin:{name}", "?", "?", size, f"unreadable: {exc}"))
+            continue
+        rows.append((f"builtin:{name}", meta.ref, meta.task, size, meta.inputs_summary()))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(x.ljust(w) for x, w in zip(r, widths, strict=False)) + "  " + r[4], file=out)
     return 0
 
 
-def _inspect(ref: str, out: Any, runs: int) -> int:
-    path = resolve_model(ref, Path.cwd())
-    contract, header = read_model(path)
-    p = lambda *a: print(*a, file=out)  # noqa: E731
-    p(f"file:        {path}")
-    p(f"size:        {_size(path.stat().st_size)}")
-    p(f"model:       {contract.ref}  (task: {contract.task})")
-    if contract.description:
-        p(f"description: {contract.description}")
-    opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in header.opsets.items())
-    p(f"onnx:        IR {header.ir_version}, opset {opsets}, producer {header.producer or '?'}")
-    p(f"window:      {contract.window_seconds:g} s, hop {contract.window_hop:g} s")
-    p("inputs:")
+def _window_model_lines(contract: ModelContract, header: OnnxHeader) -> list[str]:
+    lines = [f"window:      {contract.window_seconds:g} s, hop {contract.window_hop:g} s", "inputs:"]
     for t in header.inputs:
         extra = ""
         if contract.video and t.name == contract.video.name:
@@ -73,22 +59,71 @@ def _inspect(ref: str, out: Any, runs: int) -> int:
             extra = f"  video {v.layout} {v.pixel_format}, {v.frames} frames @ {v.fps:g} fps"
         elif contract.audio and t.name == contract.audio.name:
             extra = f"  audio mono, {contract.audio.sample_rate} Hz, {contract.audio.seconds:g} s"
-        p(f"  {t.name:<18} {t.dtype:<8} {list(t.shape)}{extra}")
-    p("outputs:")
+        lines.append(f"  {t.name:<18} {t.dtype:<8} {list(t.shape)}{extra}")
+    lines.append("outputs:")
     meanings = {s.name: s.meaning for s in contract.outputs.values()}
-    for t in header.outputs:
-        p(f"  {t.name:<18} {t.dtype:<8} {list(t.shape)}  {meanings.get(t.name, '')}")
+    lines += [f"  {t.name:<18} {t.dtype:<8} {list(t.shape)}  {meanings.get(t.name, '')}" for t in header.outputs]
     if contract.labels:
-        p(f"labels:      {', '.join(contract.labels)}")
+        lines.append(f"labels:      {', '.join(contract.labels)}")
     if contract.preprocessing:
-        p(f"preprocessing: {contract.preprocessing}")
+        lines.append(f"preprocessing: {contract.preprocessing}")
+    return lines
+
+
+def _decoder_step_lines(spec: DecoderSpec, header: OnnxHeader) -> list[str]:
+    words = len(spec.vocab) - len(spec.vocab.specials)
+    lines = [f"decodes:     {spec.encoder or '(any encoder)'}: {spec.min_tokens}..{spec.max_tokens} words per caption",
+             f"vocabulary:  {len(spec.vocab)} tokens ({words} words + pad, bos, eos, unk)", "inputs:"]
+    meanings = {spec.tokens_name: spec.inputs.tokens.meaning or "token ids",
+                spec.memory_name: spec.inputs.memory.meaning or f"encoder memory, {spec.memory_dim}-d"}
+    lines += [f"  {t.name:<18} {t.dtype:<8} {list(t.shape)}  {meanings.get(t.name, '')}" for t in header.inputs]
+    lines.append("outputs:")
+    lines += [f"  {t.name:<18} {t.dtype:<8} {list(t.shape)}  "
+              f"{spec.outputs.logits.meaning if t.name == spec.logits_name else ''}" for t in header.outputs]
+    return lines
+
+
+def _decoder_step_latency(path: Path, spec: DecoderSpec, header: OnnxHeader, runs: int) -> float:
+    """Mean milliseconds of one batch-1 decoder step (BOS then PAD, zero memory) on the CPU provider."""
+    import numpy as np
+
+    session = create_session(path, providers=("cpu",), threads=1)
+    memory = next(t for t in header.inputs if t.name == spec.memory_name)
+    slots = memory.shape[1] if isinstance(memory.shape[1], int) else (spec.inputs.memory.tokens or 1)
+    tokens = np.full((1, spec.length), spec.vocab.pad, dtype=np.int64)
+    tokens[0, 0] = spec.vocab.bos
+    feed = {spec.tokens_name: tokens, spec.memory_name: np.zeros((1, slots, spec.memory_dim), np.float32)}
+    session.run([spec.logits_name], feed)
+    t = time.perf_counter()
+    for _ in range(runs):
+        session.run([spec.logits_name], feed)
+    return (time.perf_counter() - t) / runs * 1e3
+
+
+def _inspect(ref: str, out: Any, runs: int) -> int:
+    path = resolve_model(ref, Path.cwd()).resolve()  # a file and its builtin: name print the same
+    meta, header = read_metadata(path)
+    p = lambda *a: print(*a, file=out)  # noqa: E731
+    p(f"file:        {path}")
+    p(f"size:        {_size(path.stat().st_size)}")
+    p(f"model:       {meta.ref}  (task: {meta.task})")
+    if meta.description:
+        p(f"description: {meta.description}")
+    opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in header.opsets.items())
+    p(f"onnx:        IR {header.ir_version}, opset {opsets}, producer {header.producer or '?'}")
+    lines = (_window_model_lines(meta, header) if isinstance(meta, ModelContract)
+             else _decoder_step_lines(meta, header))
+    for line in lines:
+        p(line)
     others = {k: v for k, v in header.metadata.items() if k != METADATA_KEY}
     for key, value in others.items():
         p(f"metadata {key}: {value}")
     if runs > 0:
         try:
-            ms = measure_latency(path, runs=runs)
-            p(f"latency:     {ms:.2f} ms per window (batch 1, CPU, 1 thread, mean of {runs} runs)")
+            ms = (measure_latency(path, runs=runs) if isinstance(meta, ModelContract)
+                  else _decoder_step_latency(path, meta, header, runs))
+            what = "window" if isinstance(meta, ModelContract) else "decoder step"
+            p(f"latency:     {ms:.2f} ms per {what} (batch 1, CPU, 1 thread, mean of {runs} runs)")
         except AvstreamError as exc:
             p(f"latency:     not measured ({exc})")
     return 0
@@ -124,13 +159,18 @@ def pull(source: str, folder: Path, out: Any) -> int:
                         shutil.copyfileobj(src, dst)
                 except OSError as exc:
                     raise ModelError(f"{source}: {exc.strerror or exc}") from None
-        contract = read_contract(tmp)  # raises ModelError naming what is wrong
+        meta, _ = read_metadata(tmp)  # raises ModelError naming what is wrong
         target = folder / name
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
-    print(f"{contract.ref} ({contract.task}) -> {target}", file=out)
-    print(f"use it in a pipeline as  params: {{model: \"{target}\"}}", file=out)
+    print(f"{meta.ref} ({meta.task}) -> {target}", file=out)
+    if isinstance(meta, DecoderSpec):
+        encoder = f" of {meta.encoder}" if meta.encoder else ""
+        print(f"a caption decoder step{encoder}: use it in avstream/captions@v1 as  "
+              f"params: {{decoder: \"{target}\"}}", file=out)
+    else:
+        print(f"use it in a pipeline as  params: {{model: \"{target}\"}}", file=out)
     return 0
 
 

@@ -93,7 +93,7 @@ def encoder_contract(decoder_file: str = DECODER_FILE) -> dict[str, Any]:
 
 
 def decoder_metadata(vocab: Vocabulary, encoder_ref: str = "captions@1") -> dict[str, Any]:
-    """The decoder step's ``avstream`` metadata (read by ``engine.decoding.read_decoder_spec``)."""
+    """The decoder step's ``avstream`` metadata (read by ``avstream.engine.inference.contract.read_decoder_spec``)."""
     return {
         "schema": 1,
         "id": "captions_decoder",

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from avstream.engine.errors import ModelError
-from avstream.engine.inference.contract import contract_from_dict, read_contract, resolve_model
-from avstream.engine.inference.models_cli import models_main
+from avstream.engine.inference.contract import (
+    ContractError,
+    DecoderSpec,
+    contract_from_dict,
+    metadata_from_dict,
+    metadata_json_schema,
+    read_contract,
+    read_decoder_spec,
+    read_metadata,
+    resolve_model,
+)
+from avstream.engine.inference.models_cli import _list, models_main, pull
 from avstream.engine.inference.onnx_header import read_onnx_header
 
 pytest.importorskip("onnx")
@@ -161,3 +175,97 @@ def test_models_pull_from_a_local_http_server_and_from_a_file(tmp_path: Path) ->
     other = tmp_path / "other"
     assert pull(str(served / "tiny.onnx"), other, io.StringIO()) == 0
     assert (other / "tiny.onnx").exists()
+
+
+SHIPPED = ("highlight", "violence", "localization", "captions_encoder", "captions_decoder_step")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "avstream.engine.cli", "models", *args], capture_output=True,
+                          text=True, timeout=60, cwd=REPO)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_inspects_by_file_and_by_builtin_name(name: str) -> None:
+    by_file, by_name = _cli("inspect", f"models/{name}.onnx", "--runs", "0"), _cli("inspect", f"builtin:{name}", "--runs", "0")
+    assert (by_file.returncode, by_name.returncode) == (0, 0), by_file.stderr + by_name.stderr
+    meta, _ = read_metadata(REPO / "models" / f"{name}.onnx")
+    assert f"model:       {meta.ref}  (task: {meta.task})" in by_file.stdout and "inputs:" in by_file.stdout
+    if resolve_model(f"builtin:{name}", REPO).samefile(REPO / "models" / f"{name}.onnx"):
+        assert by_file.stdout == by_name.stdout
+    else:  # an installed wheel: another file with the same content
+        assert by_file.stdout.splitlines()[1:] == by_name.stdout.splitlines()[1:]
+
+
+def test_models_list_reads_every_builtin() -> None:
+    out = io.StringIO()
+    assert _list(out) == 0
+    rows = {line.split()[0]: line.split()[1:3] for line in out.getvalue().splitlines()[1:]}
+    assert {f"builtin:{n}" for n in SHIPPED} <= set(rows)
+    assert rows["builtin:captions_decoder_step"] == ["captions_decoder@1", "caption_decoder_step"]
+    assert "?" not in {ref for ref, _ in rows.values()}
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
+    meta = variant(id=None, inputs__video__fps=-1, inputs__audio__sample_rte=16000, window__hop="x", outputs={},
+                   labels=["ok", 3])
+    with pytest.raises(ContractError) as err:
+        contract_from_dict(meta, "model.onnx")
+    paths = [path for path, _ in err.value.problems]
+    assert paths == ["id", "inputs.video.fps", "inputs.audio.sample_rte", "window.hop", "outputs", "labels.1"]
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("model.onnx: metadata 'avstream': id: missing")
+    assert "inputs.video.fps: must be > 0 (got -1)" in text and "did you mean 'sample_rate'?" in text
+    # checks across keys also come together once each key is valid on its own
+    with pytest.raises(ContractError) as err:
+        contract_from_dict(variant(inputs__video__frames=7, inputs__audio__seconds=1.5, inputs__audio__samples=None))
+    assert [p for p, _ in err.value.problems] == ["inputs.video.frames", "inputs.audio.seconds"]
+
+
+def test_graph_mismatches_are_reported_together(tmp_path: Path) -> None:
+    meta = variant(inputs__video__height=8, outputs={"score": {"name": "score"}})
+    with pytest.raises(ContractError) as err:
+        read_contract(make_model(tmp_path / "m.onnx", meta))
+    assert [p for p, _ in err.value.problems] == ["inputs.video", "outputs.score"]
+
+
+def test_unknown_tasks_and_extra_keys() -> None:
+    # any task but a decoder step is a window model (the generic encoder runs it; results take the task as kind)
+    c = contract_from_dict(variant(task="loudness", precision="int8", outputs__activation__prior={"median": 0.5}))
+    assert c.task == "loudness" and c.raw["precision"] == "int8"  # extension keys are kept, not interpreted
+    assert c.raw["outputs"]["activation"]["prior"] == {"median": 0.5}
+    # inside an input, an unknown key is a mistake (a misspelt pixel_format would silently flip channels)
+    with pytest.raises(ModelError, match=r"inputs\.video\.pixelformat: unknown key \(did you mean 'pixel_format'\?\)"):
+        contract_from_dict(variant(inputs__video__pixelformat="rgb24"))
+    with pytest.raises(ModelError, match=r"inputs\.depth: unknown key \(allowed: video, audio\)"):
+        contract_from_dict(variant(inputs__depth={}))
+
+
+def test_decoder_step_metadata_validates_and_is_told_apart() -> None:
+    decoder = REPO / "models" / "captions_decoder_step.onnx"
+    data = json.loads(read_onnx_header(decoder).metadata["avstream"])
+    spec = metadata_from_dict(data, "d.onnx")
+    assert isinstance(spec, DecoderSpec) and spec.ref == "captions_decoder@1" and spec.encoder == "captions@1"
+    assert (spec.length, spec.memory_dim, spec.tokens_name, spec.logits_name) == (24, 128, "tokens", "logits")
+    assert read_decoder_spec(decoder) == read_metadata(decoder)[0]
+    with pytest.raises(ModelError, match="task: 'caption_decoder_step' is a caption decoder step, not a window model"):
+        read_contract(decoder)
+    with pytest.raises(ModelError, match="expected 'caption_decoder_step'"):
+        read_decoder_spec(REPO / "models" / "highlight.onnx")
+    broken = {**data, "inputs": {"tokens": {"length": 1}, "memory": {"dim": 0}}, "min_tokens": -1}
+    with pytest.raises(ContractError) as err:
+        metadata_from_dict(broken, "d.onnx")
+    assert [p for p, _ in err.value.problems] == ["inputs.tokens.length", "inputs.memory.dim", "min_tokens"]
+
+
+def test_metadata_json_schema_covers_both_kinds() -> None:
+    schema = json.dumps(metadata_json_schema())
+    assert '"ModelContract"' in schema and '"DecoderSpec"' in schema and '"pixel_format"' in schema
+
+
+def test_models_pull_of_a_decoder_step(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert pull(str(REPO / "models" / "captions_decoder_step.onnx"), tmp_path, out) == 0
+    assert "captions_decoder@1 (caption_decoder_step)" in out.getvalue() and "decoder:" in out.getvalue()
+    assert read_decoder_spec(tmp_path / "captions_decoder_step.onnx").ref == "captions_decoder@1"

@@ -11,8 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from avstream.engine.inference.contract import read_contract  # noqa: E402
-from avstream.engine.inference.decoder_contract import read_decoder_spec  # noqa: E402
+from avstream.engine.inference.contract import read_contract, read_decoder_spec  # noqa: E402
 from avstream.exporters.caption_scenes import scene_windows  # noqa: E402
 from avstream.exporters.recipes import captions as recipe  # noqa: E402
 from avstream.plugins.captions import ModelCaptioner  # noqa: E402
