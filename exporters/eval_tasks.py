@@ -254,14 +254,20 @@ def random_weights_model(recipe: str, out_dir: Path) -> Path:
     return path
 
 
+def _tracks(w: AVWindow) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and audio of a baseline window (its requirement asks for both)."""
+    assert w.frames is not None and w.audio is not None
+    return w.frames, w.audio
+
+
 def localization_baseline() -> Method:
     return Method("baseline (motion x audio correlation)", LOC_BASELINE_WINDOW,
-                  lambda ws: [motion_correlation_heatmap(w.frames, w.audio) for w in ws])
+                  lambda ws: [motion_correlation_heatmap(*_tracks(w)) for w in ws])
 
 
 def highlight_baseline() -> Method:
     return Method("baseline (audio energy x motion)", HIGH_BASELINE_WINDOW,
-                  lambda ws: [energy_motion_activation(w.frames, w.audio) for w in ws])
+                  lambda ws: [energy_motion_activation(*_tracks(w)) for w in ws])
 
 
 # --- the two benchmarks ---------------------------------------------------------------------------

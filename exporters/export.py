@@ -82,7 +82,7 @@ class ExportReport:
 
 def input_specs(contract: ModelContract) -> list[tuple[str, tuple[int, ...], str]]:
     """(name, per-window shape, dtype) of the contract's inputs in forward-argument order."""
-    specs = []
+    specs: list[tuple[str, tuple[int, ...], str]] = []
     if contract.video:
         v = contract.video
         specs.append((v.name, (v.frames, v.height, v.width, 3), v.dtype))
@@ -341,7 +341,7 @@ def export_graph(
     return _conclude(report, progress)
 
 
-def _finish_model(path: Path, module: Any, inputs: Any, output_names: list[str], dynamic_batch: bool,
+def _finish_model(path: Path, module: Any, inputs: Any, output_names: Sequence[str], dynamic_batch: bool,
                   metadata: dict[str, Any]) -> Any:
     """Load the exported file, make output shapes concrete, write the metadata, run the checker."""
     import onnx

@@ -45,6 +45,9 @@ class LogMel(nn.Module):
     No centre padding: a streaming window holds exactly the samples it covers.
     """
 
+    basis: torch.Tensor  # buffers, registered in __init__
+    fb: torch.Tensor
+
     def __init__(
         self,
         sample_rate: int = 16000,

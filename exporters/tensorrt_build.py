@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -147,7 +147,7 @@ def build_pipeline_engines(pipeline: str, engine_cache: str | None, say: Progres
     from avstream.engine.inference.runners import TRT_EP, provider_name
     from avstream.engine.runtime.config import load_pipeline
     from avstream.engine.runtime.registry import load_registry
-    from avstream.plugins.encoders import ModelNode
+    from avstream.plugins.encoders import ModelNode, ModelParams
 
     spec = load_pipeline(pipeline)
     registry = load_registry()
@@ -155,7 +155,7 @@ def build_pipeline_engines(pipeline: str, engine_cache: str | None, say: Progres
     for node in spec.nodes.values():
         cls = registry.get(node.type_id)
         if isinstance(cls, type) and issubclass(cls, ModelNode):
-            params = cls.Params.model_validate(node.params)
+            params = cast(ModelParams, cls.Params.model_validate(node.params))  # a ModelNode's Params
             jobs.append((node.id, resolve_model(params.model, Path(spec.base_dir)), params))
     if not jobs:
         say(f"{pipeline}: no model nodes, nothing to build")

@@ -137,11 +137,13 @@ class ModelCaptioner:
         c, r = self.contract, self.runner
         video = audio = None
         if c.video is not None:
-            video = np.stack([r.prepare_video(w.frames if s in ("av", "video") else None)
-                              for w, s in zip(windows, sources, strict=True)])
+            videos = [r.prepare_video(w.frames if s in ("av", "video") else None)
+                      for w, s in zip(windows, sources, strict=True)]
+            video = np.stack([v for v in videos if v is not None])
         if c.audio is not None:
-            audio = np.stack([r.prepare_audio(w.audio if s in ("av", "audio") else None, w.sample_rate)
-                              for w, s in zip(windows, sources, strict=True)])
+            audios = [r.prepare_audio(w.audio if s in ("av", "audio") else None, w.sample_rate)
+                      for w, s in zip(windows, sources, strict=True)]
+            audio = np.stack([a for a in audios if a is not None])
         out = r.run(video, audio)
         return np.asarray(out[self.memory_name], dtype=np.float32)
 
@@ -312,7 +314,7 @@ class CaptionNode(ModelNode[CaptionParams]):
                                                               "confidence": round(c.confidence, 4)}))
         return out
 
-    def process(self, item: Item) -> Iterable[Item]:
+    def process(self, item: Item) -> Iterable[Result]:
         if not isinstance(item, AVWindow):
             return ()
         return self.process_batch([item])

@@ -17,14 +17,14 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, cast
 
 from pydantic import Field, model_validator
 
 from avstream.engine.capture.avclock import JitterBuffer
 from avstream.engine.capture.base import MediaItem, MediaReader, redact_uri
-from avstream.engine.capture.live import LiveSettings, WallClock
+from avstream.engine.capture.live import LiveReader, LiveSettings, WallClock
 from avstream.engine.capture.schemes import check_uri, open_reader, resolve_file, uri_scheme
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Event, Item, StreamInfo, VideoFrame
@@ -217,7 +217,7 @@ class FileSource(SourceNode[SourceParams]):
         return readers
 
     @staticmethod
-    def _combined_info(readers: list[MediaReader]) -> StreamInfo:
+    def _combined_info(readers: Sequence[MediaReader | _Info]) -> StreamInfo:
         if len(readers) == 1:
             return readers[0].info
         v = next((r.info for r in readers if r.info.has_video), None)
@@ -308,7 +308,7 @@ class FileSource(SourceNode[SourceParams]):
         start = resume + 1e-3 if resume is not None else 0.0  # after a restart: media time continues
         wall = WallClock(start, wait_for_video=any(r.info.has_video for r in readers)) if len(readers) > 1 else None
         for r in readers:
-            r.bind(start=start, wall=wall, count=self.ctx.count)
+            cast(LiveReader, r).bind(start=start, wall=wall, count=self.ctx.count)  # all live, checked above
         self._live = readers
         combined = self._combined_info(readers)
         self._jitter = jb = JitterBuffer(stream, video=combined.has_video, audio=combined.has_audio,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up everything the test suite needs (system packages when run as root, a venv) and runs it.
+# Sets up everything the test suite needs (system packages when run as root, a venv), type-checks the
+# tree and runs the suite.
 # Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +27,18 @@ fi
 "$VENV/bin/python" -m pip install -q -e ".[cpu,export,dev,mic]"
 
 set +e
+# The whole-tree type check ([tool.mypy] in pyproject.toml); the suite runs whatever it finds.
+"$VENV/bin/python" -m mypy
+typecheck_rc=$?
 "$VENV/bin/python" -m pytest "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
   echo "error: pytest collected no tests" >&2
+  exit 1
+fi
+if [ "$typecheck_rc" != 0 ]; then
+  echo "error: the type check failed (mypy's report is above)" >&2
   exit 1
 fi
 exit "$rc"

@@ -6,9 +6,12 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+
+from avstream.engine.items import Item, Result
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -25,6 +28,14 @@ def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None, 
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "avstream.engine.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd)
+
+
+def results(items: Iterable[Item]) -> list[Result]:
+    """What a node made of its input, each item checked to be a Result."""
+    got = list(items)
+    out = [r for r in got if isinstance(r, Result)]
+    assert len(out) == len(got), f"not only results: {got}"
+    return out
 
 
 @pytest.fixture

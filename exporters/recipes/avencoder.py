@@ -291,6 +291,7 @@ def train_encoder(cfg: EncoderConfig, cache_dir: str | Path | None = None,
     step, elapsed, loss_avg, log = 0, 0.0, float("nan"), []
     state = load_training(ckpt, model, opt, sched, rng)
     if state is not None:
+        assert ckpt is not None  # a state is only read from a checkpoint file
         step, elapsed, loss_avg, log = state["step"], state["elapsed"], state["loss"], state["log"]
         progress(f"resuming {ckpt.name} at step {step}/{cfg.steps}")
     t_start = time.perf_counter() - elapsed

@@ -222,6 +222,8 @@ class DecoderLayer(nn.Module):
 class CaptionDecoder(nn.Module):
     """Token ids (B, LENGTH) + memory → logits at every position (teacher forcing) or the next one."""
 
+    causal: torch.Tensor  # buffer, registered in __init__
+
     def __init__(self, vocab_size: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, DIM)
@@ -566,7 +568,8 @@ def real_windows(n_scenes: int = 1) -> list[dict[str, np.ndarray]]:
     out = []
     for s in range(VAL_SEEDS[0], VAL_SEEDS[0] + n_scenes):
         ws = scene_windows(s, req).windows[:4]
-        out.append({"video": np.stack([w.frames for w in ws]), "audio": np.stack([w.audio for w in ws])})
+        out.append({"video": np.stack([w.frames for w in ws if w.frames is not None]),
+                    "audio": np.stack([w.audio for w in ws if w.audio is not None])})
     return out
 
 

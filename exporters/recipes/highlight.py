@@ -75,6 +75,9 @@ CONTRACT: dict[str, Any] = {
 class HighlightNet(nn.Module):
     """The shared encoder over the window's frames, with the activation head (no trained weights of its own)."""
 
+    act_scale: torch.Tensor  # buffers, registered in __init__
+    act_shift: torch.Tensor
+
     def __init__(self, encoder: av.AVEncoder | None = None):
         super().__init__()
         self.encoder = encoder if encoder is not None else av.AVEncoder()

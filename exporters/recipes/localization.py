@@ -59,6 +59,8 @@ CONTRACT: dict[str, Any] = {
 class LocalizationNet(nn.Module):
     """The shared encoder applied to the newest frame and the window's audio."""
 
+    calib: torch.Tensor  # buffer, registered in __init__
+
     def __init__(self, encoder: av.AVEncoder | None = None):
         super().__init__()
         self.encoder = encoder if encoder is not None else av.AVEncoder()

@@ -118,6 +118,10 @@ class CrossAttention(nn.Module):
 class ViolenceNet(nn.Module):
     """Snippet encoders, one causal cross-modal attention layer, one head per modality."""
 
+    grey_w: torch.Tensor  # buffers, registered in __init__
+    reverse: torch.Tensor
+    mask: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.logmel = LogMel(SAMPLE_RATE, n_fft=400, hop=160, n_mels=64, f_min=60.0, f_max=7800.0)
@@ -282,14 +286,14 @@ class Sampler:
 
     def __init__(self, clips: Sequence[ClipData], synth: SynthPool | None, synth_share: float, silence: float):
         self.clips = clips
-        self.items = {0: [], 1: []}  # label -> (clip, window)
+        self.items: dict[int, list[tuple[int, int]]] = {0: [], 1: []}  # label -> (clip, window)
         for ci, d in enumerate(clips):
             w = d.windows
             full = [i for i in range(len(w.t0)) if real_frames(w.frames[i]) >= FRAMES // 2]
             for i in full or [0]:
                 self.items[d.clip.label].append((ci, i))
         self.synth = synth
-        self.synth_items = {0: [], 1: []}
+        self.synth_items: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
         if synth is not None:
             for s, k0, lab in synth.windows():
                 self.synth_items[lab].append((s, k0))

@@ -168,10 +168,10 @@ def test_batched_runner_keeps_order_events_and_end_of_stream(tmp_path: Path) -> 
                i.t0 if isinstance(i, AVWindow) else -1.0) for i in items]
     assert shape(batched) == expect == shape(single)
     # per-stream state (the rolling normalisation) sees the same windows in the same order
-    for b, s in zip(batched, single, strict=True):
-        if isinstance(b, Result) and isinstance(s, Result):
-            assert b.fields["score"] == pytest.approx(s.fields["score"], abs=1e-4)
-            assert b.fields["activation"] == pytest.approx(s.fields["activation"], abs=1e-4)
+    for b, one in zip(batched, single, strict=True):
+        if isinstance(b, Result) and isinstance(one, Result):
+            assert b.fields["score"] == pytest.approx(one.fields["score"], abs=1e-4)
+            assert b.fields["activation"] == pytest.approx(one.fields["activation"], abs=1e-4)
     windows = sum(isinstance(i, AVWindow) for i in items)
     assert st_b["counters"]["windows"] == st_1["counters"]["windows"] == windows
     assert st_1["counters"]["batches"] == windows

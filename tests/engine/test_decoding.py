@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -35,7 +36,8 @@ def probs_after(prefix: tuple[int, ...], table: dict[tuple[int, ...], dict[int, 
     return p
 
 
-def make_step(table: dict[tuple[int, ...], dict[int, float]], calls: list[np.ndarray] | None = None):
+def make_step(table: dict[tuple[int, ...], dict[int, float]],
+              calls: list[np.ndarray] | None = None) -> Callable[[np.ndarray], np.ndarray]:
     def step(tokens: np.ndarray) -> np.ndarray:
         assert tokens.dtype == np.int64 and tokens.ndim == 2 and tokens.shape[1] == LENGTH
         assert (tokens[:, 0] == VOCAB.bos).all()
@@ -112,11 +114,11 @@ def test_beam_matches_enumeration_on_random_decoders() -> None:
 def test_length_limits() -> None:
     eos_first = {(): {EOS: 0.8, A: 0.2}, (A,): {EOS: 0.7, B: 0.3}}
     for fn in (greedy_search, beam_search):
-        h = fn(make_step(eos_first), VOCAB, LENGTH, max_tokens=5, min_tokens=2)  # type: ignore[operator]
+        h = fn(make_step(eos_first), VOCAB, LENGTH, max_tokens=5, min_tokens=2)
         assert len(h.ids) >= 2 and h.finished
     never_ends = {(): {A: 1.0}, (A,): {A: 1.0}, (A, A): {A: 1.0}, (A, A, A): {A: 1.0}, (A, A, A, A): {A: 1.0}}
     for fn in (greedy_search, beam_search):
-        h = fn(make_step(never_ends), VOCAB, LENGTH, max_tokens=3, min_tokens=1)  # type: ignore[operator]
+        h = fn(make_step(never_ends), VOCAB, LENGTH, max_tokens=3, min_tokens=1)
         assert h.ids == [A, A, A]  # EOS forced after max_tokens words
     with pytest.raises(ValueError, match="max_tokens"):
         greedy_search(make_step(TABLE), VOCAB, LENGTH, max_tokens=6)

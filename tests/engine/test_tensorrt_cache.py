@@ -9,6 +9,7 @@ import logging
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def model(tmp_path: Path) -> Path:
 
 
 def key_for(path: Path, **changes: object) -> EngineKey:
-    base = dict(onnx_sha256=file_sha256(path), gpu="NVIDIA L4", compute_capability="8.9", trt_version="10.3.0",
+    base: dict[str, Any] = dict(onnx_sha256=file_sha256(path), gpu="NVIDIA L4", compute_capability="8.9", trt_version="10.3.0",
                 precision="fp16", max_batch=16)
     base.update(changes)
     return EngineKey(**base)
@@ -199,7 +200,7 @@ def test_io_binding_gives_the_same_outputs(model: Path) -> None:
     assert not OrtBackend(session).io_binding  # on by default only on a GPU provider
     rng = np.random.default_rng(0)
     for batch in (1, 3, 3, 1):  # reused bindings per shape, new data each time
-        feed = {"video": rng.integers(0, 256, (batch, 4, 4, 6, 3), dtype=np.uint8),
+        feed: dict[str, np.ndarray] = {"video": rng.integers(0, 256, (batch, 4, 4, 6, 3), dtype=np.uint8),
                 "audio": rng.normal(size=(batch, 160)).astype(np.float32)}
         a, b = plain.run(feed), bound.run(feed)
         for name in a:

@@ -4,6 +4,7 @@ parity, and captions through the runtime (numpy beam search over the exported de
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from avstream.exporters.caption_scenes import scene_windows  # noqa: E402
 from avstream.exporters.recipes import captions as recipe  # noqa: E402
 from avstream.plugins.captions import ModelCaptioner  # noqa: E402
 
-SMALL = {"batch": 4, "train_seeds": (0, 2), "val_seeds": (500_000, 500_001), "threads": 1}
+SMALL: dict[str, Any] = {"batch": 4, "train_seeds": (0, 2), "val_seeds": (500_000, 500_001), "threads": 1}
 
 
 def test_parts_and_targets() -> None:
@@ -67,6 +68,7 @@ def test_train_resume_export_and_caption(tmp_path: Path) -> None:
     assert all(3 <= len(c.text.split()) <= recipe.MAX_TOKENS for c in out)
     # the runtime's memory is the torch encoder's, to float precision
     w = windows[0]
+    assert w.frames is not None and w.audio is not None
     with torch.no_grad():
         ref_mem = net.encoder(torch.from_numpy(w.frames[None]), torch.from_numpy(w.audio[None]))[0].numpy()
     np.testing.assert_allclose(cap.memories([w], ["av"]), ref_mem, atol=1e-4)

@@ -120,7 +120,8 @@ def test_scene_windows_match_the_requirement() -> None:
     assert w.frames is not None and w.frames.shape == (5, 32, 48, 3) and w.frames.dtype == np.uint8
     assert w.audio is not None and w.audio.shape == (40000,) and w.sample_rate == 8000
     audio_only = scene_windows(EVAL_SEEDS[0], AUDIO_ONLY)
-    assert audio_only.windows[0].frames is None and audio_only.windows[0].audio.shape == (80000,)
+    only = audio_only.windows[0]
+    assert only.frames is None and only.audio is not None and only.audio.shape == (80000,)
     assert audio_only.truth == es.truth
 
 

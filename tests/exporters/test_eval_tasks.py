@@ -101,8 +101,9 @@ def test_windows_are_the_runtimes_and_the_last_frame_is_found() -> None:
     for w, r in [(w, req) for w in wins["m"]] + [(w, E.LOC_BASELINE_WINDOW) for w in wins["b"]]:
         k = E.last_frame_index(w, r)
         want = cv2.resize(render_video_frame(cfg, truth, k), (112, 112), interpolation=cv2.INTER_AREA)
-        assert np.array_equal(w.frames[-1], want)
-    assert wins["m"][0].audio.shape == (16000,) and wins["b"][0].frames.shape == (25, 112, 112, 3)
+        assert w.frames is not None and np.array_equal(w.frames[-1], want)
+    audio, frames = wins["m"][0].audio, wins["b"][0].frames
+    assert audio is not None and audio.shape == (16000,) and frames is not None and frames.shape == (25, 112, 112, 3)
 
 
 def test_benchmarks_run_on_short_training_scenes() -> None:

@@ -98,7 +98,7 @@ def test_logmel_matches_stft_reference() -> None:
 def test_export_onnx_metadata_and_parity(tmp_path: Path) -> None:
     sys.path.insert(0, str(tmp_path))
     (tmp_path / "avs_user_mod_a.py").write_text(USER_MODULE)
-    import avs_user_mod_a
+    import avs_user_mod_a  # type: ignore[import-not-found]  # written above
 
     lines: list[str] = []
     report = export_onnx(avs_user_mod_a.factory(), None, AUDIO_CONTRACT, tmp_path / "loud.onnx", progress=lines.append)
@@ -114,7 +114,7 @@ def test_export_onnx_metadata_and_parity(tmp_path: Path) -> None:
 def test_failing_parity_fails_export(tmp_path: Path) -> None:
     sys.path.insert(0, str(tmp_path))
     (tmp_path / "avs_user_mod_b.py").write_text(USER_MODULE)
-    import avs_user_mod_b
+    import avs_user_mod_b  # type: ignore[import-not-found]  # written above
 
     with pytest.raises(ParityError, match="parity check failed: output 'level'"):
         export_onnx(avs_user_mod_b.counter(), None, AUDIO_CONTRACT, tmp_path / "c.onnx", progress=lambda s: None)
@@ -132,7 +132,7 @@ def test_export_main_user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     out = capsys.readouterr().out
     assert "parity" in out and "wrote" in out and read_contract(tmp_path / "m.onnx").ref == "loud@2"
 
-    import avs_user_mod_c
+    import avs_user_mod_c  # type: ignore[import-not-found]  # written above
 
     torch.save(avs_user_mod_c.factory().state_dict(), tmp_path / "good.pt")
     assert export_main(["--module", "avs_user_mod_c:factory", "--checkpoint", str(tmp_path / "good.pt"), *base]) == 0

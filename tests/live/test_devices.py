@@ -14,7 +14,7 @@ import pytest
 
 from avstream.engine.capture.schemes import open_reader
 from avstream.engine.errors import SourceError
-from avstream.engine.items import AudioChunk, Item
+from avstream.engine.items import AudioChunk, Event, Item, VideoFrame
 from tests.live.helpers import LiveRun
 from tests.live.servers import Pulse, needs_ffmpeg
 
@@ -151,26 +151,27 @@ def test_camera_reader_through_the_ffmpeg_cli_on_a_device_like_pipe(tmp_path: Pa
                         demuxer="rawvideo")
     reader.bind()
     items = reader.read()
-    frames, events = [], []
+    frames: list[VideoFrame] = []
+    events: list[Event] = []
     try:
         for item in items:
-            if hasattr(item, "image"):
+            if isinstance(item, VideoFrame):
                 frames.append(item)
-            elif type(item).__name__ == "Event":
+            elif isinstance(item, Event):
                 events.append(item)
             if len(frames) >= 60:
                 break
         writer.kill()
         writer.wait()
         for item in items:  # the writer is gone: the stall watchdog declares the camera down
-            if type(item).__name__ == "Event":
+            if isinstance(item, Event):
                 events.append(item)
                 break
         writer = subprocess.Popen(gen, stdin=subprocess.DEVNULL)
         for item in items:
-            if type(item).__name__ == "Event":
+            if isinstance(item, Event):
                 events.append(item)
-            if hasattr(item, "image") and events[-1].name == "stream_up":
+            if isinstance(item, VideoFrame) and events[-1].name == "stream_up":
                 frames.append(item)
                 break
     finally:

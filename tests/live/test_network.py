@@ -14,7 +14,7 @@ import pytest
 
 from avstream.engine.errors import SourceError
 from avstream.engine.items import Item, VideoFrame
-from tests.live.helpers import FPS, LiveRun
+from tests.live.helpers import FPS, LiveRun, Record
 from tests.live.servers import Server, ffmpeg_server, rtsp_server, sync_inputs, wait_until
 
 pytestmark = pytest.mark.timeout(60)  # a test's own mark overrides this
@@ -51,8 +51,11 @@ def test_av_sync_of_every_uri_kind(clip: Path, live_dir: Path, servers: list[Ser
             run.wait(lambda r: len(r.windows) >= 1, 30, f"{kind}: a first window")
         for kind, run in runs.items():
             first = run.rec.windows[0][0]
-            run.wait(lambda r, first=first: sum(1 for w in r.windows if w[0] >= first + WARMUP_S) >= 4, 30,
-                     f"{kind}: windows after the warm-up")
+
+            def warmed_up(r: Record, first: float = first) -> bool:
+                return sum(1 for w in r.windows if w[0] >= first + WARMUP_S) >= 4
+
+            run.wait(warmed_up, 30, f"{kind}: windows after the warm-up")
         for kind, run in runs.items():
             offsets = run.offsets_after(run.rec.windows[0][0] + WARMUP_S)
             assert len(offsets) >= 4, f"{kind}: too few flash/beep pairs: {offsets}"
@@ -98,7 +101,11 @@ def test_servers_killed_and_restarted_streams_resume(clip: Path, live_dir: Path,
         for k, run in runs.items():
             run.wait(lambda r: any(e.name == "stream_up" for e in r.events), 30, f"{k}: stream_up")
             n = len(run.rec.windows)
-            run.wait(lambda r, n=n: len(r.windows) >= n + 2, 30, f"{k}: windows after the restart")
+
+            def restarted(r: Record, n: int = n) -> bool:
+                return len(r.windows) >= n + 2
+
+            run.wait(restarted, 30, f"{k}: windows after the restart")
         for k, run in runs.items():
             vt = run.rec.video_t
             assert all(b > a for a, b in zip(vt, vt[1:], strict=False)), f"{k}: video time went backwards"

@@ -73,6 +73,7 @@ def test_builtin_lookup_and_window_requirement(tmp_path: Path) -> None:
 
 def test_check_reports_each_problem(tmp_path: Path) -> None:
     req = CaptionNode.window_requirement({}, tmp_path)
+    assert req is not None
     ok = CheckContext("cap", tmp_path, downstream=[req])
     assert CaptionNode.check({}, ok) == []
     assert CaptionNode.check({"model": "nope.onnx"}, ok)[0][0] == "model"

@@ -20,6 +20,7 @@ from avstream.plugins.encoders import (
     RollingScore,
     encoder_node_types,
 )
+from tests.conftest import results
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -71,7 +72,8 @@ def test_generic_encoder_result(tmp_path: Path, model: Path) -> None:
     node = OnnxEncoderNode(ctx_for(tmp_path), OnnxEncoderParams(model="tiny.onnx", providers=["cpu"], threads=1))
     node.on_start()
     w = window("a", 4.0, 100, audio=0.5)
-    (res,) = list(node.process(w))
+    assert w.frames is not None
+    (res,) = results(node.process(w))
     assert isinstance(res, Result)
     assert (res.kind, res.stream, res.t0, res.t1, res.capture_wall, res.model) == ("tinytask", "a", 4.0, 6.0, 104.0, "tiny@1")
     assert set(res.fields) == {"activation"} and isinstance(res.fields["activation"], float)
@@ -79,7 +81,7 @@ def test_generic_encoder_result(tmp_path: Path, model: Path) -> None:
     assert set(res.payloads) == {"frame_mean"}
     assert res.payloads["frame_mean"].shape == (4,) and res.payloads["frame_mean"].dtype == np.float32
     # no audio in the window: silence is fed
-    (silent,) = list(node.process(window("a", 5.0, 100, audio=None)))
+    (silent,) = results(node.process(window("a", 5.0, 100, audio=None)))
     assert silent.fields["activation"] == pytest.approx(w.frames.astype(float).mean(), rel=1e-5)
     # other items are ignored; a batch of several streams gives one result each, in order
     assert list(node.process(EndOfStream("a"))) == []
@@ -94,7 +96,7 @@ def test_kind_override_and_audio_only(tmp_path: Path) -> None:
     tiny_model(tmp_path / "a.onnx", meta, video=False)
     node = OnnxEncoderNode(ctx_for(tmp_path), OnnxEncoderParams(model="a.onnx", kind="loudness", providers=["cpu"]))
     node.on_start()
-    (res,) = list(node.process(window("a", 0.0, 0, audio=0.25)))
+    (res,) = results(node.process(window("a", 0.0, 0, audio=0.25)))
     assert res.kind == "loudness" and res.fields == {"activation": pytest.approx(0.25)} and res.payloads == {}
 
 
@@ -112,7 +114,7 @@ def test_rolling_score() -> None:
 def highlight_scores(node: HighlightNode, windows: list[AVWindow]) -> list[float]:
     out = []
     for w in windows:
-        (res,) = list(node.process(w))
+        (res,) = results(node.process(w))
         assert res.kind == "highlight" and res.model == "tiny@1"
         out.append(res.fields["score"])
     return out
@@ -157,7 +159,7 @@ def test_builtin_highlight_model(tmp_path: Path) -> None:
         frames = rng.integers(0, 256, (8, 112, 112, 3), dtype=np.uint8)
         audio = (0.1 * i * rng.normal(size=32000)).astype(np.float32)
         w = AVWindow("cam0", float(i), i + 2.0, 50.0 + i, frames, audio if i % 2 else None, 4.0, 16000)
-        (res,) = list(node.process(w))
+        (res,) = results(node.process(w))
         assert res.model == "highlight@2" and np.isfinite(res.fields["activation"])
         scores.append(res.fields["score"])
     assert all(0.0 <= s <= 1.0 for s in scores)  # the first is judged against the model's prior, not 0.5

@@ -21,7 +21,7 @@ from avstream.plugins.localization import (
     heatmap_peak,
     localization_node_types,
 )
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, results, run_cli
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -126,7 +126,7 @@ def test_node_results_follow_the_contract(tmp_path: Path) -> None:
     node = LocalizationNode(ctx_for(tmp_path), LocalizationParams(model="spot.onnx", providers=["cpu"], threads=1,
                                                                    smoothing=0.5))
     node.on_start()
-    (res,) = list(node.process(_window("a", 0.0, (2, 6))))
+    (res,) = results(node.process(_window("a", 0.0, (2, 6))))
     assert isinstance(res, Result) and (res.kind, res.stream, res.t0, res.t1, res.model) == \
         ("localization", "a", 0.0, 1.0, "spot@1")
     assert set(res.fields) == {"score", "peak"} and res.fields["score"] == pytest.approx(0.7)
@@ -134,13 +134,13 @@ def test_node_results_follow_the_contract(tmp_path: Path) -> None:
     heat = res.payloads["heatmap"]
     assert heat.dtype == np.float16 and heat.shape == (4, 4)
     # the next window's spot is elsewhere: smoothing keeps half of the old map
-    (res2,) = list(node.process(_window("a", 0.5, (6, 0))))
+    (res2,) = results(node.process(_window("a", 0.5, (6, 0))))
     assert float(res2.payloads["heatmap"][1, 3]) == pytest.approx(0.5 * (250 + 20) / 255, rel=1e-3)
-    (other,) = list(node.process(_window("b", 0.5, (6, 0))))  # stream b has no history
+    (other,) = results(node.process(_window("b", 0.5, (6, 0))))  # stream b has no history
     assert other.fields["peak"] == pytest.approx([0.5 / 4, 3.5 / 4])
     assert node.status()["peak"]["b"] == [0.125, 0.875]
     node.on_eos("a")
-    (fresh,) = list(node.process(_window("a", 9.0, (6, 0))))
+    (fresh,) = results(node.process(_window("a", 9.0, (6, 0))))
     assert fresh.fields["peak"] == pytest.approx([0.5 / 4, 3.5 / 4])
 
 
@@ -148,7 +148,7 @@ def test_model_without_score_uses_the_peak_similarity(tmp_path: Path) -> None:
     _bright_spot_model(tmp_path / "noscore.onnx", with_score=False)
     node = LocalizationNode(ctx_for(tmp_path), LocalizationParams(model="noscore.onnx", providers=["cpu"]))
     node.on_start()
-    (res,) = list(node.process(_window("a", 0.0, (0, 0))))
+    (res,) = results(node.process(_window("a", 0.0, (0, 0))))
     assert res.fields["score"] == pytest.approx((250 * 4) / 4 / 255, rel=1e-3)
 
 
@@ -170,7 +170,7 @@ def test_builtin_model_finds_the_sounding_object(tmp_path: Path) -> None:
         frames = np.stack([cv2.resize(render_video_frame(cfg, truth, k), (112, 112), interpolation=cv2.INTER_AREA)
                            for k in idx])
         window = AVWindow("a", 1.0, 2.0, 0.0, frames, render_audio(cfg, truth, 16000, 16000), 4.0, 16000)
-        (res,) = list(node.process(window))
+        (res,) = results(node.process(window))
         node.on_eos("a")
         x, y = res.fields["peak"]
         x0, y0, x1, y1 = truth["frames"][idx[-1]]["boxes"][truth["sounding_object"]]

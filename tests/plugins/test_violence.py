@@ -41,9 +41,9 @@ CONTRACT = {
 
 
 def toy_model(path: Path, contract: dict = CONTRACT) -> Path:
-    from onnx import TensorProto, helper
+    from onnx import NodeProto, TensorProto, helper
 
-    def const(name: str, values: list[int]) -> onnx.NodeProto:
+    def const(name: str, values: list[int]) -> NodeProto:
         return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64,
                                                                                    [len(values)], values))
 
@@ -120,7 +120,9 @@ def test_registered_with_described_params() -> None:
 
 def test_check_thresholds_and_outputs(tmp_path: Path) -> None:
     toy_model(tmp_path / "toy.onnx")
-    ctx = CheckContext("violence", tmp_path, downstream=[ViolenceNode.window_requirement({"model": "toy.onnx"}, tmp_path)])
+    req = ViolenceNode.window_requirement({"model": "toy.onnx"}, tmp_path)
+    assert req is not None
+    ctx = CheckContext("violence", tmp_path, downstream=[req])
     assert ViolenceNode.check({"model": "toy.onnx"}, ctx) == []
     problems = ViolenceNode.check({"model": "toy.onnx", "on_threshold": 0.4, "off_threshold": 0.6}, ctx)
     assert problems == [("off_threshold", "0.6 is above on_threshold 0.4")]
@@ -205,7 +207,8 @@ def test_streams_are_independent(tmp_path: Path) -> None:
     assert [r.fields["alert"] for r in results if r.stream == "b"] == [False] * 3
     assert [(e.name, e.stream) for e in events] == [("violence_start", "a")]
     assert list(node.on_eos("b")) == []
-    assert [e.name for e in node.on_eos("a")] == ["violence_end"]  # type: ignore[attr-defined]
+    (end,) = node.on_eos("a")
+    assert isinstance(end, Event) and end.name == "violence_end"
     assert node.status()["alert"] == {}
 
 
@@ -213,6 +216,7 @@ def test_batched_windows_of_two_streams(tmp_path: Path) -> None:
     """With cross-stream batching (max_batch > 1) each result is followed by the events it caused."""
     toy_model(tmp_path / "toy.onnx")
     req = ViolenceNode.window_requirement({"model": "toy.onnx"}, tmp_path)
+    assert req is not None
     ctx = CheckContext("violence", tmp_path, downstream=[req])
     assert ViolenceNode.check({"model": "toy.onnx", "max_batch": 4}, ctx) == []
     node = node_for(tmp_path, hold_s=0.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avstream.engine.items import AudioChunk, AVWindow, StreamInfo, VideoFrame
+from avstream.engine.items import AudioChunk, AVWindow, Item, StreamInfo, VideoFrame
 from avstream.engine.node import NodeContext, WindowRequirement
 from avstream.plugins.window import AVWindowNode, WindowParams
 
@@ -75,7 +75,7 @@ def test_params_without_a_model() -> None:
 def test_audio_resampled_to_the_model_rate() -> None:
     node = make_node()
     node.process(StreamInfo("s", has_video=False, has_audio=True))
-    out = []
+    out: list[Item] = []
     for c in range(150):  # 3 s at 8 kHz in 160-sample chunks
         t = c * 160 / 8000
         out += node.process(AudioChunk("s", t, t, np.full(160, 0.5, np.float32), 8000))
@@ -86,7 +86,7 @@ def test_audio_resampled_to_the_model_rate() -> None:
 def test_windows_inside_a_gap_are_skipped() -> None:
     node = make_node(WindowRequirement(seconds=2.0, hop=1.0, sample_rate=16000, audio_samples=32000))
     node.process(StreamInfo("s", has_video=False, has_audio=True))
-    out = []
+    out: list[Item] = []
     for t in [k * 0.5 for k in range(8)] + [20 + k * 0.5 for k in range(8)]:  # 0..4 s, a hole, 20..24 s
         out += node.process(AudioChunk("s", t, t, np.ones(8000, np.float32), 16000))
     starts = [w.t0 for w in out if isinstance(w, AVWindow)]

@@ -44,7 +44,7 @@ class Subscriber(LineReader):
         assert json.loads(self.next(20)) == {"ready": True}
 
     def message(self, timeout: float = 30) -> dict[str, Any]:
-        return json.loads(self.next(timeout))  # type: ignore[no-any-return]
+        return json.loads(self.next(timeout))
 
     def until(self, predicate: Any, timeout: float = 60) -> list[dict[str, Any]]:
         """Messages up to and including the first that satisfies ``predicate``."""

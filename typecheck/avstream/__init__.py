@@ -1,0 +1,1 @@
+../../avstream_pkg/__init__.py
