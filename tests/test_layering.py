@@ -28,6 +28,8 @@ def imports_of(name: str, path: Path, known: set[str]) -> list[tuple[str, int]]:
     is_package = path.name == "__init__.py"
     found: list[tuple[str, int]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
+    BaseModel,
     ConfigDict,
     Discriminator,
     Field,
@@ -267,7 +268,7 @@ def _kind(data: Any) -> str:
     return DECODER_TASK if task == DECODER_TASK else _WINDOW
 
 
-_SCHEMAS = {_WINDOW: ModelContract, DECODER_TASK: DecoderSpec}
+_SCHEMAS: dict[str, type[BaseModel]] = {_WINDOW: ModelContract, DECODER_TASK: DecoderSpec}
 _METADATA: TypeAdapter[ModelMetadata] = TypeAdapter(
     Annotated[Annotated[ModelContract, Tag(_WINDOW)] | Annotated[DecoderSpec, Tag(DECODER_TASK)],
               Discriminator(_kind)])
