@@ -1,7 +1,8 @@
-"""Shared fixtures: repository paths, a CLI runner in a subprocess, free TCP ports."""
+"""Shared fixtures: repository paths, the CLI in a subprocess or in this process, free TCP ports."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -25,6 +27,15 @@ def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None, 
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "avstream.engine.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd)
+
+
+def invoke_cli(*args: str) -> Result:
+    """Run ``avstream ARGS`` in this process (no interpreter start-up): exit code, stdout and stderr."""
+    from avstream.engine.cli import main
+
+    # Click 8.1 mixes stderr into stdout unless told not to; 8.2 keeps them apart and has no such flag
+    separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
+    return CliRunner(**separate).invoke(main, list(args), prog_name="avstream")
 
 
 @pytest.fixture
