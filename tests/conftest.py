@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -34,7 +35,7 @@ def invoke_cli(*args: str) -> Result:
     from avstream.engine.cli import main
 
     # Click 8.1 mixes stderr into stdout unless told not to; 8.2 keeps them apart and has no such flag
-    separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
+    separate: dict[str, Any] = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
     return CliRunner(**separate).invoke(main, list(args), prog_name="avstream")
 
 
