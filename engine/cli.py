@@ -1,167 +1,162 @@
-"""The ``avstream`` command line (SPEC §2).
+"""The ``avstream`` command line (SPEC §2): one Click command tree.
 
 Exit codes: 0 normal end, 2 configuration or usage error, 1 runtime failure. User mistakes print a
-one-line message per problem and no Python traceback.
+one-line message per problem and no Python traceback. ``avstream --help`` imports none of the heavy
+modules (numpy, PyAV, ONNX Runtime, torch): those load inside a command, or with a lazily loaded
+command's module (``export``, ``models``, the ``eval`` tasks).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from avstream.engine.errors import AvstreamError, ConfigError, MissingDependencyError
+import click
 
-USAGE_ERROR = 2
+from avstream import __version__
+from avstream.engine.cli_common import LazyCommand, LazyGroup, examples, reports_errors
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # argparse's own exit code is 2 as well; keep its usage line
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(USAGE_ERROR)
-
-
-def _pipeline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pipeline", help="a pipeline YAML file or the name of a built-in pipeline")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any key of the YAML (YAML-typed value; list items by index)")
-    p.add_argument("--input", dest="input_uri", metavar="URI", help="replace the source(s) of the only stream")
-    p.add_argument("--publish", metavar="ENDPOINT", help="ZeroMQ PUB endpoint of the results")
-    p.add_argument("--jsonl", metavar="PATH", help="also write the results as JSON lines ('-' for stdout)")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
-                   help="stop after this much media time (files, sample://, synthetic://) or wall time (live)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="avstream", description="Streaming real-time audio-visual inference engine.")
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="run a pipeline")
-    _pipeline_args(run)
-    run.add_argument("--quiet", action="store_true", help="no status view, only warnings and errors")
-    val = sub.add_parser("validate", help="check a pipeline; every problem is listed at once")
-    _pipeline_args(val)
-    graph = sub.add_parser("graph", help="print the node graph: nodes, processes, edges, endpoints")
-    _pipeline_args(graph)
-    sub.add_parser("plugins", help="installed node types with their versions and params")
-    sub.add_parser("export", help="export a model to ONNX (see `avstream export --help`)", add_help=False)
-    sub.add_parser("models", help="list / inspect models", add_help=False)
-    sub.add_parser("eval", help="measure the built-in models: avstream eval [localization|highlight|violence|captions]",
-                   add_help=False)
-    serve = sub.add_parser("serve", help="long-running daemon (planned)")
-    serve.add_argument("config")
-    return parser
+COMMANDS = {
+    "export": LazyCommand("avstream.exporters.cli:export_command",
+                          "Build an ONNX model, or a lower-precision/TensorRT one.",
+                          extra="export"),
+    "models": LazyCommand("avstream.engine.inference.models_cli:models_group", "List, inspect and pull models."),
+}
+EVAL_TASKS = {
+    "localization": LazyCommand("avstream.exporters.eval_tasks:localization_command",
+                                "Sound-source localization: cIoU@0.5 and AUC."),
+    "highlight": LazyCommand("avstream.exporters.eval_tasks:highlight_command",
+                             "Highlight detection: mAP and P@5."),
+    "violence": LazyCommand("avstream.exporters.eval_violence:violence_command",
+                            "Violence detection: grouped CV and frame AP."),
+    "captions": LazyCommand("avstream.exporters.eval_captions:captions_command",
+                            "Captions: event-word F1 and BLEU-4."),
+}
 
 
-def _version() -> str:
-    from avstream import __version__
-
-    return f"avstream {__version__}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=examples("avstream run highlight --jsonl -", "avstream COMMAND --help"))
+@click.version_option(__version__, "--version", prog_name="avstream", message="%(prog)s %(version)s")
+def main() -> None:
+    """Streaming real-time audio-visual inference engine."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if argv and argv[0] in ("export", "models", "eval"):
-        return _delegate(argv[0], argv[1:])
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "validate":
-            return cmd_validate(args)
-        if args.command == "graph":
-            return cmd_graph(args)
-        if args.command == "plugins":
-            return cmd_plugins()
-        if args.command == "serve":
-            print("avstream serve: not available in this version (planned)", file=sys.stderr)
-            return USAGE_ERROR
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return USAGE_ERROR
-    except MissingDependencyError as exc:
-        print(f"avstream: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    except AvstreamError as exc:
-        print(f"avstream: error: {exc}", file=sys.stderr)
-        return 1
-    return USAGE_ERROR
 
 
-def _delegate(command: str, rest: list[str]) -> int:
-    try:
-        if command == "export":
-            try:
-                from avstream.exporters.cli import export_main
-            except ImportError as exc:
-                print(f"avstream export needs the export extra: pip install 'avstream[export]' ({exc})", file=sys.stderr)
-                return USAGE_ERROR
-            return export_main(rest)
-        if command == "eval":
-            return _eval(rest)
-        from avstream.engine.inference.models_cli import models_main
-
-        return models_main(rest)
-    except MissingDependencyError as exc:
-        print(f"avstream: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+@main.result_callback()
+def _exit_with(code: int | None) -> None:
+    """Every command returns its exit code (SPEC §2); Click would otherwise end with 0."""
+    click.get_current_context().exit(code or 0)
 
 
-def _eval(rest: list[str]) -> int:
-    """``avstream eval [TASK] [options]``: each task's protocol, with its baselines and random weights."""
-    task = rest[0] if rest and not rest[0].startswith("-") else "all"
-    options = rest[1:] if rest and not rest[0].startswith("-") else rest
-    if task == "violence":
-        from avstream.exporters.eval_violence import main as violence_main
-
-        return violence_main(options)
-    if task == "captions":
-        from avstream.exporters.eval_captions import main as captions_main
-
-        return captions_main(options)
-    if task not in ("all", "localization", "highlight"):
-        print(f"avstream eval: unknown task {task!r} (localization, highlight, violence, captions)", file=sys.stderr)
-        return USAGE_ERROR
-    from avstream.exporters.eval_tasks import eval_main
-
-    return eval_main(options if task == "all" else ["--task", task, *options])
+def pipeline_options(command: F) -> F:
+    """PIPELINE and what the command line changes in it; run, validate and graph share them."""
+    options = [
+        click.argument("pipeline"),
+        click.option("--input", "input_uri", metavar="URI",
+                     help="replace the source(s) of the pipeline's only stream with this URI"),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="override any key of the YAML (YAML-typed value; list items by index); repeatable"),
+        click.option("--duration", type=float, metavar="SECONDS",
+                     help="stop after this much media time (files, sample://, synthetic://) or wall time (live)"),
+        click.option("--publish", metavar="ENDPOINT", help="ZeroMQ PUB endpoint of the results"),
+        click.option("--jsonl", metavar="PATH", help="also write the results as JSON lines ('-': standard output)"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
-def _load(args: argparse.Namespace) -> Any:
+@main.command("run", epilog=examples("avstream run highlight --input clip.mp4 --jsonl -",
+                                     "avstream run my_pipeline.yaml --set nodes.score.params.threshold=0.6 --duration 30"))
+@pipeline_options
+@click.option("--quiet", is_flag=True, help="no status view, only warnings and errors")
+@click.option("--status-json", metavar="PATH|-", help="write per-node counters and per-stream state as JSON lines, "
+              "once per second, to PATH or standard output")
+@reports_errors("avstream", failure=1)
+def run_command(pipeline: str, quiet: bool, status_json: str | None, **overrides: Any) -> int:
+    """Run a pipeline (a YAML file or a built-in name).
+
+    PIPELINE is a pipeline YAML file or the name of a built-in pipeline (highlight, localization,
+    violence, captions, monitor). It runs until its input ends, --duration passes, or SIGINT/SIGTERM
+    (exit 0); a configuration error exits 2, a runtime failure 1.
+    """
+    return cmd_run(pipeline, overrides, quiet=quiet, status_json=status_json)
+
+
+@main.command("validate", epilog=examples("avstream validate my_pipeline.yaml"))
+@pipeline_options
+@reports_errors("avstream", failure=1)
+def validate_command(pipeline: str, **overrides: Any) -> int:
+    """Check a pipeline; every problem listed at once.
+
+    PIPELINE is a pipeline YAML file or the name of a built-in pipeline. Nothing is started; the exit
+    code is 0 when the pipeline is valid, else 2 with one FILE:LINE:COL: key.path: message per problem.
+    """
+    return cmd_validate(pipeline, overrides)
+
+
+@main.command("graph", epilog=examples("avstream graph highlight"))
+@pipeline_options
+@reports_errors("avstream", failure=1)
+def graph_command(pipeline: str, **overrides: Any) -> int:
+    """Print a pipeline's nodes, processes, edges, endpoints.
+
+    PIPELINE is a pipeline YAML file or the name of a built-in pipeline.
+    """
+    return cmd_graph(pipeline, overrides)
+
+
+@main.command("plugins", epilog=examples("avstream plugins"))
+@reports_errors("avstream", failure=1)
+def plugins_command() -> int:
+    """List installed node types, versions and params."""
+    return cmd_plugins()
+
+
+@main.group("eval", cls=LazyGroup, lazy_commands=EVAL_TASKS,
+            epilog=examples("avstream eval highlight --clips 4 --no-random"))
+def eval_group() -> None:
+    """Measure the built-in models on their protocols.
+
+    Each task scores a model on held-out data next to its baselines (and, where it applies, the same
+    network with random weights).
+    """
+
+
+def _load(pipeline: str, overrides: dict[str, Any]) -> Any:
     from avstream.engine.runtime.config import Overrides, load_pipeline
 
-    overrides = Overrides(sets=args.sets, input_uri=args.input_uri, publish=args.publish, jsonl=args.jsonl,
-                          duration=args.duration)
-    return load_pipeline(args.pipeline, overrides)
+    return load_pipeline(pipeline, Overrides(**{**overrides, "sets": list(overrides["sets"])}))
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(pipeline: str, overrides: dict[str, Any], quiet: bool, status_json: str | None) -> int:
     from avstream.engine.runtime.supervisor import Supervisor
 
-    spec = _load(args)
+    spec = _load(pipeline, overrides)
     from avstream.engine.runtime.registry import load_registry
 
     registry = load_registry()
     for node in spec.nodes.values():  # e.g. "install an inference runtime" before anything starts
         cls = registry.get(node.type_id)
         cls.preflight(cls.Params.model_validate(node.params))
-    if args.quiet:
+    if quiet:
         logging.getLogger().setLevel(logging.WARNING)
-    return Supervisor(spec, quiet=args.quiet).run()
+    # status_json is handed to the supervisor here, once it writes the status lines
+    return Supervisor(spec, quiet=quiet).run()
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    spec = _load(args)
+def cmd_validate(pipeline: str, overrides: dict[str, Any]) -> int:
+    spec = _load(pipeline, overrides)
     print(f"{spec.file}: ok ({len(spec.nodes)} nodes, {len(spec.edges)} edges)")
     return 0
 
 
-def cmd_graph(args: argparse.Namespace) -> int:
-    spec = _load(args)
+def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
+    spec = _load(pipeline, overrides)
     print(f"pipeline {spec.name} ({spec.file})")
     print("nodes:")
     for node in spec.nodes.values():
@@ -214,4 +209,4 @@ def cmd_plugins() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(prog_name="avstream")

@@ -12,15 +12,18 @@ operator, parity failure), 1 unexpected failure.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avstream.engine.errors import AvstreamError, MissingDependencyError, ModelError
+import click
+
+from avstream.engine.cli_common import examples, reports_errors
+from avstream.engine.errors import ModelError
 
 RECIPES = ("highlight", "captions", "violence", "localization")
 
@@ -63,7 +66,7 @@ def _load_checkpoint(module: Any, path: Path) -> None:
         raise ModelError(f"--checkpoint {path}: does not fit the module: {' '.join(s.strip() for s in first[:3])}") from None
 
 
-def _export_module(args: argparse.Namespace) -> int:
+def _export_module(args: ExportOptions) -> int:
     from .export import export_onnx, import_torch
 
     torch = import_torch()
@@ -82,7 +85,7 @@ def _export_module(args: argparse.Namespace) -> int:
 
     contract_from_dict(contract, str(contract_path))  # fail early, with the key, before building anything
     sys.path.insert(0, str(Path.cwd()))
-    factory = _load_factory(args.module)
+    factory = _load_factory(args.module or "")
     _say(f"building {args.module}() ...")
     module = factory()
     if not isinstance(module, torch.nn.Module):
@@ -95,7 +98,7 @@ def _export_module(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_recipe(args: argparse.Namespace) -> int:
+def _export_recipe(args: ExportOptions) -> int:
     from .export import export_onnx, import_torch
 
     import_torch()
@@ -129,64 +132,95 @@ def _export_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_main(argv: list[str]) -> int:
-    """Entry of ``avstream export``; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="avstream export", description="Export a self-describing ONNX model.")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--recipe", choices=RECIPES, help="train and export a built-in model")
-    src.add_argument("--module", help="your own model: 'package.module:factory' returning a torch.nn.Module")
-    src.add_argument("--model", help="an avstream ONNX model (file or builtin:NAME) to convert: --quantize int8, "
-                     "--precision fp16, --format qdq|tensorrt")
-    src.add_argument("--build-engines", metavar="PIPELINE", help="build every TensorRT engine a pipeline needs "
-                     "on this GPU (nodes with backend: tensorrt or the tensorrt provider)")
-    parser.add_argument("--checkpoint", help="state_dict to load into the module (skips recipe training)")
-    parser.add_argument("--contract", help="JSON file with the avstream metadata (needed with --module)")
-    parser.add_argument("--out", help="output .onnx path (recipe default: models/<recipe>.onnx)")
-    parser.add_argument("--train-steps", type=int, default=600, help="recipe training steps")
-    parser.add_argument("--seed", type=int, default=0, help="recipe training seed")
-    parser.add_argument("--cache-dir", default=None, help="cache rendered training scenes here")
-    parser.add_argument("--save-checkpoint", default=None, help="also write the trained state_dict here")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    parser.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, absolute")
-    parser.add_argument("--rtol", type=float, default=1e-3, help="parity tolerance, relative")
-    lower = parser.add_argument_group("precision and TensorRT (with --model)")
-    lower.add_argument("--quantize", choices=["int8"], help="INT8 static quantisation (needs --calibrate)")
-    lower.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="fp16: FP16 ONNX variant; with "
-                       "--format tensorrt the engine's precision (default fp16)")
-    lower.add_argument("--format", choices=["onnx", "qdq", "tensorrt"], default="onnx", help="onnx (INT8 with "
-                       "integer operators for ONNX Runtime CPU/edge), qdq (INT8 Q/DQ model for TensorRT), "
-                       "tensorrt (native engine + sidecar)")
-    lower.add_argument("--calibrate", action="append", metavar="URI", help="media whose windows calibrate INT8 "
-                       "(file, sample://, synthetic://, rtsp://...; repeatable)")
-    lower.add_argument("--calibration-windows", type=int, default=64, help="calibration windows per URI")
-    lower.add_argument("--quantize-front-end", action="store_true", help="also quantise the log-mel front end "
-                       "(faster, less accurate on quiet audio)")
-    lower.add_argument("--max-batch", type=int, default=16, help="TensorRT profile: batch 1..N")
-    lower.add_argument("--engine-cache", default=None, help="TensorRT engine cache folder")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        if args.build_engines:
-            from .tensorrt_build import build_pipeline_engines
+@dataclass(frozen=True)
+class ExportOptions:
+    """The options of ``avstream export``, as the recipe, module and conversion paths read them."""
 
-            return build_pipeline_engines(args.build_engines, args.engine_cache, _say)
-        if args.model:
-            from .quantize import convert_main
-
-            return convert_main(args, _say)
-        if args.quantize or args.precision or args.format != "onnx" or args.calibrate:
-            raise ModelError("--quantize/--precision/--format/--calibrate convert an exported model: "
-                             "export first, then run avstream export --model OUT.onnx ...")
-        return _export_recipe(args) if args.recipe else _export_module(args)
-    except MissingDependencyError as exc:
-        print(f"avstream export: error: {exc}", file=sys.stderr)
-        return 2
-    except AvstreamError as exc:
-        print(f"avstream export: error: {exc}", file=sys.stderr)
-        return 2
+    recipe: str | None
+    module: str | None
+    model: str | None
+    build_engines: str | None
+    checkpoint: str | None
+    contract: str | None
+    out: str | None
+    train_steps: int
+    seed: int
+    cache_dir: str | None
+    save_checkpoint: str | None
+    opset: int
+    atol: float
+    rtol: float
+    quantize: str | None
+    precision: str | None
+    format: str
+    calibrate: list[str] | None
+    calibration_windows: int
+    quantize_front_end: bool
+    max_batch: int
+    engine_cache: str | None
 
 
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(export_main(sys.argv[1:]))
+SOURCES = ("--recipe", "--module", "--model", "--build-engines")
+
+
+@click.command("export", epilog=examples(
+    "avstream export --recipe highlight --train-steps 1500 --out models/highlight.onnx",
+    "avstream export --module my_pkg.nets:build --contract contract.json --out my.onnx",
+    "avstream export --model my.onnx --quantize int8 --calibrate clip.mp4 --out my.int8.onnx",
+    "avstream export --model my.onnx --format tensorrt --precision fp16",
+    "avstream export --build-engines pipeline.yaml"))
+@click.option("--recipe", type=click.Choice(RECIPES), help="train and export a built-in model")
+@click.option("--module", help="your own model: 'package.module:factory' returning a torch.nn.Module")
+@click.option("--model", help="an avstream ONNX model (file or builtin:NAME) to convert: --quantize int8, "
+              "--precision fp16, --format qdq|tensorrt")
+@click.option("--build-engines", metavar="PIPELINE", help="build every TensorRT engine a pipeline needs on this "
+              "GPU (nodes with backend: tensorrt or the tensorrt provider)")
+@click.option("--checkpoint", help="state_dict to load into the module (skips recipe training)")
+@click.option("--contract", help="JSON file with the avstream metadata (needed with --module)")
+@click.option("--out", help="output .onnx path (recipe default: models/<recipe>.onnx)")
+@click.option("--train-steps", type=int, default=600, show_default=True, help="recipe training steps")
+@click.option("--seed", type=int, default=0, show_default=True, help="recipe training seed")
+@click.option("--cache-dir", default=None, help="cache rendered training scenes here")
+@click.option("--save-checkpoint", default=None, help="also write the trained state_dict here")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="parity tolerance, absolute")
+@click.option("--rtol", type=float, default=1e-3, show_default=True, help="parity tolerance, relative")
+@click.option("--quantize", type=click.Choice(["int8"]), help="with --model: INT8 static quantisation "
+              "(needs --calibrate)")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="with --model: fp16 writes an "
+              "FP16 ONNX variant; with --format tensorrt the engine's precision (default fp16)")
+@click.option("--format", type=click.Choice(["onnx", "qdq", "tensorrt"]), default="onnx", show_default=True,
+              help="with --model: onnx (INT8 with integer operators for ONNX Runtime CPU/edge), qdq (INT8 Q/DQ "
+              "model for TensorRT), tensorrt (native engine + sidecar)")
+@click.option("--calibrate", multiple=True, metavar="URI", help="media whose windows calibrate INT8 (file, "
+              "sample://, synthetic://, rtsp://...; repeatable)")
+@click.option("--calibration-windows", type=int, default=64, show_default=True, help="calibration windows per URI")
+@click.option("--quantize-front-end", is_flag=True, help="also quantise the log-mel front end (faster, less "
+              "accurate on quiet audio)")
+@click.option("--max-batch", type=int, default=16, show_default=True, help="TensorRT profile: batch 1..N")
+@click.option("--engine-cache", default=None, help="TensorRT engine cache folder")
+@reports_errors("avstream export")
+def export_command(**options: Any) -> int:
+    """Build an ONNX model, or a lower-precision/TensorRT one.
+
+    Give exactly one of --recipe (train and export a built-in model), --module (your own PyTorch
+    module), --model (convert an exported model) or --build-engines (TensorRT engines of a pipeline).
+    Exit codes: 0 written, 2 user error (bad arguments, missing module, bad checkpoint, unsupported
+    operator, parity failure), 1 unexpected failure.
+    """
+    args = ExportOptions(**{**options, "calibrate": list(options["calibrate"]) or None})
+    given = [flag for flag in SOURCES if getattr(args, flag[2:].replace("-", "_"))]
+    if len(given) != 1:
+        raise click.UsageError(f"give exactly one of {', '.join(SOURCES)}" + (f" (got {', '.join(given)})" if given else ""))
+    if args.build_engines:
+        from .tensorrt_build import build_pipeline_engines
+
+        return build_pipeline_engines(args.build_engines, args.engine_cache, _say)
+    if args.model:
+        from .quantize import convert_main
+
+        return convert_main(args, _say)
+    if args.quantize or args.precision or args.format != "onnx" or args.calibrate:
+        raise ModelError("--quantize/--precision/--format/--calibrate convert an exported model: "
+                         "export first, then run avstream export --model OUT.onnx ...")
+    return _export_recipe(args) if args.recipe else _export_module(args)

@@ -1,7 +1,6 @@
 """Caption evaluation on held-out synthetic scenes: learned model vs non-learned baselines vs random weights.
 
-    python -m avstream.exporters.eval_captions [--model builtin:captions] [--beam 3] [--random]
-                                                [--scenes N] [--json out.json]
+    avstream eval captions [--model builtin:captions] [--beam 3] [--random] [--scenes N] [--json out.json]
 
 The protocol (fixed before any caption model was trained; do not change it to suit a model):
 
@@ -27,17 +26,17 @@ runtime code as the ``avstream/captions@v1`` node.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import click
 import numpy as np
 
+from avstream.engine.cli_common import examples, reports_errors
 from avstream.engine.items import AVWindow
 from avstream.engine.node import WindowRequirement
 from avstream.exporters.caption_scenes import (
@@ -230,48 +229,49 @@ def _learned(model: str, decoder: str, beam: int, source: str, name: str) -> Cap
     return ModelCaptioner.load(model, decoder=decoder, beam=beam, source=source, name=name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avstream.exporters.eval_captions",
-                                     description="Evaluate captioners on held-out synthetic scenes.")
-    parser.add_argument("--model", default="builtin:captions", help="caption encoder (path or builtin:NAME); "
-                        "'none' evaluates the baselines only")
-    parser.add_argument("--decoder", default="", help="decoder step model (default: named by the encoder)")
-    parser.add_argument("--beam", type=int, default=3, help="beam width (1: greedy)")
-    parser.add_argument("--greedy", action="store_true", help="also evaluate greedy decoding (beam 1)")
-    parser.add_argument("--audio-only", action="store_true", help="also evaluate the model on audio with "
-                        "black frames (source=audio)")
-    parser.add_argument("--random", action="store_true", help="also evaluate the same network with random "
-                        "weights (needs torch)")
-    parser.add_argument("--scenes", type=int, default=len(EVAL_SEEDS), help="evaluate the first N protocol "
-                        "scenes only (a quick look; not the protocol)")
-    parser.add_argument("--json", default=None, help="write the figures to this JSON file")
-    args = parser.parse_args(argv)
-    seeds = EVAL_SEEDS[: max(1, min(args.scenes, len(EVAL_SEEDS)))]
+@click.command("captions", epilog=examples("avstream eval captions --greedy --audio-only --random",
+                                            "avstream eval captions --model none --scenes 10"))
+@click.option("--model", default="builtin:captions", show_default=True, help="caption encoder (path or "
+              "builtin:NAME); 'none' evaluates the baselines only")
+@click.option("--decoder", default="", help="decoder step model (default: named by the encoder)")
+@click.option("--beam", type=int, default=3, show_default=True, help="beam width (1: greedy)")
+@click.option("--greedy", is_flag=True, help="also evaluate greedy decoding (beam 1)")
+@click.option("--audio-only", is_flag=True, help="also evaluate the model on audio with black frames (source=audio)")
+@click.option("--random", "random_weights", is_flag=True, help="also evaluate the same network with random weights "
+              "(needs torch)")
+@click.option("--scenes", type=int, default=len(EVAL_SEEDS), show_default=True, help="evaluate the first N protocol "
+              "scenes only (a quick look; not the protocol)")
+@click.option("--json", "json_path", metavar="PATH", default=None, help="write the figures to this JSON file")
+@reports_errors("avstream eval captions")
+def captions_command(model: str, decoder: str, beam: int, greedy: bool, audio_only: bool, random_weights: bool,
+                     scenes: int, json_path: str | None) -> int:
+    """Captions: event-word F1 and BLEU-4.
+
+    The learned captioner next to non-learned baselines (the most frequent caption, audio rules) on
+    held-out synthetic scenes, through the same runtime code as the captions node.
+    """
+    seeds = EVAL_SEEDS[: max(1, min(scenes, len(EVAL_SEEDS)))]
     say = lambda m: print(f"[eval] {m}", flush=True)  # noqa: E731
     say("building baselines ...")
     caps: list[Captioner] = [MostFrequentCaption(), AudioRulesCaption()]
-    if args.model != "none":
-        caps.append(_learned(args.model, args.decoder, args.beam, "auto", f"learned (beam {args.beam})"))
-        if args.greedy and args.beam != 1:
-            caps.append(_learned(args.model, args.decoder, 1, "auto", "learned (greedy)"))
-        if args.audio_only:
-            caps.append(_learned(args.model, args.decoder, args.beam, "audio", f"learned, audio only (beam {args.beam})"))
-        if args.random:
+    if model != "none":
+        caps.append(_learned(model, decoder, beam, "auto", f"learned (beam {beam})"))
+        if greedy and beam != 1:
+            caps.append(_learned(model, decoder, 1, "auto", "learned (greedy)"))
+        if audio_only:
+            caps.append(_learned(model, decoder, beam, "audio", f"learned, audio only (beam {beam})"))
+        if random_weights:
             from avstream.exporters.recipes.captions import random_weights_models
 
             enc, dec = random_weights_models(Path(".cache") / "captions_random")
-            caps.append(_learned(str(enc), str(dec), args.beam, "auto", "same network, random weights"))
+            caps.append(_learned(str(enc), str(dec), beam, "auto", "same network, random weights"))
     results = evaluate(caps, seeds, progress=say)
     print(table(results, seeds))
     for s in results:
         print(f"\n{s.name}: examples (hypothesis  <-  main reference)")
         for h, r in s.examples[:4]:
             print(f"  {h!r}  <-  {r!r}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"seeds": [min(seeds), max(seeds)], "scores": [s.row() for s in results]},
+    if json_path:
+        Path(json_path).write_text(json.dumps({"seeds": [min(seeds), max(seeds)], "scores": [s.row() for s in results]},
                                               indent=1))
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Benchmark of the localization and highlight models on held-out synthetic scenes.
 
-    avstream eval [--task localization|highlight|all] [--localization-model M] [--highlight-model M]
-    python -m avstream.exporters.eval_tasks ...
+    avstream eval localization [--model M] [--clips N] [--no-random] [--json PATH]
+    avstream eval highlight [--model M] [--clips N] [--no-random] [--no-prior] [--json PATH]
 
 The protocol is fixed here, before any model is trained, and is not changed to suit a model:
 
@@ -34,12 +34,10 @@ The protocol is fixed here, before any model is trained, and is not changed to s
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,11 +45,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import cv2
 import numpy as np
 
 from avstream.engine.capture.schemes import open_reader
-from avstream.engine.errors import AvstreamError, MissingDependencyError, ModelError
+from avstream.engine.cli_common import examples, reports_errors
+from avstream.engine.errors import AvstreamError, ModelError
 from avstream.engine.items import AVWindow
 from avstream.engine.node import NodeContext, WindowRequirement
 from avstream.engine.synthetic.scene import GENERATOR_VERSION
@@ -399,73 +399,68 @@ def _say(msg: str) -> None:
     print(f"[eval] {msg}", flush=True)
 
 
-def eval_main(argv: list[str]) -> int:
-    """Entry of ``avstream eval``; returns the exit code (2 on a user error)."""
-    p = argparse.ArgumentParser(prog="avstream eval", description="Benchmark the localization and highlight "
-                                "models on held-out synthetic scenes, with baselines and random weights.")
-    p.add_argument("--task", choices=("localization", "highlight", "all"), default="all")
-    p.add_argument("--localization-model", default="builtin:localization", help="path or builtin:NAME")
-    p.add_argument("--highlight-model", default="builtin:highlight", help="path or builtin:NAME")
-    p.add_argument("--clips", type=int, default=0, help="use only the first N evaluation seeds (smoke runs; "
-                   "the protocol's figures need all)")
-    p.add_argument("--seconds", type=float, default=0.0, help="clip length override (smoke runs only)")
-    p.add_argument("--no-random", action="store_true", help="skip the random-weights models (no torch needed)")
-    p.add_argument("--no-prior", action="store_true", help="highlight: protocol 1 scoring only (no scoring v2)")
-    p.add_argument("--cache-dir", default=".cache/eval", help="where the random-weights models are written")
-    p.add_argument("--json", dest="json_path", help="also write all figures to this JSON file")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        return _run(args)
-    except (AvstreamError, MissingDependencyError) as exc:
-        print(f"avstream eval: error: {exc}", file=sys.stderr)
-        return 2
+def _task_command(task: str, summary: str, example: str) -> click.Command:
+    """``avstream eval localization`` and ``avstream eval highlight``: the same options, one task each."""
+
+    @click.command(task, help=f"{summary}\n\nThe learned model, the same network with random weights and a "
+                   "baseline, on the task's held-out synthetic scenes (protocol fixed before training).",
+                   epilog=examples(example))
+    @click.option("--model", default=f"builtin:{task}", show_default=True, help="the model: a path or builtin:NAME")
+    @click.option("--clips", type=int, default=0, help="use only the first N evaluation seeds (smoke runs; the "
+                  "protocol's figures need all)")
+    @click.option("--seconds", type=float, default=0.0, help="clip length override (smoke runs only)")
+    @click.option("--no-random", is_flag=True, help="skip the random-weights model (no torch needed)")
+    @click.option("--no-prior", is_flag=True, help="highlight: protocol 1 scoring only (no scoring v2)")
+    @click.option("--cache-dir", default=".cache/eval", show_default=True,
+                  help="where the random-weights model is written")
+    @click.option("--json", "json_path", metavar="PATH", help="also write all figures to this JSON file")
+    @reports_errors("avstream eval")
+    def command(model: str, clips: int, seconds: float, no_random: bool, no_prior: bool, cache_dir: str,
+                json_path: str | None) -> int:
+        return _run(task, model, clips=clips, seconds=seconds, random_weights=not no_random,
+                    prior=not no_prior, cache_dir=Path(cache_dir), json_path=json_path)
+
+    return command
 
 
-def _run(args: argparse.Namespace) -> int:
+localization_command = _task_command("localization", "Sound-source localization: cIoU@0.5 and AUC.",
+                                     "avstream eval localization --clips 8 --no-random")
+highlight_command = _task_command("highlight", "Highlight detection: mAP and P@5.",
+                                  "avstream eval highlight --model my_highlight.onnx --json highlight.json")
+
+
+def _run(task: str, model: str, clips: int, seconds: float, random_weights: bool, prior: bool, cache_dir: Path,
+         json_path: str | None) -> int:
     if GENERATOR_VERSION != GENERATOR:
         raise AvstreamError(f"evaluation protocol {PROTOCOL_VERSION} is defined on generator {GENERATOR}, "
                             f"this one is {GENERATOR_VERSION}")
-    tasks = ["localization", "highlight"] if args.task == "all" else [args.task]
     report: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "generator": GENERATOR}
-    lines: list[str] = []
-    for task in tasks:
-        model = args.localization_model if task == "localization" else args.highlight_model
-        output = "heatmap" if task == "localization" else "activation"
-        methods = [model_method("learned", model, output)]
-        if not args.no_random:
-            cache = Path(args.cache_dir)
-            cache.mkdir(parents=True, exist_ok=True)
-            _say(f"{task}: exporting the untrained network (random weights) ...")
-            rand = model_method("random weights", random_weights_model(task, cache), output)
-            rand.prior = None  # the recipe's contract prior describes the trained network
-            methods.append(rand)
-        methods.append(localization_baseline() if task == "localization" else highlight_baseline())
-        seeds = LOC_SEEDS if task == "localization" else HIGH_SEEDS
-        seeds = seeds[: args.clips] if args.clips > 0 else seeds
-        seconds = args.seconds or (LOC_SECONDS if task == "localization" else HIGH_SECONDS)
-        _say(f"{task}: {len(seeds)} clips of {seconds:g} s (seeds {seeds[0]}..{seeds[-1]}), "
-             f"methods: {', '.join(m.name for m in methods)}")
-        if task == "localization":
-            results = evaluate_localization(methods, seeds, seconds, progress=_say)
-        else:
-            priors = None
-            if not args.no_prior:
-                _say(f"highlight scoring v2: activation priors of every method on {len(CALIB_SEEDS)} unlabelled "
-                     f"training-range scenes (seeds {CALIB_SEEDS[0]}..{CALIB_SEEDS[-1]})")
-                priors = calibrate_priors(methods, CALIB_SEEDS[: args.clips] if args.clips > 0 else CALIB_SEEDS,
-                                          seconds)
-            results = evaluate_highlight(methods, seeds, seconds, progress=_say, priors=priors)
-        report[task] = {"seeds": [seeds[0], seeds[-1]], "seconds": seconds, "results": results}
-        lines += format_table(task, results) + [""]
-    print("\n".join(lines))
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(report, indent=1))
-        _say(f"figures written to {args.json_path}")
+    output = "heatmap" if task == "localization" else "activation"
+    methods = [model_method("learned", model, output)]
+    if random_weights:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _say(f"{task}: exporting the untrained network (random weights) ...")
+        rand = model_method("random weights", random_weights_model(task, cache_dir), output)
+        rand.prior = None  # the recipe's contract prior describes the trained network
+        methods.append(rand)
+    methods.append(localization_baseline() if task == "localization" else highlight_baseline())
+    seeds = LOC_SEEDS if task == "localization" else HIGH_SEEDS
+    seeds = seeds[:clips] if clips > 0 else seeds
+    seconds = seconds or (LOC_SECONDS if task == "localization" else HIGH_SECONDS)
+    _say(f"{task}: {len(seeds)} clips of {seconds:g} s (seeds {seeds[0]}..{seeds[-1]}), "
+         f"methods: {', '.join(m.name for m in methods)}")
+    if task == "localization":
+        results = evaluate_localization(methods, seeds, seconds, progress=_say)
+    else:
+        priors = None
+        if prior:
+            _say(f"highlight scoring v2: activation priors of every method on {len(CALIB_SEEDS)} unlabelled "
+                 f"training-range scenes (seeds {CALIB_SEEDS[0]}..{CALIB_SEEDS[-1]})")
+            priors = calibrate_priors(methods, CALIB_SEEDS[:clips] if clips > 0 else CALIB_SEEDS, seconds)
+        results = evaluate_highlight(methods, seeds, seconds, progress=_say, priors=priors)
+    report[task] = {"seeds": [seeds[0], seeds[-1]], "seconds": seconds, "results": results}
+    print("\n".join([*format_table(task, results), ""]))
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=1))
+        _say(f"figures written to {json_path}")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(eval_main(sys.argv[1:]))

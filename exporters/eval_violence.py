@@ -20,7 +20,7 @@ MACIL-SD repeats each snippet score over its frames.
 95% confidence intervals: percentile bootstrap over source-video groups (scenes for the synthetic
 figure), ``engine.metrics.bootstrap_ci``.
 
-    python -m avstream.exporters.eval_violence [--folds 5] [--onnx models/violence.onnx] [--json out.json]
+    avstream eval violence [--folds 5] [--onnx models/violence.onnx] [--json out.json]
 
 The model side comes from ``exporters/recipes/violence.py``: ``window_requirement()`` (the windows the
 model takes) and ``Learner(progress=...)`` with ``fit(clips, seed, progress)`` and ``untrained(seed)``
@@ -29,17 +29,18 @@ model takes) and ``Learner(progress=...)`` with ``fit(clips, seed, progress)`` a
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import click
 import numpy as np
 
+from avstream.engine.cli_common import examples, reports_errors
+from avstream.engine.errors import AvstreamError
 from avstream.engine.node import WindowRequirement
 from avstream.exporters.metrics import accuracy, average_precision, bootstrap_ci
 from avstream.exporters.violence_clips import (
@@ -329,20 +330,31 @@ def _jsonable(cv: dict[str, Any] | None, synth: dict[str, Figure] | None) -> dic
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avstream.exporters.eval_violence", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="fight-surveillance development folder")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (whole source groups)")
-    parser.add_argument("--seed", type=int, default=0, help="fold assignment and training seed")
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/violence"), help="cache of decoded windows")
-    parser.add_argument("--scenes", type=int, default=24, help="held-out synthetic scenes (0: skip)")
-    parser.add_argument("--onnx", default="builtin:violence", help="released model for the synthetic figure "
-                        "('' : train one on all clips instead)")
-    parser.add_argument("--no-cv", action="store_true", help="skip the cross-validation on real clips")
-    parser.add_argument("--baseline-only", action="store_true", help="motion baseline only (no training)")
-    parser.add_argument("--rounds", type=int, default=1000, help="bootstrap rounds")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    args = parser.parse_args(argv)
+@click.command("violence", epilog=examples("avstream eval violence --scenes 0 --json cv.json",
+                                            "avstream eval violence --no-cv --scenes 24"))
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=DEFAULT_DATA,
+              help="fight-surveillance development folder  [default: shared/data/fight-surveillance]")
+@click.option("--folds", type=int, default=5, show_default=True, help="cross-validation folds (whole source groups)")
+@click.option("--seed", type=int, default=0, show_default=True, help="fold assignment and training seed")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".cache/violence"), show_default=True,
+              help="cache of decoded windows")
+@click.option("--scenes", "n_scenes", type=int, default=24, show_default=True, help="held-out synthetic scenes (0: skip)")
+@click.option("--onnx", default="builtin:violence", show_default=True, help="released model for the synthetic "
+              "figure ('': train one on all clips instead)")
+@click.option("--no-cv", is_flag=True, help="skip the cross-validation on real clips")
+@click.option("--baseline-only", is_flag=True, help="motion baseline only (no training)")
+@click.option("--rounds", type=int, default=1000, show_default=True, help="bootstrap rounds")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="also write the figures here")
+@reports_errors("avstream eval violence")
+def violence_command(data_dir: Path, folds: int, seed: int, cache_dir: Path, n_scenes: int, onnx: str, no_cv: bool,
+                     baseline_only: bool, rounds: int, json_path: Path | None) -> int:
+    """Violence detection: grouped CV and frame AP.
+
+    Clip-level AP and alert accuracy by cross-validation over whole source-video groups of the real
+    clips (audio as recorded and silenced), and frame-level AP on held-out synthetic scenes; the
+    learned model next to the same network with random weights and a motion-energy baseline.
+    """
 
     def say(msg: str) -> None:
         print(f"[eval] {msg}", flush=True)
@@ -350,37 +362,32 @@ def main(argv: list[str] | None = None) -> int:
     from .recipes import violence as recipe  # the model's window requirement and learner
 
     req = recipe.window_requirement()
-    learner: Learner | None = None if args.baseline_only else recipe.Learner(progress=say)
+    learner: Learner | None = None if baseline_only else recipe.Learner(progress=say)
     t_start = time.perf_counter()
     cv = None
     clips: list[Clip] = []
-    if not args.no_cv:
-        if not args.data.is_dir():
-            print(f"eval_violence: error: {args.data}: data folder not found", file=sys.stderr)
-            return 2
-        clips = load_clips(args.data)
-        data = load_clip_windows(clips, req, args.cache_dir, say)
-        cv = cross_validate(data, learner, args.folds, args.seed, say, args.rounds)
+    if not no_cv:
+        if not data_dir.is_dir():
+            raise AvstreamError(f"{data_dir}: data folder not found")
+        clips = load_clips(data_dir)
+        data = load_clip_windows(clips, req, cache_dir, say)
+        cv = cross_validate(data, learner, folds, seed, say, rounds)
     synth = None
-    if args.scenes > 0:
-        say(f"rendering {args.scenes} held-out synthetic scenes ...")
-        scenes = synthetic_scenes(req, args.scenes)
-        synth = {"motion": synthetic_frame_ap(motion_energy, scenes, args.rounds)}
+    if n_scenes > 0:
+        say(f"rendering {n_scenes} held-out synthetic scenes ...")
+        scenes = synthetic_scenes(req, n_scenes)
+        synth = {"motion": synthetic_frame_ap(motion_energy, scenes, rounds)}
         if learner is not None:
-            if args.onnx:
-                synth["learned"] = synthetic_frame_ap(node_scorer(args.onnx), scenes, args.rounds)
+            if onnx:
+                synth["learned"] = synthetic_frame_ap(node_scorer(onnx), scenes, rounds)
             else:
-                all_data = load_clip_windows(clips or load_clips(args.data), req, args.cache_dir, say)
-                synth["learned"] = synthetic_frame_ap(learner.fit(all_data, args.seed, say), scenes, args.rounds)
-            synth["random"] = synthetic_frame_ap(learner.untrained(args.seed), scenes, args.rounds)
+                all_data = load_clip_windows(clips or load_clips(data_dir), req, cache_dir, say)
+                synth["learned"] = synthetic_frame_ap(learner.fit(all_data, seed, say), scenes, rounds)
+            synth["random"] = synthetic_frame_ap(learner.untrained(seed), scenes, rounds)
     print(format_table(cv, synth, len(clips)))
     for line in target_lines(cv, synth):
         print(line)
     print(f"evaluation took {time.perf_counter() - t_start:.0f} s")
-    if args.json is not None:
-        args.json.write_text(json.dumps(_jsonable(cv, synth), indent=1))
+    if json_path is not None:
+        json_path.write_text(json.dumps(_jsonable(cv, synth), indent=1))
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

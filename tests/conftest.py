@@ -1,15 +1,19 @@
-"""Shared fixtures: repository paths, a CLI runner in a subprocess, free TCP ports."""
+"""Shared fixtures: repository paths, the CLI in a subprocess or in this process, free TCP ports."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
+from click.testing import Result as CliResult
 
 from avstream.engine.items import Item, Result
 
@@ -36,6 +40,15 @@ def results(items: Iterable[Item]) -> list[Result]:
     out = [r for r in got if isinstance(r, Result)]
     assert len(out) == len(got), f"not only results: {got}"
     return out
+
+
+def invoke_cli(*args: str) -> CliResult:
+    """Run ``avstream ARGS`` in this process (no interpreter start-up): exit code, stdout and stderr."""
+    from avstream.engine.cli import main
+
+    # Click 8.1 mixes stderr into stdout unless told not to; 8.2 keeps them apart and has no such flag
+    separate: dict[str, Any] = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
+    return CliRunner(**separate).invoke(main, list(args), prog_name="avstream")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -13,6 +12,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import click
+
+from avstream.engine.cli_common import examples, reports_errors
 from avstream.engine.errors import AvstreamError, ModelError
 from avstream.engine.inference.contract import (
     METADATA_KEY,
@@ -174,32 +176,45 @@ def pull(source: str, folder: Path, out: Any) -> int:
     return 0
 
 
-def models_main(argv: list[str]) -> int:
-    """``avstream models list | inspect FILE|builtin:NAME | pull URL|FILE``; 2 on a user error."""
-    parser = argparse.ArgumentParser(prog="avstream models", description="List and inspect avstream models.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="built-in models shipped with avstream")
-    ins = sub.add_parser("inspect", help="contract, shapes, opset and CPU latency of one model")
-    ins.add_argument("model", help="an ONNX file or builtin:NAME")
-    ins.add_argument("--runs", type=int, default=20, help="latency runs (0: skip the latency figure)")
-    pl = sub.add_parser("pull", help="fetch a model (http(s) URL or file), check its contract, keep it locally")
-    pl.add_argument("source", help="an http(s) URL or a path of an .onnx file with avstream metadata")
-    pl.add_argument("--dir", type=Path, default=None, help="where to keep it (default: $AVSTREAM_MODELS or "
-                    "~/.cache/avstream/models)")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        if args.cmd == "list":
-            return _list(sys.stdout)
-        if args.cmd == "pull":
-            return pull(args.source, args.dir or default_model_dir(), sys.stdout)
-        return _inspect(args.model, sys.stdout, args.runs)
-    except AvstreamError as exc:
-        print(f"avstream models: error: {exc}", file=sys.stderr)
-        return 2
+@click.group("models", epilog=examples("avstream models list", "avstream models inspect builtin:highlight",
+                                         "avstream models pull https://example.org/my_model.onnx"))
+def models_group() -> None:
+    """List, inspect and pull models."""
 
 
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(models_main(sys.argv[1:]))
+@models_group.command("list", epilog=examples("avstream models list"))
+@reports_errors("avstream models")
+def list_command() -> int:
+    """Built-in models shipped with avstream.
+
+    One row per model: name, id@version, task, size and inputs.
+    """
+    return _list(sys.stdout)
+
+
+@models_group.command("inspect", epilog=examples("avstream models inspect builtin:highlight --runs 0",
+                                                 "avstream models inspect my_model.onnx"))
+@click.argument("model")
+@click.option("--runs", type=int, default=20, show_default=True, help="latency runs (0: skip the latency figure)")
+@reports_errors("avstream models")
+def inspect_command(model: str, runs: int) -> int:
+    """Contract, shapes, opset and CPU latency of one model.
+
+    MODEL is an ONNX file or builtin:NAME.
+    """
+    return _inspect(model, sys.stdout, runs)
+
+
+@models_group.command("pull", epilog=examples("avstream models pull https://example.org/my_model.onnx",
+                                              "avstream models pull ./my_model.onnx --dir models/"))
+@click.argument("source")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="where to keep it (default: $AVSTREAM_MODELS or ~/.cache/avstream/models)")
+@reports_errors("avstream models")
+def pull_command(source: str, folder: Path | None) -> int:
+    """Fetch a model, check its contract, keep it locally.
+
+    SOURCE is an http(s) URL or the path of an .onnx file with avstream metadata; a file whose
+    contract does not read is not kept.
+    """
+    return pull(source, folder or default_model_dir(), sys.stdout)

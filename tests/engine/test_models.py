@@ -23,8 +23,9 @@ from avstream.engine.inference.contract import (
     read_metadata,
     resolve_model,
 )
-from avstream.engine.inference.models_cli import _list, models_main, pull
+from avstream.engine.inference.models_cli import _list, pull
 from avstream.engine.inference.onnx_header import read_onnx_header
+from tests.conftest import invoke_cli
 
 pytest.importorskip("onnx")
 from avstream.exporters.testing import TINY_CONTRACT as CONTRACT  # noqa: E402
@@ -132,18 +133,18 @@ def test_resolve_model(tmp_path: Path) -> None:
         resolve_model("builtin:nope", tmp_path)
 
 
-def test_models_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert models_main(["list"]) == 0
-    out = capsys.readouterr().out
-    assert "builtin:highlight" in out and "highlight@2" in out
+def test_models_cli(tmp_path: Path) -> None:
+    res = invoke_cli("models", "list")
+    assert res.exit_code == 0 and "builtin:highlight" in res.stdout and "highlight@2" in res.stdout
     path = make_model(tmp_path / "m.onnx")
-    assert models_main(["inspect", str(path), "--runs", "3"]) == 0
-    out = capsys.readouterr().out
+    res = invoke_cli("models", "inspect", str(path), "--runs", "3")
+    assert res.exit_code == 0
+    out = res.stdout
     assert "tiny@1" in out and "opset ai.onnx 17" in out and "latency:" in out and "frame_mean" in out
-    assert models_main(["inspect", str(tmp_path / "missing.onnx")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not found" in err and "Traceback" not in err
-    assert models_main(["frobnicate"]) == 2
+    res = invoke_cli("models", "inspect", str(tmp_path / "missing.onnx"))
+    err = res.stderr
+    assert res.exit_code == 2 and err.count("\n") == 1 and "not found" in err and "Traceback" not in err
+    assert invoke_cli("models", "frobnicate").exit_code == 2
 
 
 def test_models_pull_from_a_local_http_server_and_from_a_file(tmp_path: Path) -> None:
@@ -164,10 +165,10 @@ def test_models_pull_from_a_local_http_server_and_from_a_file(tmp_path: Path) ->
     base = f"http://127.0.0.1:{server.server_address[1]}"
     store = tmp_path / "store"
     try:
-        assert models_main(["pull", f"{base}/tiny.onnx", "--dir", str(store)]) == 0
+        assert invoke_cli("models", "pull", f"{base}/tiny.onnx", "--dir", str(store)).exit_code == 0
         assert read_contract(store / "tiny.onnx").ref == "tiny@1"
-        assert models_main(["pull", f"{base}/broken.onnx", "--dir", str(store)]) == 2
-        assert models_main(["pull", f"{base}/missing.onnx", "--dir", str(store)]) == 2
+        assert invoke_cli("models", "pull", f"{base}/broken.onnx", "--dir", str(store)).exit_code == 2
+        assert invoke_cli("models", "pull", f"{base}/missing.onnx", "--dir", str(store)).exit_code == 2
     finally:
         server.shutdown()
         server.server_close()

@@ -13,6 +13,7 @@ from avstream.engine.node import WindowRequirement
 from avstream.engine.synthetic.scene import GENERATOR_VERSION, SceneConfig, render_video_frame
 from avstream.exporters import eval_tasks as E
 from avstream.plugins.encoders import RollingScore
+from tests.conftest import invoke_cli
 
 
 def test_protocol_is_held_out_and_pinned() -> None:
@@ -117,10 +118,10 @@ def test_benchmarks_run_on_short_training_scenes() -> None:
     assert "mAP >= 0.85" in lines[0] and len(lines) == 4
 
 
-def test_cli_names_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_names_a_missing_model(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    code = E.eval_main(["--task", "localization", "--no-random", "--localization-model", str(tmp_path / "x.onnx")])
-    err = capsys.readouterr().err
+    res = invoke_cli("eval", "localization", "--no-random", "--model", str(tmp_path / "x.onnx"))
+    err, code = res.stderr, res.exit_code
     assert code == 2 and "x.onnx" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 

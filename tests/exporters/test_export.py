@@ -16,9 +16,9 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from avstream.engine.inference.contract import read_contract  # noqa: E402
 from avstream.engine.inference.runners import Runner  # noqa: E402
-from avstream.exporters.cli import export_main  # noqa: E402
 from avstream.exporters.export import ParityError, export_onnx, import_torch  # noqa: E402
 from avstream.exporters.logmel import LogMel, hann_window  # noqa: E402
+from tests.conftest import invoke_cli  # noqa: E402
 
 AUDIO_CONTRACT = {
     "schema": 1, "id": "loud", "version": "2", "task": "loudness",
@@ -121,25 +121,28 @@ def test_failing_parity_fails_export(tmp_path: Path) -> None:
     assert not (tmp_path / "c.onnx").exists() and (tmp_path / "c.failed.onnx").exists()
 
 
-def test_export_main_user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_command_user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "avs_user_mod_c.py").write_text(USER_MODULE)
     contract = tmp_path / "contract.json"
     contract.write_text(json.dumps(AUDIO_CONTRACT))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     base = ["--contract", str(contract), "--out", str(tmp_path / "m.onnx")]
-    assert export_main(["--module", "avs_user_mod_c:factory", *base]) == 0
-    out = capsys.readouterr().out
+    res = invoke_cli("export", "--module", "avs_user_mod_c:factory", *base)
+    assert res.exit_code == 0, res.stderr
+    out = res.stdout
     assert "parity" in out and "wrote" in out and read_contract(tmp_path / "m.onnx").ref == "loud@2"
 
     import avs_user_mod_c  # type: ignore[import-not-found]  # written above
 
     torch.save(avs_user_mod_c.factory().state_dict(), tmp_path / "good.pt")
-    assert export_main(["--module", "avs_user_mod_c:factory", "--checkpoint", str(tmp_path / "good.pt"), *base]) == 0
+    assert invoke_cli("export", "--module", "avs_user_mod_c:factory", "--checkpoint", str(tmp_path / "good.pt"),
+                      *base).exit_code == 0
 
     def fails(args: list[str], *needles: str) -> None:
-        assert export_main(args) == 2
-        err = capsys.readouterr().err
+        res = invoke_cli("export", *args)
+        err = res.stderr
+        assert res.exit_code == 2, err
         assert "Traceback" not in err and all(n in err for n in needles), err
 
     (tmp_path / "bad.pt").write_bytes(b"garbage")
@@ -154,7 +157,7 @@ def test_export_main_user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     contract.write_text(json.dumps({**AUDIO_CONTRACT, "task": ""}))
     fails(["--module", "avs_user_mod_c:factory", *base], "contract.json", "task")
     fails(["--module", "avs_user_mod_c:factory", "--out", "x.onnx"], "--contract")
-    assert export_main(["--recipe", "nope"]) == 2
+    assert invoke_cli("export", "--recipe", "nope").exit_code == 2
 
 
 def test_torch_missing(monkeypatch: pytest.MonkeyPatch) -> None:
