@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a pipeline")
     _pipeline_args(run)
     run.add_argument("--quiet", action="store_true", help="no status view, only warnings and errors")
+    run.add_argument("--status-json", metavar="PATH", help="write the run's status as JSON lines, one a second ('-' for stdout)")
     val = sub.add_parser("validate", help="check a pipeline; every problem is listed at once")
     _pipeline_args(val)
     graph = sub.add_parser("graph", help="print the node graph: nodes, processes, edges, endpoints")
@@ -151,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cls.preflight(cls.Params.model_validate(node.params))
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
-    return Supervisor(spec, quiet=args.quiet).run()
+    return Supervisor(spec, quiet=args.quiet, status_json=args.status_json).run()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
