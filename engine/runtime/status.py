@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 LOG_EVERY_S = 10.0
 COLUMNS = ("node", "type", "state", "fps in", "fps out", "queue", "drops", "lat ms", "restarts", "extras")
+WIDE = 110  # terminal columns from which the node table has a type column
 
 
 def summary(kind: str, latest: dict[str, Any]) -> str:
@@ -73,24 +74,31 @@ def plain_lines(status: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(status: dict[str, Any]) -> Any:
-    """The status as ``rich`` renderables: a node table and a stream table."""
+def render(status: dict[str, Any], width: int = 200) -> Any:
+    """The status as ``rich`` renderables: a node table and a stream table.
+
+    Under ``WIDE`` columns the node type is left out (``avstream graph`` shows it), so that the
+    numbers of a nine-node pipeline still fit an 80-column terminal.
+    """
+    from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    nodes = Table(title=f"{status['run']}  ({status['uptime_s']:.0f} s)", title_justify="left", expand=False)
-    for name in COLUMNS:
+    with_type = width >= WIDE
+    nodes = Table(title=f"{status['run']}  ({status['uptime_s']:.0f} s)", title_justify="left", expand=False,
+                  box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for name in COLUMNS if with_type else [c for c in COLUMNS if c != "type"]:
         nodes.add_column(name, justify="right" if name in COLUMNS[3:9] else "left", no_wrap=name != "extras")
     colours = {"running": "green", "failed": "red", "restarting": "yellow", "draining": "cyan"}
     for node in status["nodes"]:
         extras = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in list(scalar_extras(node["extra"]).items())[:8])
-        nodes.add_row(node["id"], node["type"], Text(node["state"], style=colours.get(node["state"], "")),
-                      f"{node['fps_in']:.1f}", f"{node['fps_out']:.1f}", str(node["queue"]),
+        nodes.add_row(node["id"], *([node["type"]] if with_type else []),
+                      Text(node["state"], style=colours.get(node["state"], "")), f"{node['fps_in']:.1f}", f"{node['fps_out']:.1f}", str(node["queue"]),
                       Text(str(node["drops"]), style="yellow" if node["drops"] else ""), f"{node['latency_ms']:.0f}",
                       str(node["restarts"]), Text(extras))
-    streams = Table(expand=False)
+    streams = Table(expand=False, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for name in ("stream", "state", "latest results"):
         streams.add_column(name)
     for stream in status["streams"]:
@@ -139,7 +147,7 @@ class StatusView:
         if self.tty:
             if self.live is None:
                 self._start_live()
-            self.live.update(render(status), refresh=True)
+            self.live.update(render(status, self.live.console.width), refresh=True)
             if final:
                 self.close()  # the last table stays on the screen
         elif final or time.monotonic() - self.last_log >= LOG_EVERY_S:
