@@ -331,8 +331,8 @@ def create_session(
         raise ModelError(f"{who}{path}: onnxruntime cannot load the model: {exc}") from None
     active = list(session.get_providers())
     intra, _ = thread_plan(threads, cpus)
-    reports = fallback_reports(node_id, Path(path).name, skipped, available,
-                               [n for n in chosen if n not in active], active)  # not initialised: e.g. TensorRT libraries missing
+    not_initialised = [n for n in chosen if n not in active]  # e.g. TensorRT listed but its libraries missing
+    reports = fallback_reports(node_id, Path(path).name, skipped, available, not_initialised, active)
     for report in reports:
         # the record carries the report so that a worker can hand it to the supervisor (one line per run)
         log.log(logging.WARNING if report["level"] == "warning" else logging.INFO, "%s (intra-op threads: %d)",

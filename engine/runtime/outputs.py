@@ -2,8 +2,8 @@
 
 The publisher stamps ``seq`` per (stream, kind) and ``wall`` at emit, so sequence numbers continue
 across node restarts. ``status`` messages (the run's counters, once a second) go to the PUB socket
-only: the JSONL sink is for results and events. Socket set-up lives in ``make_pub_socket`` only, so authentication (CURVE for
-non-loopback tcp) can be added in one place.
+only: the JSONL sink is for results and events. Socket set-up lives in ``make_pub_socket`` only, so
+authentication (CURVE for non-loopback tcp) can be added in one place.
 """
 
 from __future__ import annotations
