@@ -145,8 +145,7 @@ def cmd_run(pipeline: str, overrides: dict[str, Any], quiet: bool, status_json: 
         cls.preflight(cls.Params.model_validate(node.params))
     if quiet:
         logging.getLogger().setLevel(logging.WARNING)
-    # status_json is handed to the supervisor here, once it writes the status lines
-    return Supervisor(spec, quiet=quiet).run()
+    return Supervisor(spec, quiet=quiet, status_json=status_json).run()
 
 
 def cmd_validate(pipeline: str, overrides: dict[str, Any]) -> int:

@@ -4,7 +4,8 @@ onnxruntime is an optional dependency (extras ``avstream[cpu]`` / ``avstream[gpu
 builds cannot share an environment), so it is imported lazily with a message naming the extra.
 
 - Execution providers are chosen per node from a preference list (``tensorrt, cuda, cpu`` by
-  default); the ones this build lacks are skipped with a logged reason. Intra-op threads come from
+  default); the ones this build lacks are skipped, reported as one ``provider_fallback`` log record
+  per model (a run's supervisor folds them into one line for the whole run). Intra-op threads come from
   the node's CPU budget (affinity and cgroup quota aware). On a GPU provider inputs and outputs go
   through ONNX Runtime's IO binding. Every backend is warmed up before the node reports ready.
 - A backend (``OrtBackend`` here, the native ``TensorRTBackend`` in ``engine/tensorrt.py``) maps a
@@ -91,6 +92,39 @@ def select_providers(wanted: Sequence[str], available: Sequence[str]) -> tuple[l
         skipped.append((name, f"{ort_name} is not available in this onnxruntime build "
                               f"(available: {', '.join(available)}){hint}"))
     return chosen, skipped
+
+
+def fallback_reports(node_id: str, model: str, skipped: Sequence[tuple[str, str]], available: Sequence[str],
+                     not_initialised: Sequence[str], active: Sequence[str]) -> list[dict[str, Any]]:
+    """What a session fell back from, as JSON-able reports (one per cause) for ``describe_fallbacks``."""
+    reports = []
+    if skipped:
+        names = [name for name, _ in skipped]
+        why = f"not in this onnxruntime build, which has {', '.join(available)}"
+        if CUDA_EP not in available and any(provider_name(n) in (CUDA_EP, TRT_EP) for n in names):
+            why += " (a CPU-only build: install 'avstream[gpu]' for CUDA/TensorRT)"
+        reports.append({"node": node_id, "model": model, "providers": names, "why": why, "active": list(active),
+                        "level": "info"})
+    if not_initialised:
+        reports.append({"node": node_id, "model": model, "providers": list(not_initialised), "why": "did not initialise",
+                        "active": list(active), "level": "warning"})
+    return reports
+
+
+def describe_fallbacks(reports: Sequence[dict[str, Any]]) -> str:
+    """One line for the fallbacks of many sessions: each cause, and what runs instead, said once."""
+    groups: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], dict[str, list[str]]]] = {}
+    for r in reports:
+        by_providers = groups.setdefault((r["why"], tuple(r["active"])), {})
+        by_providers.setdefault(tuple(r["providers"]), {}).setdefault(r["node"], []).append(r["model"])
+    clauses = []
+    for (why, active), by_providers in groups.items():
+        wanted = "; ".join(
+            f"{', '.join(providers)} for "
+            + ", ".join(f"{node} ({', '.join(models)})" if node else ", ".join(models) for node, models in nodes.items())
+            for providers, nodes in by_providers.items())
+        clauses.append(f"{wanted}: {why}; running on {', '.join(active)}")
+    return "execution provider fallback: " + " | ".join(clauses)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,12 +310,6 @@ def create_session(
     who = f"{node_id}: " if node_id else ""
     available = list(ort.get_available_providers())
     chosen, skipped = select_providers(list(providers), available)
-    if skipped:
-        # one line per model: the "(available: ...) + what to install" tail is the same for each provider
-        heads = [reason.split(" (available:", 1) for _, reason in skipped]
-        tail = f" (available:{heads[-1][1]}" if len(heads[-1]) == 2 else ""
-        log.info("%s%s%s", who, "; ".join(f"skipping execution provider {name!r}: {h[0]}"
-                                          for (name, _), h in zip(skipped, heads, strict=True)), tail)
     if not chosen:
         raise MissingDependencyError(
             f"{who}none of the execution providers {list(providers)} is available "
@@ -301,12 +329,16 @@ def create_session(
                                        providers=with_opts)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... classes
         raise ModelError(f"{who}{path}: onnxruntime cannot load the model: {exc}") from None
-    active = session.get_providers()
-    for name in chosen:
-        if name not in active:  # e.g. TensorRT listed but its libraries missing at load time
-            log.warning("%sexecution provider %s did not initialise; running on %s", who, name, ", ".join(active))
+    active = list(session.get_providers())
     intra, _ = thread_plan(threads, cpus)
-    log.info("%s%s: running on %s (intra-op threads: %d)", who, Path(path).name, ", ".join(active), intra)
+    not_initialised = [n for n in chosen if n not in active]  # e.g. TensorRT listed but its libraries missing
+    reports = fallback_reports(node_id, Path(path).name, skipped, available, not_initialised, active)
+    for report in reports:
+        # the record carries the report so that a worker can hand it to the supervisor (one line per run)
+        log.log(logging.WARNING if report["level"] == "warning" else logging.INFO, "%s (intra-op threads: %d)",
+                describe_fallbacks([report]), intra, extra={"provider_fallback": report})
+    if not reports:
+        log.info("%s%s: running on %s (intra-op threads: %d)", who, Path(path).name, ", ".join(active), intra)
     if warm_up:
         warm(OrtBackend(session, io_binding=False), (1,))  # first run allocates (and builds TRT engines)
     return session

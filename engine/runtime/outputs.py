@@ -1,8 +1,9 @@
 """The pipeline's outputs: the ZeroMQ PUB socket of SPEC §4 and the JSONL sink.
 
 The publisher stamps ``seq`` per (stream, kind) and ``wall`` at emit, so sequence numbers continue
-across node restarts. Socket set-up lives in ``make_pub_socket`` only, so authentication (CURVE for
-non-loopback tcp) can be added in one place.
+across node restarts. ``status`` messages (the run's counters, once a second) go to the PUB socket
+only: the JSONL sink is for results and events. Socket set-up lives in ``make_pub_socket`` only, so
+authentication (CURVE for non-loopback tcp) can be added in one place.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class ResultPublisher:
         self.subscriptions = 0
         self.published = 0
         self.latest: dict[str, dict[str, dict[str, Any]]] = {}  # stream -> kind -> header
+        self.stream_down: dict[str, bool] = {}  # from the stream_down / stream_up events
         self.fsync_each = fsync == "line"
         self.jsonl: IO[str] | None = None
         self.pending_sync = False
@@ -94,7 +96,17 @@ class ResultPublisher:
         if event.t0 is not None:
             header.update(t0=event.t0, t1=event.t1 if event.t1 is not None else event.t0)
         header["payloads"] = []
+        if event.name in ("stream_down", "stream_up"):
+            self.stream_down[event.stream] = event.name == "stream_down"
         self._send(header, [])
+        return header
+
+    def publish_status(self, status: dict[str, Any]) -> dict[str, Any]:
+        """The graph's ``status`` message (topic ``status.``); not in ``latest``, the JSONL sink or ``published``."""
+        header = self._stamp("status", "")
+        header.update(status)
+        header["payloads"] = []
+        self.sock.send_multipart([b"status.", json.dumps(header).encode()])
         return header
 
     def _send(self, header: dict[str, Any], arrays: list[np.ndarray]) -> None:

@@ -2,7 +2,8 @@
 
 It allocates endpoints, spawns one worker process per process group, watches heartbeats, restarts
 crashed workers with backoff (publishing ``node_restarted``), collects results into the outputs,
-drains at end of input and stops everything on SIGINT/SIGTERM within a few seconds.
+publishes the run's status once a second (PUB ``status`` messages, ``--status-json``, the status
+view), drains at end of input and stops everything on SIGINT/SIGTERM within a few seconds.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any
 
 import zmq
 
+from avstream.engine.inference.runners import describe_fallbacks
 from avstream.engine.items import Event, Result
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
 from avstream.engine.runtime.outputs import ResultPublisher
+from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
 from avstream.engine.runtime.spawner import Child
 from avstream.engine.runtime.status import StatusView
 from avstream.engine.transport.wire import decode
@@ -41,7 +44,9 @@ class WorkerProc:
     popen: Child | None = None
     last_seen: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
+    status_at: float = 0.0  # arrival of the last status report (rates are taken between two)
     restarts: list[float] = field(default_factory=list)
+    restart_count: int = 0  # over the whole run (``restarts`` holds the recent ones only)
     restart_at: float | None = None
     done: bool = False
     fatal: str | None = None
@@ -51,9 +56,11 @@ class WorkerProc:
 
 
 class Supervisor:
-    def __init__(self, spec: PipelineSpec, *, quiet: bool = False, tty: bool | None = None):
+    def __init__(self, spec: PipelineSpec, *, quiet: bool = False, tty: bool | None = None,
+                 status_json: str | None = None):
         self.spec = spec
         self.quiet = quiet
+        self.status_json = status_json  # a path, "-" for standard output, None for none
         self.id = f"{os.getpid():x}{int(time.time() * 1000) % 0xFFFFFF:x}"
         self.run_dir = Path(tempfile.mkdtemp(prefix="avs-"))
         shm_root = Path("/dev/shm")
@@ -64,7 +71,10 @@ class Supervisor:
         self.stopping = False
         self.stop_reason = ""
         self.failed = False
-        self.view = StatusView(spec, tty=tty, quiet=quiet)
+        self.view = StatusView(tty=tty, quiet=quiet)
+        self.tracker = StatusTracker(spec, self.id)
+        self.fallbacks: dict[tuple[str, str, str], dict[str, Any]] = {}  # (node, model, cause) -> report
+        self.fallbacks_logged: set[tuple[str, str, str]] = set()
 
     # --- set-up ---
     def allocate_endpoints(self) -> None:
@@ -119,6 +129,10 @@ class Supervisor:
                 pass
 
     def _run(self) -> int:
+        if self.status_json == "-" and self.spec.outputs.jsonl == "-":
+            self.view.line("error: --status-json - and a JSONL sink on '-' cannot both write to standard output",
+                           important=True)
+            return 2
         self.allocate_endpoints()
         self.identities: dict[str, bytes] = {}
         if not self.spec.outputs.wait_for_subscribers:
@@ -138,6 +152,12 @@ class Supervisor:
             return 1
         except OSError as exc:
             self.view.line(f"error: cannot write the JSONL output {self.spec.outputs.jsonl}: {exc.strerror or exc}",
+                           important=True)
+            return 1
+        try:
+            self.status_sink = StatusJsonSink(self.status_json) if self.status_json else None
+        except OSError as exc:
+            self.view.line(f"error: cannot write the status JSON {self.status_json}: {exc.strerror or exc}",
                            important=True)
             return 1
         self.view.line(f"pipeline '{self.spec.name}': {len(self.spec.nodes)} nodes in {len(self.workers)} processes, "
@@ -169,10 +189,13 @@ class Supervisor:
                 self.request_stop("--duration reached")
             if self.publisher.reader_gone and not self.stopping:
                 self.request_stop("the JSONL reader closed standard output")
+            if self.status_sink is not None and self.status_sink.reader_gone and not self.stopping:
+                self.request_stop("the status JSON reader closed standard output")
             if now >= next_tick:
                 next_tick = now + 1.0
                 self.publisher.tick()
-                self.view.update(self.workers, self.publisher)
+                self._log_fallbacks(final=False)
+                self._publish_status()
             if all(w.done for w in self.workers.values()):
                 # Workers flush their sockets before exiting; collect what is still in transit.
                 while self.results.poll(30):
@@ -185,10 +208,31 @@ class Supervisor:
                         worker.popen.wait()
                     worker.done = True
                 break
-        self.view.update(self.workers, self.publisher, final=True)
+        self._log_fallbacks(final=True)
+        self._publish_status(final=True)
         reason = self.stop_reason or "end of input"
         self.view.line(f"stopped ({reason}): {self.publisher.published} messages published")
         return 1 if self.failed else 0
+
+    def _publish_status(self, final: bool = False) -> None:
+        """Once a second: the status object to the PUB socket, the --status-json sink and the view."""
+        status = self.publisher.publish_status(self.tracker.snapshot(self.workers, self.publisher, final))
+        if self.status_sink is not None:
+            self.status_sink.write(status)
+        self.view.update(status, final=final)
+
+    def _log_fallbacks(self, final: bool) -> None:
+        """The execution-provider fallbacks of every model in one line, once all nodes have started.
+
+        Workers send a status report only after what their nodes posted before reaching that state,
+        so when every node is past start-up every fallback of those start-ups has arrived.
+        """
+        pending = [key for key in self.fallbacks if key not in self.fallbacks_logged]
+        if not pending or not (final or StatusTracker.all_started(self.workers)):
+            return
+        reports = [self.fallbacks[key] for key in pending]
+        self.fallbacks_logged.update(pending)
+        self.view.line(describe_fallbacks(reports), important=any(r.get("level") == "warning" for r in reports))
 
     def _drain_results(self) -> None:
         while self.results.poll(0):
@@ -211,6 +255,10 @@ class Supervisor:
             kind = msg["type"]
             if kind == "status":
                 worker.status = msg["nodes"]
+                worker.status_at = worker.last_seen
+            elif kind == "provider_fallback":
+                report = msg["report"]
+                self.fallbacks.setdefault((report["node"], report["model"], report["why"]), report)
             elif kind == "drained":
                 worker.drained = True
                 self._release_drained()
@@ -277,6 +325,7 @@ class Supervisor:
             self.failed = True
             return
         delay = min(0.5 * 2 ** (len(worker.restarts) - 1), 8.0)
+        worker.restart_count += 1
         worker.restart_at = now + delay
         worker.error_reported = False
         self.view.line(f"process '{worker.name}' ended with {how}: restarting in {delay:.1f} s", important=True)
@@ -290,9 +339,9 @@ class Supervisor:
             if worker.popen is not None and worker.popen.poll() is None:
                 worker.popen.kill()
                 worker.popen.wait()
-        for name in ("publisher",):
-            if hasattr(self, name):
-                self.publisher.close()
+        for name in ("publisher", "status_sink"):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).close()
         if hasattr(self, "ctx"):
             self.ctx.destroy(linger=0)
         shutil.rmtree(self.run_dir, ignore_errors=True)

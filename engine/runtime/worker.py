@@ -69,6 +69,10 @@ class ControlLink:
         sock.send_json({"type": "hello", "process": self.process, "pid": os.getpid()})
         next_status = 0.0
         while True:
+            now = time.monotonic()
+            # Taken before the outbox drains, so whatever a node posted before reaching the state this
+            # status shows (a provider fallback during start-up, say) reaches the supervisor first.
+            status = self.status_fn() if now >= next_status else None
             while not self.outbox.empty():
                 msg = self.outbox.get()
                 msg.setdefault("process", self.process)
@@ -76,9 +80,8 @@ class ControlLink:
                 if msg["type"] == "bye":
                     sock.close()
                     return
-            now = time.monotonic()
-            if now >= next_status:
-                sock.send_json({"type": "status", "process": self.process, "nodes": self.status_fn()})
+            if status is not None:
+                sock.send_json({"type": "status", "process": self.process, "nodes": status})
                 next_status = now + STATUS_EVERY_S
             if sock.poll(20):
                 cmd = sock.recv_json()
@@ -94,6 +97,10 @@ class ForwardingHandler(logging.Handler):
         self.link = link
 
     def emit(self, record: logging.LogRecord) -> None:
+        report = getattr(record, "provider_fallback", None)
+        if report is not None:  # the supervisor logs the fallbacks of the whole run in one line
+            self.link.post({"type": "provider_fallback", "report": report})
+            return
         self.link.post({"type": "log", "level": record.levelname, "logger": record.name, "message": self.format(record)})
 
 

@@ -37,7 +37,7 @@ def check_result_header(msg: dict, stream: str = "cam0") -> None:
 
 
 def test_subscriber_receives_the_spec_messages(port: int, tmp_path: Path) -> None:
-    sub = Subscriber(endpoint(port))
+    sub = Subscriber(endpoint(port), "highlight.")  # a kind's prefix: no status or event messages
     jsonl = tmp_path / "out.jsonl"
     run = start_run("highlight", "--input", "synthetic://scene?seed=3&duration=6", *FAST, "--publish", endpoint(port),
                     "--set", "outputs.publish.wait_for_subscribers=1", "--jsonl", str(jsonl), "--quiet")
