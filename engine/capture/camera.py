@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from avstream.engine.capture.base import FpsGate, MediaReader, redact_uri, source_error
-from avstream.engine.capture.live import LiveReader, LiveSettings, Permanent, Transient
+from avstream.engine.capture.live import LiveReader, Permanent, Transient
 from avstream.engine.capture.network import NetworkReader
+from avstream.engine.capture.settings import LiveSettings
 from avstream.engine.items import StreamInfo, VideoFrame
 
 log = logging.getLogger("avstream.capture.devices")

@@ -13,7 +13,8 @@ import numpy as np
 
 from avstream.engine.capture.avclock import AudioClock, ClockFit
 from avstream.engine.capture.base import AudioChunker, redact_uri, source_error
-from avstream.engine.capture.live import LiveReader, LiveSettings, Permanent, Transient
+from avstream.engine.capture.live import LiveReader, Permanent, Transient
+from avstream.engine.capture.settings import LiveSettings
 from avstream.engine.errors import MissingDependencyError
 from avstream.engine.items import StreamInfo
 

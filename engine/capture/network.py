@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from avstream.engine.capture.avclock import ClockFit
-from avstream.engine.capture.base import AudioChunker, FpsGate, redact_uri, source_error
+from avstream.engine.capture.base import RTSP_SCHEMES, AudioChunker, FpsGate, redact_uri, source_error
 from avstream.engine.capture.live import (
     LiveReader,
     LiveSettings,
@@ -37,7 +37,6 @@ from avstream.engine.capture.live import (
 )
 from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
 
-NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp")
 PYAV_LACKS = frozenset({"srt"})  # protocols missing from PyAV's wheels: read through the FFmpeg CLI
 WALL_SETTLE_S = 1.0  # wall mode: arrivals of a new connection to see before timestamps are trusted
 
@@ -144,7 +143,7 @@ class NetworkReader(LiveReader):
         s = self.settings
         us = str(int(s.stall_timeout * 1e6))
         opts = {"rw_timeout": us, "analyzeduration": "2000000"}
-        if self.scheme in ("rtsp", "rtsps"):
+        if self.scheme in RTSP_SCHEMES:
             if s.rtsp_transport != "auto":
                 opts["rtsp_transport"] = s.rtsp_transport
             opts["timeout"] = us
@@ -158,7 +157,7 @@ class NetworkReader(LiveReader):
     def cli_input(self) -> tuple[list[str], str]:
         """FFmpeg CLI input options and URL."""
         args = ["-rw_timeout", str(int(self.settings.stall_timeout * 1e6)), "-analyzeduration", "2000000"]
-        if self.scheme in ("rtsp", "rtsps") and self.settings.rtsp_transport != "auto":
+        if self.scheme in RTSP_SCHEMES and self.settings.rtsp_transport != "auto":
             args += ["-rtsp_transport", self.settings.rtsp_transport]
         for k, v in self.options.items():
             args += [f"-{k}", v]
