@@ -3,9 +3,10 @@ streams, cameras and microphones.
 
 One node feeds one stream (``ctx.streams[0]``), from one URI carrying video and/or audio, or from a
 video-only URI paired with an audio-only URI. The readers live in ``avstream.engine.capture``
-(files, generated), ``netcapture`` (network) and ``devices`` (v4l2, mic). For files this node adds
-pacing, looping, ``--duration`` and resume after a restart. Live readers capture in threads of their
-own; this node merges them through a jitter buffer (``avclock``), passes their ``stream_down`` /
+(``files``: files and generated inputs, ``network``, ``camera``, ``microphone``); the live-input
+params are ``capture.settings.LiveSettings``, which :class:`SourceParams` extends. For files this
+node adds pacing, looping, ``--duration`` and resume after a restart. Live readers capture in
+threads of their own; this node merges them through a jitter buffer (``avclock``), passes their ``stream_down`` /
 ``stream_up`` events on, and reports skew, drift, drops and reconnects in its status. A file or
 network stream keeps its own A/V timestamps; a camera + microphone pair is aligned by capture wall time.
 """

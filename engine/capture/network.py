@@ -1,10 +1,12 @@
 """Live network inputs: ``rtsp``, ``rtsps``, ``rtmp``, ``http(s)`` (progressive and HLS), ``srt``,
 ``udp``, ``tcp``.
 
-:class:`NetworkReader` (a :class:`~avstream.engine.livereader.LiveReader`) opens the URI with PyAV,
-or with the FFmpeg command-line tool as a subprocess remuxing to NUT on a pipe where PyAV's bundled FFmpeg lacks the protocol (SRT); both paths share the
-decoding below. Every blocking step has a deadline: the open timeout, PyAV's read timeout, a
-watchdog that kills a silent FFmpeg subprocess, and a per-track stall check. A lost connection is
+:class:`NetworkReader` (a :class:`~avstream.engine.capture.live.LiveReader`) opens the URI with PyAV,
+or with the FFmpeg command-line tool as a subprocess remuxing to NUT on a pipe where PyAV's bundled
+FFmpeg lacks the protocol (SRT); both paths decode through
+:class:`~avstream.engine.capture.decode.MediaDecoder` with a :class:`_LiveTimeline` per connection.
+Every blocking step has a deadline: the open timeout, PyAV's read timeout, a watchdog that kills a
+silent FFmpeg subprocess, and a per-track stall check. A lost connection is
 retried with exponential backoff and jitter; the reader yields ``Event("stream_down")`` and
 ``Event("stream_up")`` around the gap, and media time continues from the wall time of the gap
 (:class:`~avstream.engine.avclock.StreamClock`). Credentials in URIs never reach a log line.
