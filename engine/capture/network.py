@@ -302,7 +302,8 @@ class _LiveTimeline(Timeline):
     drains_resampler = False  # the connection's tail is not waited for
 
     def __init__(self, reader: NetworkReader, video: Any | None, dog: Watchdog | None):
-        self.reader, self.video, self.dog = reader, video, dog
+        self.reader, self.dog = reader, dog
+        self.video: Any = video  # only read for video frames, which come only with a video track
         self.stall_s = reader.settings.stall_timeout
         self.max_lag = reader.settings.max_lag
         self.fits = {"video": _WallTrack(), "audio": _WallTrack()}
