@@ -3,9 +3,10 @@ streams, cameras and microphones.
 
 One node feeds one stream (``ctx.streams[0]``), from one URI carrying video and/or audio, or from a
 video-only URI paired with an audio-only URI. The readers live in ``avstream.engine.capture``
-(files, generated), ``netcapture`` (network) and ``devices`` (v4l2, mic). For files this node adds
-pacing, looping, ``--duration`` and resume after a restart. Live readers capture in threads of their
-own; this node merges them through a jitter buffer (``avclock``), passes their ``stream_down`` /
+(``files``: files and generated inputs, ``network``, ``camera``, ``microphone``); the live-input
+params are ``capture.settings.LiveSettings``, which :class:`SourceParams` extends. For files this
+node adds pacing, looping, ``--duration`` and resume after a restart. Live readers capture in
+threads of their own; this node merges them through a jitter buffer (``avclock``), passes their ``stream_down`` /
 ``stream_up`` events on, and reports skew, drift, drops and reconnects in its status. A file or
 network stream keeps its own A/V timestamps; a camera + microphone pair is aligned by capture wall time.
 """
@@ -18,22 +19,23 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from pydantic import Field, model_validator
 
 from avstream.engine.capture.avclock import JitterBuffer
-from avstream.engine.capture.base import MediaItem, MediaReader, redact_uri
-from avstream.engine.capture.live import LiveReader, LiveSettings, WallClock
+from avstream.engine.capture.base import LIVE_SCHEMES, MediaItem, MediaReader, redact_uri
+from avstream.engine.capture.live import LiveReader, WallClock
 from avstream.engine.capture.schemes import check_uri, open_reader, resolve_file, uri_scheme
+from avstream.engine.capture.settings import LiveSettings
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Event, Item, StreamInfo, VideoFrame
 from avstream.engine.node import CheckContext, Params, SourceNode
 
-LIVE = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp", "v4l2", "mic"})
 
+class InputParams(Params):
+    """The source node's own params: what to read and how to deliver it."""
 
-class SourceParams(Params):
     uri: str | None = Field(
         default=None,
         description="Input URI carrying video and/or audio: a file path (relative to the pipeline file) or "
@@ -71,72 +73,10 @@ class SourceParams(Params):
         default_factory=dict,
         description="FFmpeg options for file and network inputs (e.g. {probesize: '500000'}); override the defaults.",
     )
-    # --- live inputs (network, camera, microphone) ---
-    rtsp_transport: Literal["tcp", "udp", "auto"] = Field(
-        default="tcp", description="RTSP transport: tcp (interleaved, robust), udp, or auto (FFmpeg tries UDP first)."
-    )
-    open_timeout: float = Field(
-        default=10.0, gt=0.0, le=600.0, description="Seconds to wait for a connection to open before retrying."
-    )
-    stall_timeout: float = Field(
-        default=5.0, gt=0.0, le=600.0,
-        description="A live input that delivers no packets (or no packets of one of its tracks) for this many "
-        "seconds is down: stream_down is published and it is reconnected.",
-    )
-    reconnect: bool = Field(default=True, description="Reconnect a live input that went down.")
-    backoff_initial: float = Field(
-        default=0.5, gt=0.0, le=600.0, description="First reconnect delay in seconds; doubles per failed attempt."
-    )
-    backoff_max: float = Field(default=30.0, gt=0.0, le=3600.0, description="Longest reconnect delay in seconds.")
-    backoff_jitter: float = Field(
-        default=0.25, ge=0.0, le=1.0, description="Random +- fraction added to each reconnect delay."
-    )
-    max_reconnects: int = Field(
-        default=0, ge=0, description="Give up (stream ends with an error) after this many failed attempts; 0: never."
-    )
-    backend: Literal["auto", "pyav", "ffmpeg"] = Field(
-        default="auto",
-        description="Network reader: pyav, ffmpeg (the FFmpeg CLI as a subprocess) or auto (the CLI only for "
-        "protocols PyAV lacks, e.g. srt).",
-    )
-    max_lag: float = Field(
-        default=2.0, gt=0.0, le=600.0,
-        description="Live video decoded more than this many seconds behind real time is dropped (counted) "
-        "until decoding catches up.",
-    )
-    jitter_buffer: float = Field(
-        default=0.25, ge=0.0, le=10.0,
-        description="Seconds a live item may wait for the other track (late audio); audio missing for 4x this "
-        "long (at least 1 s) is filled with silence so windows keep coming.",
-    )
-    clock: Literal["auto", "pts", "wall"] = Field(
-        default="auto",
-        description="Live timing: pts (the stream's own timestamps, A/V aligned as sent), wall (capture wall "
-        "time, for a camera + microphone pair) or auto (pts for one network URI, wall for pairs and devices).",
-    )
-    decode_threads: int = Field(default=0, ge=0, le=64, description="Video decoder threads of live inputs (0: auto).")
-    capture_format: str = Field(
-        default="", description="Camera pixel format / codec (v4l2), e.g. mjpeg or yuyv422; the URI's ?format= wins."
-    )
-    capture_size: str = Field(
-        default="", pattern=r"^(\d+x\d+)?$", description="Camera frame size WIDTHxHEIGHT; the URI's ?size= wins."
-    )
-    capture_fps: float = Field(
-        default=0.0, ge=0.0, le=1000.0, description="Camera frame rate to request; the URI's ?fps= wins (0: default)."
-    )
-    camera_backend: Literal["auto", "ffmpeg", "opencv"] = Field(
-        default="auto", description="Camera reader: the FFmpeg CLI, OpenCV's V4L2 backend, or auto (FFmpeg if installed)."
-    )
-    mic_channels: int = Field(
-        default=1, ge=1, le=64, description="Microphone channels to capture (mixed down to mono); the device is the URI."
-    )
-    mic_rate: int = Field(
-        default=0, ge=0, le=384000, description="Microphone capture rate in Hz (0: the device's default); resampled."
-    )
-    mic_buffer: float = Field(
-        default=2.0, gt=0.0, le=60.0, description="Seconds of microphone audio buffered before the oldest is dropped."
-    )
 
+
+# the input params, then the live-input settings: pydantic orders fields from the last base first
+class SourceParams(LiveSettings, InputParams):
     @model_validator(mode="after")
     def _one_input(self) -> SourceParams:
         if self.uri and (self.video or self.audio):
@@ -168,7 +108,7 @@ class FileSource(SourceNode[SourceParams]):
                 problem = check_uri(uri, ctx.base_dir)
                 if problem:
                     problems.append((key, problem))
-        if "video" in uris and "audio" in uris and len({uri_scheme(u) in LIVE for u in uris.values()}) == 2:
+        if "video" in uris and "audio" in uris and len({uri_scheme(u) in LIVE_SCHEMES for u in uris.values()}) == 2:
             problems.append(("audio", "a live input can only be paired with another live input (not a file)"))
         return problems
 
@@ -183,13 +123,9 @@ class FileSource(SourceNode[SourceParams]):
             sample_rate=p.sample_rate,
             audio_chunk_s=p.audio_chunk_s,
             options=p.options or None,
-            live=self._live_settings(),
+            live=p,  # the params are LiveSettings
             min_size=p.min_size,
         )
-
-    def _live_settings(self) -> LiveSettings:
-        p = self.params
-        return LiveSettings(**{k: getattr(p, k) for k in LiveSettings.__dataclass_fields__})
 
     def _open_all(self) -> list[MediaReader]:
         p = self.params

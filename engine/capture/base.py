@@ -31,6 +31,13 @@ from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
 log = logging.getLogger("avstream.capture")
 
 MediaItem = VideoFrame | AudioChunk
+
+# The URI schemes of live inputs, written here only (this module imports nothing of the engine's
+# readers, so the config compiler and the source node can import it without a cycle).
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp")
+RTSP_SCHEMES = ("rtsp", "rtsps")
+DEVICE_SCHEMES = ("v4l2", "mic")
+LIVE_SCHEMES = frozenset(NETWORK_SCHEMES + DEVICE_SCHEMES)
 _SECRET_KEYS = re.compile(r"(?i)^(pass(word|wd)?|pwd|token|secret|api[_-]?key|key|auth|sig(nature)?)$")
 
 

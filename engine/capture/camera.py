@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from avstream.engine.capture.base import FpsGate, MediaReader, redact_uri, source_error
-from avstream.engine.capture.live import LiveReader, LiveSettings, Permanent, Transient
+from avstream.engine.capture.live import LiveReader, Permanent, Transient
 from avstream.engine.capture.network import NetworkReader
+from avstream.engine.capture.settings import LiveSettings
 from avstream.engine.items import StreamInfo, VideoFrame
 
 log = logging.getLogger("avstream.capture.devices")
@@ -111,9 +112,7 @@ class V4L2Reader(NetworkReader):
                             settings=settings)
         self.scheme, self.options, self.use_cli = "v4l2", {str(k): str(v) for k, v in (kw.get("options") or {}).items()}, True
         self.pts_is_wall = demuxer == "v4l2"
-        self._bgr = None
-        self._size = None
-        self._warned = set()
+        self._init_decoding()
 
     def cli_input(self) -> tuple[list[str], str]:
         args = ["-f", self.demuxer, "-thread_queue_size", "64"]

@@ -23,6 +23,14 @@ from avstream.engine.capture.base import (
     scaled_size,
     source_error,
 )
+from avstream.engine.capture.decode import (
+    MediaDecoder,
+    Timeline,
+    effective_fps,
+    first_tracks,
+    native_rate,
+    track_kinds,
+)
 from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
 from avstream.engine.synthetic.scene import SceneConfig, scene_for, sync_audio, sync_frame, sync_truth
 
@@ -60,23 +68,17 @@ class FileReader(MediaReader):
                 stream, uri, f"cannot open ({why}): not a media file, or corrupt or truncated"
             ) from None
         c = self._container
-        self._vs = c.streams.video[0] if video and c.streams.video else None
-        self._as = c.streams.audio[0] if audio and c.streams.audio else None
+        self._vs, self._as = first_tracks(c, video, audio)
         if self._vs is None and self._as is None:
-            has = [k for k, s in (("video", c.streams.video), ("audio", c.streams.audio)) if s]
             wanted = " or ".join(k for k, on in (("video", video), ("audio", audio)) if on) or "no track"
+            has = track_kinds(c)
             c.close()
-            raise source_error(
-                stream, uri, f"no usable track (wanted {wanted}; file has {', '.join(has) or 'none'})"
-            )
-        native = 0.0
+            raise source_error(stream, uri, f"no usable track (wanted {wanted}; file has {has})")
         width = height = 0
         if self._vs is not None:
             # Slice threading (PyAV's default): on 720p H.264 it decoded 1.4x faster than frame
             # threading on 2 cores (bench/pipeline.py), and adds no frames of delay.
             self._vs.thread_type = "SLICE"
-            rate = self._vs.average_rate or self._vs.guessed_rate
-            native = float(rate) if rate else 0.0
             width, height = self._vs.codec_context.width, self._vs.codec_context.height
         starts = [
             float(s.start_time * s.time_base)
@@ -84,17 +86,16 @@ class FileReader(MediaReader):
             if s is not None and s.start_time is not None and s.time_base
         ]
         self._t0 = min(starts) if starts else 0.0
-        self._native = native
-        self._gate = FpsGate(fps, native)
+        self._native = native_rate(self._vs)
+        self._fps = fps
         self._rate = sample_rate
         self._chunk = max(1, round(audio_chunk_s * sample_rate))
         self._duration = float(c.duration) / 1e6 if c.duration else 0.0
-        eff_fps = min(fps, native) if fps > 0 and native > 0 else (fps or native)
         self.info = StreamInfo(
             stream=stream,
             has_video=self._vs is not None,
             has_audio=self._as is not None,
-            fps=eff_fps if self._vs is not None else 0.0,
+            fps=effective_fps(fps, self._native) if self._vs is not None else 0.0,
             width=width,
             height=height,
             sample_rate=sample_rate if self._as is not None else 0,
@@ -104,51 +105,16 @@ class FileReader(MediaReader):
     def read(self) -> Iterator[MediaItem]:
         import av
 
-        streams = [s for s in (self._vs, self._as) if s is not None]
-        resampler = (
-            av.AudioResampler(format="flt", layout="mono", rate=self._rate) if self._as is not None else None
-        )
-        chunker = AudioChunker(self.stream, self._rate, self._chunk)
-        # one converter for the whole input: a frame's own would set up swscale again for every frame
-        bgr = av.video.reformatter.VideoReformatter()
+        timeline = _FileTimeline(self._t0, self._native, self._min_size, AudioChunker(self.stream, self._rate, self._chunk))
+        decoder = MediaDecoder(self._container, self._vs, self._as, timeline, stream=self.stream, fps=self._fps,
+                               native=self._native, sample_rate=self._rate)
         delivered = 0
         last_t = 0.0
-        frame_count = 0
-        bad_packets = 0
         try:
-            for packet in self._container.demux(*streams):
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError as exc:  # a corrupt packet: skip it, give up after many in a row
-                    bad_packets += 1
-                    if bad_packets > 25:
-                        raise
-                    log.debug("stream %r: skipping undecodable packet: %s", self.stream, exc)
-                    continue
-                bad_packets = 0
-                for frame in frames:
-                    if isinstance(frame, av.VideoFrame):
-                        if frame.time is not None:
-                            t = frame.time - self._t0
-                        else:  # no PTS: count frames at the nominal rate
-                            t = frame_count / (self._native or 25.0)
-                        frame_count += 1
-                        t = max(0.0, t)
-                        if not self._gate.keep(t):
-                            continue
-                        w, h = scaled_size(frame.width, frame.height, self._min_size)
-                        # Scaling inside the colour conversion costs a quarter of converting at full size
-                        # and then resizing, and the frame crosses processes at the size consumers use.
-                        image = np.ascontiguousarray(bgr.reformat(
-                            frame, format="bgr24", width=w, height=h, interpolation="AREA", threads=1).to_ndarray())
-                        last_t = max(last_t, t)
-                        delivered += 1
-                        yield VideoFrame(self.stream, t, time.time(), image)
-                    elif resampler is not None and isinstance(frame, av.AudioFrame):
-                        for chunk in self._resample(resampler, chunker, frame):
-                            last_t = max(last_t, chunk.t)
-                            delivered += 1
-                            yield chunk
+            for item in decoder.packets():
+                last_t = max(last_t, item.t)
+                delivered += 1
+                yield item
         except av.FFmpegError as exc:
             if not delivered:
                 raise source_error(self.stream, self.uri, f"cannot decode: {_why(exc)}") from None
@@ -159,10 +125,8 @@ class FileReader(MediaReader):
                 last_t,
                 _why(exc),
             )
-        if resampler is not None:
-            yield from self._resample(resampler, chunker, None)
-            yield from chunker.flush()
-        if not delivered and not chunker.emitted:
+        yield from decoder.finish()
+        if not delivered and not timeline.chunker.emitted:
             raise source_error(self.stream, self.uri, "no decodable media (empty or corrupt input)")
         if self._duration and last_t < self._duration - 0.5:
             log.warning(
@@ -173,18 +137,37 @@ class FileReader(MediaReader):
                 self._duration,
             )
 
-    def _resample(self, resampler: Any, chunker: AudioChunker, frame: Any) -> Iterator[AudioChunk]:
-        for out in resampler.resample(frame):
-            samples = out.to_ndarray().reshape(-1)
-            t = (
-                out.time
-                if out.time is not None
-                else (frame.time if frame is not None and frame.time else 0.0)
-            ) - self._t0
-            yield from chunker.push(samples, t)
-
     def close(self) -> None:
         self._container.close()
+
+
+class _FileTimeline(Timeline):
+    """A file's own timestamps from the start of the input; frames scaled down to cover ``min_size``."""
+
+    interpolation = "AREA"  # downscaling to what consumers use: area averaging keeps detail
+
+    def __init__(self, t0: float, native: float, min_size: tuple[int, int] | None, chunker: AudioChunker):
+        self.t0, self.native, self.min_size, self.chunker = t0, native, min_size, chunker
+        self.frames = 0
+
+    def video_time(self, frame: Any, packet: Any, wall: float) -> float:
+        if frame.time is not None:
+            t = frame.time - self.t0
+        else:  # no PTS: count frames at the nominal rate
+            t = self.frames / (self.native or 25.0)
+        self.frames += 1
+        return max(0.0, t)
+
+    def video_size(self, frame: Any) -> tuple[int, int]:
+        return scaled_size(frame.width, frame.height, self.min_size)
+
+    def audio(self, samples: np.ndarray, pts: float | None, frame: Any, wall: float) -> Iterator[AudioChunk]:
+        if pts is None:
+            pts = frame.time if frame is not None and frame.time else 0.0
+        return self.chunker.push(samples, pts - self.t0)
+
+    def finish(self) -> Iterator[AudioChunk]:
+        return self.chunker.flush()
 
 
 # --------------------------------------------------------------------------------------------------

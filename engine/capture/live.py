@@ -5,7 +5,8 @@ A :class:`LiveReader` runs its capture in a thread of its own and hands items ov
 grows). :meth:`LiveReader.reconnect_loop` retries a lost input with exponential backoff and jitter
 and yields ``Event("stream_down")`` / ``Event("stream_up")`` around the gap; failures are sorted
 into :class:`Permanent` (the stream ends with a clear error) and :class:`Transient` (retry).
-Network readers are in ``netcapture``, devices in ``devices``.
+Network readers are in ``network``, devices in ``camera`` and ``microphone``; their settings in
+``settings``.
 """
 
 from __future__ import annotations
@@ -13,48 +14,23 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from avstream.engine.backoff import backoff_delay
 from avstream.engine.capture.avclock import AudioClock, StreamClock
 from avstream.engine.capture.base import AudioChunker, MediaReader, redact_uri, source_error
+from avstream.engine.capture.settings import LiveSettings
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Event, StreamInfo, VideoFrame
 
 log = logging.getLogger("avstream.capture.live")
 LiveItem = VideoFrame | AudioChunk | StreamInfo | Event
-
-
-@dataclass(frozen=True)
-class LiveSettings:
-    """Settings of live readers (the source node's params of the same names)."""
-
-    rtsp_transport: str = "tcp"
-    open_timeout: float = 10.0
-    stall_timeout: float = 5.0
-    reconnect: bool = True
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    backoff_jitter: float = 0.25
-    max_reconnects: int = 0
-    backend: str = "auto"
-    max_lag: float = 2.0
-    clock: str = "auto"
-    decode_threads: int = 0
-    capture_format: str = ""
-    capture_size: str = ""
-    capture_fps: float = 0.0
-    camera_backend: str = "auto"
-    mic_channels: int = 1
-    mic_rate: int = 0
-    mic_buffer: float = 2.0
 
 
 class WallClock:
@@ -297,8 +273,7 @@ class LiveReader(MediaReader):
 
     def backoff(self, attempt: int) -> float:
         s = self.settings
-        base = min(s.backoff_max, s.backoff_initial * 2 ** max(0, attempt - 1))
-        return max(0.05, base * (1.0 + random.uniform(-s.backoff_jitter, s.backoff_jitter)))
+        return backoff_delay(attempt, initial=s.backoff_initial, cap=s.backoff_max, jitter=s.backoff_jitter, floor=0.05)
 
     def reconnect_loop(self, connect_once: Callable[[], bool], permanent_first: bool = False) -> None:
         """Run ``connect_once`` (True: it delivered media) until stopped, with backoff and events.

@@ -13,7 +13,9 @@ import numpy as np
 
 from avstream.engine.capture.avclock import AudioClock, ClockFit
 from avstream.engine.capture.base import AudioChunker, redact_uri, source_error
-from avstream.engine.capture.live import LiveReader, LiveSettings, Permanent, Transient
+from avstream.engine.capture.decode import MonoResampler
+from avstream.engine.capture.live import LiveReader, Permanent, Transient
+from avstream.engine.capture.settings import LiveSettings
 from avstream.engine.errors import MissingDependencyError
 from avstream.engine.items import StreamInfo
 
@@ -167,7 +169,7 @@ class MicReader(LiveReader):
                 raise Permanent(f"microphone {self.device_name!r} is busy or unavailable ({text})") from None
             raise Transient(f"cannot open microphone {self.device_name!r}: {text}") from None
         self.announce(StreamInfo(self.stream, False, True, sample_rate=self.rate, uri=redact_uri(self.uri)))
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        resampler = MonoResampler(self.rate)
         chunker: AudioChunker | None = None
         delivered = False
         seen_overflows = seen_dropped = 0
@@ -192,8 +194,7 @@ class MicReader(LiveReader):
                         continue
                     frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
                     frame.sample_rate = self.device_rate
-                    for out in resampler.resample(frame):
-                        samples = out.to_ndarray().reshape(-1)
+                    for samples, _ in resampler.resample(frame):
                         ref = self.wall.place("audio", self.wall.t_of(wall)) if self.wall else self.clock.map(
                             "audio", wall, wall)
                         if ref is None:  # a paired camera has not started yet

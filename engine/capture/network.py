@@ -1,10 +1,12 @@
 """Live network inputs: ``rtsp``, ``rtsps``, ``rtmp``, ``http(s)`` (progressive and HLS), ``srt``,
 ``udp``, ``tcp``.
 
-:class:`NetworkReader` (a :class:`~avstream.engine.livereader.LiveReader`) opens the URI with PyAV,
-or with the FFmpeg command-line tool as a subprocess remuxing to NUT on a pipe where PyAV's bundled FFmpeg lacks the protocol (SRT); both paths share the
-decoding below. Every blocking step has a deadline: the open timeout, PyAV's read timeout, a
-watchdog that kills a silent FFmpeg subprocess, and a per-track stall check. A lost connection is
+:class:`NetworkReader` (a :class:`~avstream.engine.capture.live.LiveReader`) opens the URI with PyAV,
+or with the FFmpeg command-line tool as a subprocess remuxing to NUT on a pipe where PyAV's bundled
+FFmpeg lacks the protocol (SRT); both paths decode through
+:class:`~avstream.engine.capture.decode.MediaDecoder` with a :class:`_LiveTimeline` per connection.
+Every blocking step has a deadline: the open timeout, PyAV's read timeout, a watchdog that kills a
+silent FFmpeg subprocess, and a per-track stall check. A lost connection is
 retried with exponential backoff and jitter; the reader yields ``Event("stream_down")`` and
 ``Event("stream_up")`` around the gap, and media time continues from the wall time of the gap
 (:class:`~avstream.engine.avclock.StreamClock`). Credentials in URIs never reach a log line.
@@ -25,7 +27,15 @@ from typing import Any
 import numpy as np
 
 from avstream.engine.capture.avclock import ClockFit
-from avstream.engine.capture.base import AudioChunker, FpsGate, redact_uri, source_error
+from avstream.engine.capture.base import RTSP_SCHEMES, AudioChunker, redact_uri, source_error
+from avstream.engine.capture.decode import (
+    MediaDecoder,
+    Timeline,
+    effective_fps,
+    first_tracks,
+    native_rate,
+    track_kinds,
+)
 from avstream.engine.capture.live import (
     LiveReader,
     LiveSettings,
@@ -37,7 +47,6 @@ from avstream.engine.capture.live import (
 )
 from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
 
-NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp")
 PYAV_LACKS = frozenset({"srt"})  # protocols missing from PyAV's wheels: read through the FFmpeg CLI
 WALL_SETTLE_S = 1.0  # wall mode: arrivals of a new connection to see before timestamps are trusted
 
@@ -135,8 +144,12 @@ class NetworkReader(LiveReader):
         backend = self.settings.backend
         self.use_cli = backend == "ffmpeg" or (backend == "auto" and self.scheme in PYAV_LACKS)
         self.pts_is_wall = False  # device timestamps that are already capture wall time
-        self._bgr: Any = None
+        self._init_decoding()
+
+    def _init_decoding(self) -> None:
+        """State that outlives a connection: the frame size, the last video time, warnings given."""
         self._size: tuple[int, int] | None = None
+        self._last_vt = -1e18
         self._warned: set[str] = set()
 
     # --- opening ---
@@ -144,7 +157,7 @@ class NetworkReader(LiveReader):
         s = self.settings
         us = str(int(s.stall_timeout * 1e6))
         opts = {"rw_timeout": us, "analyzeduration": "2000000"}
-        if self.scheme in ("rtsp", "rtsps"):
+        if self.scheme in RTSP_SCHEMES:
             if s.rtsp_transport != "auto":
                 opts["rtsp_transport"] = s.rtsp_transport
             opts["timeout"] = us
@@ -158,7 +171,7 @@ class NetworkReader(LiveReader):
     def cli_input(self) -> tuple[list[str], str]:
         """FFmpeg CLI input options and URL."""
         args = ["-rw_timeout", str(int(self.settings.stall_timeout * 1e6)), "-analyzeduration", "2000000"]
-        if self.scheme in ("rtsp", "rtsps") and self.settings.rtsp_transport != "auto":
+        if self.scheme in RTSP_SCHEMES and self.settings.rtsp_transport != "auto":
             args += ["-rtsp_transport", self.settings.rtsp_transport]
         for k, v in self.options.items():
             args += [f"-{k}", v]
@@ -230,158 +243,183 @@ class NetworkReader(LiveReader):
 
     # --- decoding, shared by both paths ---
     def _decode(self, container: Any, dog: Watchdog | None) -> bool:
-        import av
-
-        s = self.settings
-        vs = container.streams.video[0] if self.want_video and container.streams.video else None
-        aus = container.streams.audio[0] if self.want_audio and container.streams.audio else None
+        """Decode one connection into the hand-over queue; True when it delivered media."""
+        vs, aus = first_tracks(container, self.want_video, self.want_audio)
         if vs is None and aus is None:
-            has = [k for k, ss in (("video", container.streams.video), ("audio", container.streams.audio)) if ss]
             wanted = " or ".join(k for k, on in (("video", self.want_video), ("audio", self.want_audio)) if on)
-            raise Permanent(f"no {wanted} track in the stream (it has {', '.join(has) or 'none'})")
-        native = 0.0
-        if vs is not None:
-            vs.thread_type = "AUTO"
-            if s.decode_threads:
-                vs.codec_context.thread_count = s.decode_threads
-            rate = vs.average_rate or vs.guessed_rate
-            native = float(rate) if rate else 0.0
-            size = (vs.codec_context.width, vs.codec_context.height)
-            if self._size is None and size[0] > 0:
-                self._size = size
+            raise Permanent(f"no {wanted} track in the stream (it has {track_kinds(container)})")
+        native = self._setup_video(vs)
         w, h = self._size or (0, 0)
-        eff = min(self.fps, native) if self.fps > 0 and native > 0 else (self.fps or native)
         self.announce(StreamInfo(self.stream, has_video=vs is not None, has_audio=aus is not None,
-                                 fps=eff if vs is not None else 0.0, width=w if vs is not None else 0,
-                                 height=h if vs is not None else 0, sample_rate=self.rate if aus is not None else 0,
-                                 uri=redact_uri(self.uri)))
-        gate = FpsGate(self.fps, native)
-        self._bgr = av.video.reformatter.VideoReformatter()
+                                 fps=effective_fps(self.fps, native) if vs is not None else 0.0,
+                                 width=w if vs is not None else 0, height=h if vs is not None else 0,
+                                 sample_rate=self.rate if aus is not None else 0, uri=redact_uri(self.uri)))
         # frames on the grid of their own rate; in a stream of its own, audio starts with the video
         self.clock.grid = 1.0 / native if vs is not None and 0 < native <= 240 else 0.0
         self.clock.video_first = vs is not None and aus is not None and self.wall is None
-        fits = {"video": _WallTrack(), "audio": _WallTrack()}
-        resampler: Any = None
-        src_fmt: tuple[Any, ...] = ()
-        chunker: AudioChunker | None = None
-        last_packet: dict[str, float] = {}
-        last_frame: dict[str, float] = {}  # per track: when a packet last decoded to a frame
-        lag = _LagMeter()
-        skipping = False
-        bad = 0
-        a_count = 0
-        delivered = False
-        last_vt = getattr(self, "_last_vt", -1e18)
-        for packet in container.demux(*[x for x in (vs, aus) if x is not None]):
-            if self._stop.is_set():
-                break
-            now = time.monotonic()
-            kind = "video" if packet.stream is vs else "audio"
-            if dog is not None:
-                dog.feed()
-            if packet.size:
-                last_packet[kind] = now
-                for other, seen in last_packet.items():
-                    if now - seen > s.stall_timeout:
-                        raise Transient(f"no {other} packets for {s.stall_timeout:g} s (track stopped or changed codec)")
-                if kind in last_frame and now - last_frame[kind] > s.stall_timeout:
-                    raise Transient(f"{kind} packets arrive but have not decoded for {s.stall_timeout:g} s "
-                                    "(the codec may have changed)")
-            try:
-                frames = packet.decode()
-            except av.FFmpegError as exc:
-                bad += 1
-                if bad > 50:
-                    raise Transient(f"undecodable data ({exc.strerror or exc})") from None
-                continue
-            bad = 0
-            if frames:
-                last_frame[kind] = now
-            for frame in frames:
-                wall = time.time()
-                if isinstance(frame, av.VideoFrame):
-                    assert vs is not None
-                    pts = frame.time if frame.time is not None else (packet.pts or 0) * float(vs.time_base or 0)
-                    x = self.clock.map("video", pts, wall)
-                    assert x is not None  # video is never held back
-                    t = self._to_media("video", fits, x, pts, wall)
-                    if t is None:
-                        continue
-                    if t <= last_vt or t < self.clock.start:
-                        self.count("frames_out_of_order")
-                        continue
-                    behind = lag.add(wall, t)
-                    if behind > s.max_lag or skipping:
-                        if not skipping:
-                            self._warn("lag", f"decoding is {behind:.1f} s behind real time: dropping frames")
-                        skipping = behind > s.max_lag / 2
-                        vs.codec_context.skip_frame = "NONKEY" if skipping else "DEFAULT"
-                        self.count("frames_dropped_lag")
-                        continue
-                    if not gate.keep(t):
-                        continue
-                    last_vt = self._last_vt = t
-                    self.mark_up()
-                    delivered = True
-                    self.clock.note_end(t, wall)
-                    self.put(VideoFrame(self.stream, t, wall, self._image(frame)))
-                elif isinstance(frame, av.AudioFrame):
-                    if resampler is None or _fmt(frame) != src_fmt:  # new resampler on a format change
-                        resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
-                        src_fmt = _fmt(frame)
-                    # the input's last sample arrived now; the resampler may hand out older samples
-                    in_end = frame.time + frame.samples / frame.sample_rate if frame.time is not None else None
-                    for out in resampler.resample(frame):
-                        samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                        # no timestamp (raw inputs): the sample count of this connection is the clock
-                        apts = out.time if out.time is not None else a_count / self.rate
-                        a_count += len(samples)
-                        x = self.clock.map("audio", apts, wall)
-                        if x is None:  # before this connection's first video frame
-                            self.count("settling_dropped")
-                            continue
-                        back = in_end - apts if in_end is not None and out.time is not None else len(samples) / self.rate
-                        ref = self._to_media("audio", fits, x, apts, wall - max(0.0, back))
-                        if ref is None:
-                            continue
-                        chunker, sent = self.clock_audio(samples, ref, chunker, self._put_chunks)
-                        delivered = delivered or sent
-        if chunker is not None:
-            self._put_chunks(chunker.flush())
-        return delivered
+        timeline = _LiveTimeline(self, vs, dog)
+        decoder = MediaDecoder(container, vs, aus, timeline, stream=self.stream, fps=self.fps, native=native,
+                               sample_rate=self.rate)
+        for item in decoder.packets():
+            self._deliver(item)
+        for chunk in decoder.finish():
+            self._deliver(chunk)
+        return timeline.delivered
 
-    def _put_chunks(self, chunks: Iterator[AudioChunk]) -> None:
-        for c in chunks:
-            self.clock.note_end(c.t_end, c.wall)
-            self.put(c)
+    def _setup_video(self, vs: Any | None) -> float:
+        """Decoder threads; the first connection's frame size is kept for the whole run. The native rate."""
+        if vs is None:
+            return 0.0
+        vs.thread_type = "AUTO"
+        if self.settings.decode_threads:
+            vs.codec_context.thread_count = self.settings.decode_threads
+        size = (vs.codec_context.width, vs.codec_context.height)
+        if self._size is None and size[0] > 0:
+            self._size = size
+        return native_rate(vs)
 
-    def _to_media(self, track: str, fits: dict[str, _WallTrack], x: float, pts: float, wall: float) -> float | None:
-        """Media time: the stream's own timestamps, or (``wall`` mode) the capture wall clock.
-
-        None: still settling (see :class:`_WallTrack`).
-        """
-        if self.wall is None:
-            return x
-        t = self.wall.t_of(pts) if self.pts_is_wall else fits[track].map(x, self.wall.t_of(wall))
-        if t is not None:
-            t = self.wall.place(track, t, self.clock.grid)
-        if t is None:
-            self.count("settling_dropped")
-        return t
-
-    def _image(self, frame: Any) -> np.ndarray:
-        assert self._size is not None
-        w, h = self._size
-        if (frame.width, frame.height) != (w, h):
-            self._warn("size", f"video size changed from {w}x{h} to {frame.width}x{frame.height}: scaling to {w}x{h}")
-            return np.ascontiguousarray(self._bgr.reformat(frame, format="bgr24", width=w, height=h).to_ndarray())
-        # one converter per reader: a frame's own would set up swscale again for every frame
-        return np.ascontiguousarray(self._bgr.reformat(frame, format="bgr24", threads=1).to_ndarray())
+    def _deliver(self, item: VideoFrame | AudioChunk) -> None:
+        """Into the hand-over queue; the next connection continues media time after it."""
+        self.clock.note_end(item.t_end if isinstance(item, AudioChunk) else item.t, item.wall)
+        self.put(item)
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             log.warning("%s: %s", self.where(), message)
+
+
+class _LiveTimeline(Timeline):
+    """One connection of a live stream around :class:`MediaDecoder`.
+
+    Timestamps go through the reader's stream clock (and, in wall mode, to capture wall time);
+    frames out of order or while decoding lags behind real time are dropped (counted); a track that
+    stops delivering packets, or whose packets stop decoding, for ``stall_timeout`` ends the
+    connection; each packet feeds the watchdog of an FFmpeg subprocess.
+    """
+
+    max_bad_packets = 50
+    drains_resampler = False  # the connection's tail is not waited for
+
+    def __init__(self, reader: NetworkReader, video: Any | None, dog: Watchdog | None):
+        self.reader, self.dog = reader, dog
+        self.video: Any = video  # only read for video frames, which come only with a video track
+        self.stall_s = reader.settings.stall_timeout
+        self.max_lag = reader.settings.max_lag
+        self.fits = {"video": _WallTrack(), "audio": _WallTrack()}
+        self.lag = _LagMeter()
+        self.skipping = False
+        self.delivered = False
+        self.chunker: AudioChunker | None = None
+        self.audio_samples = 0  # this connection's, the clock of audio without timestamps
+        self.now = 0.0
+        self.last_packet: dict[str, float] = {}
+        self.last_frame: dict[str, float] = {}  # per track: when a packet last decoded to a frame
+
+    def packet(self, kind: str, packet: Any) -> bool:
+        if self.reader._stop.is_set():
+            return False
+        self.now = now = time.monotonic()
+        if self.dog is not None:
+            self.dog.feed()
+        if packet.size:
+            self.last_packet[kind] = now
+            for other, seen in self.last_packet.items():
+                if now - seen > self.stall_s:
+                    raise Transient(f"no {other} packets for {self.stall_s:g} s (track stopped or changed codec)")
+            if kind in self.last_frame and now - self.last_frame[kind] > self.stall_s:
+                raise Transient(f"{kind} packets arrive but have not decoded for {self.stall_s:g} s "
+                                "(the codec may have changed)")
+        return True
+
+    def decoded(self, kind: str) -> None:
+        self.last_frame[kind] = self.now
+
+    def undecodable(self, exc: Exception) -> Exception:
+        return Transient(f"undecodable data ({getattr(exc, 'strerror', None) or exc})")
+
+    def video_time(self, frame: Any, packet: Any, wall: float) -> float | None:
+        reader = self.reader
+        pts = frame.time if frame.time is not None else (packet.pts or 0) * float(self.video.time_base or 0)
+        x = reader.clock.map("video", pts, wall)
+        assert x is not None  # video is never held back
+        t = self.to_media("video", x, pts, wall)
+        if t is None:
+            return None
+        if t <= reader._last_vt or t < reader.clock.start:
+            reader.count("frames_out_of_order")
+            return None
+        if self.lagging(wall, t):
+            reader.count("frames_dropped_lag")
+            return None
+        return t
+
+    def lagging(self, wall: float, t: float) -> bool:
+        """Decoding is too far behind real time: drop frames, and decode key frames only, until it
+        has caught up half the way."""
+        behind = self.lag.add(wall, t)
+        if behind <= self.max_lag and not self.skipping:
+            return False
+        if not self.skipping:
+            self.reader._warn("lag", f"decoding is {behind:.1f} s behind real time: dropping frames")
+        self.skipping = behind > self.max_lag / 2
+        self.video.codec_context.skip_frame = "NONKEY" if self.skipping else "DEFAULT"
+        return True
+
+    def kept_video(self, t: float, wall: float) -> None:
+        self.reader._last_vt = t
+        self.reader.mark_up()
+        self.delivered = True
+
+    def video_size(self, frame: Any) -> tuple[int, int]:
+        """The size of the run's first connection: a stream that changes size is scaled back to it."""
+        reader = self.reader
+        if reader._size is None:
+            reader._size = (frame.width, frame.height)
+        w, h = reader._size
+        if (frame.width, frame.height) != (w, h):
+            reader._warn("size", f"video size changed from {w}x{h} to {frame.width}x{frame.height}: scaling to {w}x{h}")
+        return w, h
+
+    def audio(self, samples: np.ndarray, pts: float | None, frame: Any, wall: float) -> Iterator[AudioChunk]:
+        reader, rate = self.reader, self.reader.rate
+        # no timestamp (raw inputs): the sample count of this connection is the clock
+        apts = pts if pts is not None else self.audio_samples / rate
+        self.audio_samples += len(samples)
+        x = reader.clock.map("audio", apts, wall)
+        if x is None:  # before this connection's first video frame
+            reader.count("settling_dropped")
+            return iter(())
+        # the input's last sample arrived at ``wall``; the resampler may hand out older samples
+        if pts is not None and frame is not None and frame.time is not None:
+            back = frame.time + frame.samples / frame.sample_rate - apts
+        else:
+            back = len(samples) / rate
+        ref = self.to_media("audio", x, apts, wall - max(0.0, back))
+        if ref is None:
+            return iter(())
+        chunks: list[AudioChunk] = []
+        self.chunker, sent = reader.clock_audio(samples, ref, self.chunker, chunks.extend)
+        self.delivered = self.delivered or sent
+        return iter(chunks)
+
+    def finish(self) -> Iterator[AudioChunk]:
+        return self.chunker.flush() if self.chunker is not None else iter(())
+
+    def to_media(self, track: str, x: float, pts: float, wall: float) -> float | None:
+        """Media time: the stream's own timestamps, or (``wall`` mode) the capture wall clock.
+
+        None: still settling (see :class:`_WallTrack`).
+        """
+        reader = self.reader
+        if reader.wall is None:
+            return x
+        t = reader.wall.t_of(pts) if reader.pts_is_wall else self.fits[track].map(x, reader.wall.t_of(wall))
+        if t is not None:
+            t = reader.wall.place(track, t, reader.clock.grid)
+        if t is None:
+            reader.count("settling_dropped")
+        return t
 
 
 class _WallTrack:
@@ -411,10 +449,6 @@ class _WallTrack:
                 self.fit.add(xx, w)
         self.fit.add(x, arrival)
         return self.fit.map(x)
-
-
-def _fmt(frame: Any) -> tuple[Any, ...]:
-    return (frame.format.name, frame.layout.name, frame.sample_rate)
 
 
 class _LagMeter:

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from avstream.engine.capture.base import MediaReader, file_path, redact_uri, source_error
+from avstream.engine.capture.base import NETWORK_SCHEMES, MediaReader, file_path, redact_uri, source_error
 from avstream.engine.capture.camera import check_v4l2_uri, open_v4l2
 from avstream.engine.capture.files import SAMPLES, FileReader, _generated, parse_synthetic
 from avstream.engine.capture.microphone import MicReader, check_mic_uri
-from avstream.engine.capture.network import NETWORK_SCHEMES, NetworkReader, check_net_uri
+from avstream.engine.capture.network import NetworkReader, check_net_uri
 from avstream.engine.errors import SourceError
 from avstream.engine.synthetic.scene import SceneConfig
 
@@ -64,7 +64,7 @@ def open_reader(
 
     ``video``/``audio`` = False ignore that track; ``fps`` > 0 subsamples video; audio comes mono at
     ``sample_rate`` in chunks of about ``audio_chunk_s``; ``options`` go to FFmpeg (files, network);
-    ``live`` (``netcapture.LiveSettings``) goes to the readers of live schemes; ``min_size`` (W, H)
+    ``live`` (:class:`~avstream.engine.capture.settings.LiveSettings`) goes to the readers of live schemes; ``min_size`` (W, H)
     lets a file reader deliver frames scaled down to the smallest size covering it.
     """
     if sample_rate <= 0 or audio_chunk_s <= 0 or fps < 0:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from avstream.engine.capture.base import LIVE_SCHEMES
 from avstream.engine.errors import ConfigError, ModelError, Problem
 from avstream.engine.items import AV_WINDOW, MEDIA, RESULT
 from avstream.engine.node import CheckContext, Node, WindowRequirement
@@ -29,7 +30,6 @@ SOURCE_TYPE = "avstream/source@v1"
 TOP_KEYS = ("version", "name", "description", "streams", "nodes", "outputs")
 NODE_KEYS = ("type", "inputs", "params", "process", "restart")
 STREAM_FRAME_KEYS = ("type", "process")
-LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp", "v4l2", "mic")
 
 
 class PublishOptions(BaseModel):

@@ -21,6 +21,7 @@ from typing import Any
 
 import zmq
 
+from avstream.engine.backoff import backoff_delay
 from avstream.engine.inference.runners import describe_fallbacks
 from avstream.engine.items import Event, Result
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
@@ -35,6 +36,8 @@ HEARTBEAT_TIMEOUT_S = 10.0
 STOP_GRACE_S = 3.0
 MAX_RESTARTS = 5  # within RESTART_WINDOW_S; more means the node is broken, not unlucky
 RESTART_WINDOW_S = 60.0
+RESTART_BACKOFF_INITIAL_S = 0.5  # doubles per restart inside the window, up to the cap
+RESTART_BACKOFF_MAX_S = 8.0
 
 
 @dataclass
@@ -324,7 +327,7 @@ class Supervisor:
             worker.done = True
             self.failed = True
             return
-        delay = min(0.5 * 2 ** (len(worker.restarts) - 1), 8.0)
+        delay = backoff_delay(len(worker.restarts), initial=RESTART_BACKOFF_INITIAL_S, cap=RESTART_BACKOFF_MAX_S)
         worker.restart_count += 1
         worker.restart_at = now + delay
         worker.error_reported = False

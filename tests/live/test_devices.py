@@ -128,7 +128,7 @@ def test_missing_and_unusable_cameras_are_clear_errors() -> None:
 def _settings(**kw: object) -> object:
     from avstream.engine.capture.live import LiveSettings
 
-    return LiveSettings(**kw)  # type: ignore[arg-type]
+    return LiveSettings(**kw)
 
 
 @pytest.mark.slow

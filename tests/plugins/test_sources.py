@@ -14,6 +14,7 @@ import numpy as np
 import pydantic
 import pytest
 
+from avstream.engine.capture.settings import LiveSettings
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Item, StreamInfo, VideoFrame
 from avstream.engine.node import CheckContext, NodeContext
@@ -148,3 +149,39 @@ def test_open_errors_are_source_errors(tmp_path: Path) -> None:
     node = make({"uri": "missing.mp4"}, base_dir=tmp_path)
     with pytest.raises(SourceError, match="'cam0'.*not found"):
         list(node.produce())
+
+
+def test_live_settings_are_one_schema_with_the_node_params() -> None:
+    """The source node's live params are LiveSettings' own fields: same defaults, limits and messages."""
+    assert issubclass(SourceParams, LiveSettings)
+    for name, field in LiveSettings.model_fields.items():
+        assert repr(SourceParams.model_fields[name]) == repr(field), name
+    params = SourceParams(uri="rtsp://cam/1", backoff_max=12.0, clock="wall")
+    assert params.backoff_max == 12.0 and params.clock == "wall"
+    defaults = LiveSettings()
+    assert (defaults.rtsp_transport, defaults.open_timeout, defaults.stall_timeout) == ("tcp", 10.0, 5.0)
+    assert (defaults.backoff_initial, defaults.backoff_max, defaults.backoff_jitter) == (0.5, 30.0, 0.25)
+    assert (defaults.max_reconnects, defaults.backend, defaults.max_lag, defaults.clock) == (0, "auto", 2.0, "auto")
+    assert (defaults.jitter_buffer, defaults.decode_threads, defaults.camera_backend) == (0.25, 0, "auto")
+    assert (defaults.capture_format, defaults.capture_size, defaults.capture_fps) == ("", "", 0.0)
+    assert (defaults.mic_channels, defaults.mic_rate, defaults.mic_buffer) == (1, 0, 2.0)
+    # the node's own params come first, as `avstream plugins` lists them
+    fields = list(SourceParams.model_fields)
+    assert fields[:3] == ["uri", "video", "audio"] and fields.index("options") < fields.index("rtsp_transport")
+    for bad, message in (({"backoff_jitter": 2}, "less than or equal to 1"), ({"stall_timeout": 0}, "greater than 0"),
+                         ({"rtsp_transport": "x"}, "'tcp', 'udp' or 'auto'"), ({"capture_size": "big"}, "pattern"),
+                         ({"mic_rate": -1}, "greater than or equal to 0"), ({"bogus": 1}, "Extra inputs")):
+        for model, extra in ((LiveSettings, {}), (SourceParams, {"uri": "sample://demo"})):
+            with pytest.raises(pydantic.ValidationError, match=message):
+                model(**extra, **bad)
+    with pytest.raises(pydantic.ValidationError):
+        defaults.stall_timeout = 1.0  # type: ignore[misc]  # frozen, as the node params are
+
+
+def test_every_live_scheme_has_a_reader() -> None:
+    from avstream.engine.capture import schemes
+    from avstream.engine.capture.base import LIVE_SCHEMES, NETWORK_SCHEMES
+
+    assert set(NETWORK_SCHEMES) <= LIVE_SCHEMES
+    for scheme in LIVE_SCHEMES:
+        assert scheme in schemes._SCHEMES, scheme  # noqa: SLF001 - the registry has no public listing
