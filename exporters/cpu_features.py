@@ -68,13 +68,18 @@ def proc_cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str] | None:
 
 def runtime_flags() -> set[str] | None:
     """The features numpy's run-time CPUID detection found in this process (in /proc/cpuinfo spelling)."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as found  # numpy >= 2
-    except ImportError:
+    import importlib
+
+    found: dict[str, bool] | None = None
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # numpy 2, numpy 1
         try:
-            from numpy.core._multiarray_umath import __cpu_features__ as found  # numpy 1.x
+            found = getattr(importlib.import_module(module), "__cpu_features__", None)
         except ImportError:
-            return None
+            continue
+        if found is not None:
+            break
+    if found is None:
+        return None
     return {ours for ours, theirs in _NUMPY_NAMES.items() if found.get(theirs)}
 
 

@@ -94,7 +94,7 @@ def test_int8_agrees_on_an_avx2_cpu_without_vnni(tmp_path: Path) -> None:
     quantize_int8(HIGHLIGHT, tmp_path / "int8.onnx", calib)
     saturation_probe(tmp_path / "probe.onnx")
     arrays = {f"{k}{i}": f[k] for i, f in enumerate(held) for k in ("video", "audio")}
-    np.savez(tmp_path / "feeds.npz", n=len(held), **arrays)  # type: ignore[arg-type]
+    np.savez(tmp_path / "feeds.npz", n=len(held), **arrays)
     r = subprocess.run([str(QEMU), "-cpu", HASWELL, sys.executable, "-c", EMULATED, str(tmp_path), str(HIGHLIGHT)],
                        capture_output=True, text=True, timeout=110)
     assert r.returncode == 0, r.stderr[-3000:]
