@@ -158,7 +158,7 @@ def bench_decoder_step(name: str, path: Path, args: argparse.Namespace, tmp: Pat
         tokens[:, step] = la.argmax(1)
     feed = {"tokens": tokens[:1], "memory": memory[:1]}
     ra, rb = paired_latency([a, b], feed, runs=30)
-    return {"model": f"{meta['id']}@{meta['version']}", "quantisation": "dynamic (weights int8)",
+    return {"model": f"{meta['id']}@{meta['version']}", "quantisation": f"dynamic ({7 if REDUCE_RANGE else 8}-bit int8 weights)",
             "decoding steps": steps, "next-token agreement": round(agree / steps, 4),
             "logits max abs": round(max(diffs), 4), "batch 1 ms fp32/int8": [round(ra, 2), round(rb, 2)],
             "batch 1 speed-up": round(ra / rb, 2),
