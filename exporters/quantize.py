@@ -201,7 +201,7 @@ def head_nodes(model: Any, op_types: Sequence[str] = ("Conv", "MatMul", "Gemm"))
 # and the output heads stay in float, which keeps scores close to the float model.
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 # 7-bit weights: no int16 saturation in ORT's AVX2 (non-VNNI) u8 x s8 kernels. Measured (docs/models.md):
-# worst output correlation 0.75-0.95 → >= 0.997 on AVX2, and no loss on VNNI CPUs (with float heads).
+# worst output correlation 0.57-0.98 → >= 0.997 on AVX2, and no loss on VNNI CPUs (with float heads).
 REDUCE_RANGE = True
 
 
