@@ -217,7 +217,7 @@ def export_command(**options: Any) -> int:
 
         return build_pipeline_engines(args.build_engines, args.engine_cache, _say)
     if args.model:
-        from .quantize import convert_main
+        from .convert import convert_main
 
         return convert_main(args, _say)
     if args.quantize or args.precision or args.format != "onnx" or args.calibrate:

@@ -5,12 +5,17 @@
   the model's contract, exactly as in a pipeline, and each window is fitted by the runtime's Runner.
 - ``quantize_int8`` runs ONNX Runtime's static quantisation calibrated on those feeds. ``qoperator``
   (integer operators) is the fast format for ONNX Runtime on CPU/edge; ``qdq`` (symmetric
-  Quantize/Dequantize pairs) is what TensorRT builds INT8 engines from. The log-mel front end (the
-  first Conv on raw audio and the Log after it) stays in float: a uint8 grid over raw samples in
-  [-1, 1] erases quiet sounds, and a log after a quantised power amplifies the error.
+  Quantize/Dequantize pairs) is what TensorRT builds INT8 engines from. Weights are 7-bit
+  (``reduce_range``): on x86 CPUs with AVX2 but no VNNI, ORT's u8 x s8 kernels (vpmaddubsw) add pairs
+  of products in int16, and 255 x 127 x 2 saturates it while 255 x 64 x 2 does not; with full 8-bit
+  weights the same model agrees with its float model on a VNNI CPU and not on an AVX2 one. The log-mel
+  front end (the first Conv on raw audio and the Log after it) stays in float: a uint8 grid over raw
+  samples in [-1, 1] erases quiet sounds, and a log after a quantised power amplifies the error. So do
+  the output heads (the last weight operator before each graph output): their error lands on the
+  scores unfiltered, and they are a tiny share of the compute.
 - ``convert_fp16`` keeps inputs/outputs as in the contract (uint8 frames, float32 audio/outputs).
 - ``compare`` runs both models on the same real feeds: per-output max abs difference, correlation,
-  and CPU latency of each (the speed-up).
+  and CPU latency of each (the speed-up), and names the CPU features it ran with.
 
 The variant keeps the ``avstream`` contract with ``precision`` and a ``version`` suffix (``1+int8``),
 so results name the model variant that made them.
@@ -33,6 +38,8 @@ import numpy as np
 from avstream.engine.errors import MissingDependencyError, ModelError
 from avstream.engine.inference.contract import METADATA_KEY, read_contract
 from avstream.engine.items import AudioChunk, AVWindow, VideoFrame
+
+from .cpu_features import CpuFeatures, cpu_features
 
 Progress = Callable[[str], None]
 
@@ -168,12 +175,34 @@ def front_end_nodes(model: Any) -> list[str]:
     return sorted(set(names))
 
 
+def head_nodes(model: Any, op_types: Sequence[str] = ("Conv", "MatMul", "Gemm")) -> list[str]:
+    """The output heads: on each path back from a graph output, the first ``op_types`` node with a
+    constant weight (what comes after it, such as a sigmoid or a norm, stays in float anyway)."""
+    graph = model.graph
+    consts = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n for n in graph.node for o in n.output}
+    heads, seen, stack = set(), set(), [o.name for o in graph.output]
+    while stack:
+        n = producer.get(stack.pop())
+        if n is None or n.name in seen:
+            continue
+        seen.add(n.name)
+        if n.op_type in op_types and len(n.input) > 1 and n.input[1] in consts:
+            heads.add(n.name)
+        else:
+            stack += [i for i in n.input if i and i not in consts]
+    return sorted(heads)
+
+
 # ---------------------------------------------------------------------------------------------
 # INT8 and FP16
 # ---------------------------------------------------------------------------------------------
 # The weight-heavy operators: they hold the compute (and the speed-up); element-wise ops, norms, logs
-# and the embedding heads stay in float, which keeps scores close to the float model.
+# and the output heads stay in float, which keeps scores close to the float model.
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+# 7-bit weights: no int16 saturation in ORT's AVX2 (non-VNNI) u8 x s8 kernels. Measured (docs/models.md):
+# worst output correlation 0.57-0.98 → >= 0.997 on AVX2, and no loss on VNNI CPUs (with float heads).
+REDUCE_RANGE = True
 
 
 class _Feeds:
@@ -194,9 +223,11 @@ class _Feeds:
 
 
 def quantize_int8(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]], *, fmt: str = "qoperator",
-                  per_channel: bool = True, keep_front_end: bool = True, exclude: Sequence[str] = (),
+                  per_channel: bool = True, keep_front_end: bool = True, keep_heads: bool = True,
+                  reduce_range: bool = REDUCE_RANGE, exclude: Sequence[str] = (),
                   op_types: Sequence[str] = QUANTIZED_OPS, progress: Progress | None = None) -> Path:
-    """Static INT8 quantisation of ``src`` calibrated on ``feeds`` (real windows); writes ``dst``."""
+    """Static INT8 quantisation of ``src`` calibrated on ``feeds`` (real windows); writes ``dst``.
+    ``reduce_range`` False gives 8-bit weights: accurate on VNNI CPUs and TensorRT only."""
     onnx = _onnx()
     try:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -211,7 +242,9 @@ def quantize_int8(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]], 
     say = progress or (lambda m: None)
     original = onnx.load(str(src))
     others = {p.key: p.value for p in original.metadata_props}
-    skip = sorted(set(exclude) | set(front_end_nodes(original) if keep_front_end else []))
+    front = set(front_end_nodes(original) if keep_front_end else [])
+    heads = set(head_nodes(original, op_types) if keep_heads else []) - front
+    skip = sorted(set(exclude) | front | heads)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:
@@ -220,9 +253,11 @@ def quantize_int8(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]], 
             say(f"pre-processing skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
             pre = src
         out = Path(tmp) / "q.onnx"
-        say(f"INT8 static quantisation ({fmt}, per-channel {per_channel}) on {len(feeds)} windows; "
-            f"kept in float: {len(skip)} front-end node(s)")
         tensorrt = fmt == "qdq"
+        act, weight_bits = ("s8" if tensorrt else "u8"), 7 if reduce_range else 8
+        say(f"INT8 static quantisation ({fmt}, {act} activations x {weight_bits}-bit s8 weights, per-channel "
+            f"{per_channel}) on {len(feeds)} windows; kept in float: {len(front)} front-end node(s), "
+            f"{len(heads)} output head(s)")
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # the quantiser warns on the root logger for every int64 shape tensor
@@ -231,8 +266,10 @@ def quantize_int8(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]], 
                 str(pre), str(out), _Feeds(feeds),
                 quant_format=QuantFormat.QDQ if tensorrt else QuantFormat.QOperator,
                 # TensorRT wants symmetric int8 activations; ORT's CPU kernels are fastest with u8 x s8
+                # (u8 x u8 weights measured slower, and as saturating on AVX2 in QLinearConv)
                 activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
-                weight_type=QuantType.QInt8, per_channel=per_channel, nodes_to_exclude=skip,
+                weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
+                nodes_to_exclude=skip,
                 op_types_to_quantize=list(op_types) or None,
                 calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True},
@@ -243,7 +280,8 @@ def quantize_int8(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]], 
             root.setLevel(level)
         model = onnx.load(str(out))
     details = {"format": fmt, "calibration_windows": len(feeds), "per_channel": per_channel,
-               "float_nodes": len(skip), "source": src.name}
+               "activations": act, "weight_bits": weight_bits, "float_nodes": len(skip),
+               "float_heads": sorted(heads), "source": src.name}
     _write_with_metadata(model, dst, _variant_metadata(original, "int8", details), others)
     return dst
 
@@ -284,6 +322,7 @@ class Comparison:
     new_ms: float
     windows: int
     deltas: list[OutputDelta] = field(default_factory=list)
+    cpu: CpuFeatures = field(default_factory=cpu_features)  # INT8 agreement depends on it (AVX2 vs VNNI)
 
     @property
     def speedup(self) -> float:
@@ -291,7 +330,8 @@ class Comparison:
 
     def lines(self) -> list[str]:
         out = [f"latency (CPU, 1 thread, batch 1): {self.ref_ms:.2f} ms → {self.new_ms:.2f} ms "
-               f"(speed-up x{self.speedup:.2f})", f"output agreement on {self.windows} real windows:"]
+               f"(speed-up x{self.speedup:.2f})", f"measured on {self.cpu.line()}",
+               f"output agreement on {self.windows} real windows:"]
         out += [f"  {d.name:<18} max abs {d.max_abs:.3e} (range {d.ref_range:.3g})  mean abs {d.mean_abs:.3e}  "
                 f"corr {d.corr:.4f}" for d in self.deltas]
         return out
@@ -341,55 +381,3 @@ def compare(ref: Path, new: Path, feeds: Sequence[dict[str, np.ndarray]], runs: 
         deltas.append(OutputDelta(n, float(diff.max()), float(diff.mean()), corr, float(x.max() - x.min())))
     ref_ms, new_ms = paired_latency([a, b], feeds[0], runs)
     return Comparison(ref_ms, new_ms, len(feeds), deltas)
-
-
-# ---------------------------------------------------------------------------------------------
-# avstream export --model IN.onnx --quantize int8 | --precision fp16 | --format qdq|tensorrt
-# ---------------------------------------------------------------------------------------------
-def convert_main(args: Any, say: Progress) -> int:
-    """The ``--model`` path of ``avstream export``: a lower-precision ONNX variant or a TensorRT engine,
-    with the accuracy delta and the speed-up measured on real windows."""
-    from avstream.engine.inference.contract import resolve_model
-
-    model = resolve_model(args.model, Path.cwd())
-    read_contract(model)  # an avstream model, or a clear error naming the file and key
-    fmt = args.format or "onnx"
-    precision = "int8" if (args.quantize == "int8" or fmt == "qdq") else (args.precision or "")
-    calibrate = list(args.calibrate or [])
-    out = Path(args.out) if args.out else None
-    if fmt == "tensorrt":
-        from .tensorrt_build import build_from_model
-
-        build_from_model(model, out, precision or "fp16", args.max_batch, calibrate, args.calibration_windows,
-                         args.engine_cache, say)
-        return 0
-    if precision not in ("int8", "fp16"):
-        raise ModelError("--model needs what to make of it: --quantize int8, --precision fp16, or --format tensorrt")
-    out = out or model.with_name(f"{model.stem}.{precision}.onnx")
-    if out.resolve() == model.resolve():
-        raise ModelError(f"--out {out} would overwrite the source model")
-    if precision == "int8":
-        if not calibrate:
-            raise ModelError("--quantize int8 needs --calibrate URI: a clip or stream (file, sample://, synthetic://, "
-                             "rtsp://...) whose windows look like what the model will see; repeat it for several")
-        windows = [w for uri in calibrate for w in calibration_windows(model, uri, 2 * args.calibration_windows, say)]
-        # alternate windows calibrate and evaluate, so the reported delta is not on the calibration data
-        calib, held_out = window_feeds(model, windows[0::2]), window_feeds(model, windows[1::2])
-        quantize_int8(model, out, calib, fmt="qdq" if fmt == "qdq" else "qoperator",
-                      keep_front_end=not args.quantize_front_end, progress=say)
-        eval_feeds, label = held_out or calib, "held-out windows of the calibration input(s)"
-    else:
-        convert_fp16(model, out, progress=say)
-        uri = calibrate[0] if calibrate else "sample://demo"
-        eval_feeds, label = calibration_feeds(model, uri, args.calibration_windows), f"windows of {uri}"
-    variant = read_contract(out)  # the engine's own reader accepts the variant
-    companion = variant.raw.get("decoder")
-    if isinstance(companion, str) and not (out.parent / companion).exists():
-        say(f"note: {variant.ref} names its decoder step {companion!r}: put it next to {out.name}")
-    say(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB, {model.stat().st_size / 1e3:.0f} kB before), "
-        f"model {variant.ref}")
-    result = compare(model, out, eval_feeds)
-    say(f"compared with {model.name} on {len(eval_feeds)} {label}:")
-    for line in result.lines():
-        say("  " + line)
-    return 0
