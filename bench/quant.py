@@ -15,7 +15,7 @@ For each ``models/*.onnx``:
 INT8 agreement depends on the CPU (ORT's u8 x s8 kernels saturate on AVX2 without VNNI), so the run
 starts by naming the CPU features it measures on, and the JSON rows carry them.
 
-    python bench/quant.py [--calib-scenes 6] [--eval-scenes 6] [--task-scenes 12] [--only NAME]
+    python bench/quant.py [--calib-scenes 6] [--eval-scenes 6] [--task-scenes 24] [--only NAME]
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def main() -> int:
     ap.add_argument("--calib-scenes", type=int, default=6, help="calibration scenes (training seeds)")
     ap.add_argument("--eval-scenes", type=int, default=6, help="held-out scenes for agreement and speed")
     ap.add_argument("--per-scene", type=int, default=8, help="windows per scene")
-    ap.add_argument("--task-scenes", type=int, default=12, help="held-out scenes for the task metric (0: skip)")
+    ap.add_argument("--task-scenes", type=int, default=24, help="held-out scenes for the task metric, as many as the evaluation protocols use (0: skip)")
     ap.add_argument("--only", default="", help="one built-in model name")
     ap.add_argument("--json", default="", help="also write the rows here")
     args = ap.parse_args()

@@ -28,7 +28,9 @@ fi
 "$VENV/bin/python" -m pip install -q -e ".[cpu,export,dev,mic]"
 
 set +e
-# The whole-tree type check ([tool.mypy] in pyproject.toml); the suite runs whatever it finds.
+# Lint and the whole-tree type check ([tool.mypy] in pyproject.toml); the suite runs whatever they find.
+"$VENV/bin/python" -m ruff check .
+lint_rc=$?
 "$VENV/bin/python" -m mypy
 typecheck_rc=$?
 "$VENV/bin/python" -m pytest "$@"
@@ -36,6 +38,10 @@ rc=$?
 set -e
 if [ "$rc" = 5 ]; then
   echo "error: pytest collected no tests" >&2
+  exit 1
+fi
+if [ "$lint_rc" != 0 ]; then
+  echo "error: the lint failed (ruff's report is above)" >&2
   exit 1
 fi
 if [ "$typecheck_rc" != 0 ]; then

@@ -15,7 +15,6 @@ pytest.importorskip("onnxruntime")
 from avstream.engine.inference.contract import read_contract, resolve_model  # noqa: E402
 from avstream.engine.inference.runners import (  # noqa: E402
     Runner,
-    measure_latency,
 )
 from avstream.exporters.export import export_onnx  # noqa: E402
 from avstream.exporters.recipes import avencoder as av  # noqa: E402
@@ -102,14 +101,15 @@ def test_localization_graph_exports_with_parity(tmp_path: Path) -> None:
     assert read_contract(tmp_path / "loc.onnx").window_requirement().audio_samples == 16000
 
 
-def test_committed_models_are_small_and_fast() -> None:
-    for name, limit_ms in (("localization", 10.0), ("highlight", 25.0)):
+def test_committed_models_are_small() -> None:
+    # their speed is a benchmark figure (bench/quant.py, avstream models inspect), not a test: shared CI
+    # machines make any absolute time flaky
+    for name in ("localization", "highlight"):
         try:
             path = resolve_model(f"builtin:{name}", Path("."))
         except Exception as exc:  # noqa: BLE001 - built by the recipes
             pytest.skip(f"builtin:{name} not available: {exc}")
         assert path.stat().st_size < 2e6
-        assert measure_latency(path, runs=10, threads=1) < limit_ms  # a few ms here; loose for noisy CI
 
 
 def test_highlight_graph_and_label_free_calibration(tiny_pool: tuple[av.ClipPool, Path], tmp_path: Path) -> None:

@@ -189,14 +189,6 @@ def test_info_nce_prefers_aligned_pairs() -> None:
     assert info_nce(z, z, scale) < info_nce(z, z.roll(1, dims=0), scale)
 
 
-def test_committed_model_is_fast() -> None:
-    from avstream.engine.inference.contract import resolve_model
-    from avstream.engine.inference.runners import measure_latency
-
-    path = resolve_model("builtin:highlight", Path("."))
-    assert path.stat().st_size < 10e6
-    assert measure_latency(path, runs=10, threads=1) < 25.0  # ~1.5 ms here; loose for noisy CI machines
-
 
 @pytest.mark.slow
 def test_recipe_trains_a_few_steps(tmp_path: Path) -> None:
