@@ -24,6 +24,7 @@ from avstream.engine.node import CheckContext, Node, WindowRequirement
 from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, OutputsSpec, PipelineSpec
 from avstream.engine.runtime.registry import Registry, load_registry
 from avstream.engine.runtime.yamlsrc import Marks, Path_, apply_set, load_yaml
+from avstream.engine.sinks import SINK_KINDS
 from avstream.engine.transport.edges import POLICIES, EdgeSpec
 
 SOURCE_TYPE = "avstream/source@v1"
@@ -443,6 +444,8 @@ class _Compiler:
 
     def compile_outputs(self, overrides: Overrides) -> OutputsSpec:
         raw = self.mapping(("outputs",), required=False)
+        sinks = self.compile_sinks(raw)
+        raw = {k: v for k, v in raw.items() if k not in sinks}
         try:
             opts = OutputsOptions.model_validate(raw)
         except ValidationError as exc:
@@ -454,6 +457,7 @@ class _Compiler:
             publish=overrides.publish or opts.publish.endpoint,
             wait_for_subscribers=opts.publish.wait_for_subscribers,
             wait_timeout_s=opts.publish.wait_timeout_s,
+            sinks=sinks,
         )
         if not re.match(r"^(tcp|ipc|ws|wss)://.+", out.publish):
             where = ("<--publish>", 1, 1) if overrides.publish else None
@@ -470,4 +474,26 @@ class _Compiler:
             out.jsonl = overrides.jsonl if overrides.jsonl == "-" else str(Path(overrides.jsonl).resolve())
         if overrides.duration is not None and overrides.duration <= 0:
             self.problems.append(Problem("<--duration>", 1, 1, "", "--duration must be > 0"))
+        return out
+
+    def compile_sinks(self, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The ``outputs.<kind>`` sections of registered sinks (MQTT, webhooks, ...), each validated by
+        its own settings model; kept as JSON so the compiled pipeline stays plain data."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, kind in SINK_KINDS.items():
+            if name not in raw:
+                continue
+            try:
+                settings = kind.settings_model().model_validate(raw[name] if raw[name] is not None else {})
+            except ValidationError as exc:
+                for err in exc.errors():
+                    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                    self.error(("outputs", name, *err["loc"]), msg)
+                out[name] = {}
+                continue
+            except ImportError as exc:
+                self.error(("outputs", name), f"needs a package that is not installed: {exc.name or exc}")
+                out[name] = {}
+                continue
+            out[name] = settings.model_dump(mode="json")
         return out

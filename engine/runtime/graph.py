@@ -36,6 +36,7 @@ class OutputsSpec:
     wait_timeout_s: float = 10.0
     jsonl: str | None = None
     jsonl_fsync: str = "batch"  # "line" or "batch"
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)  # outputs.<kind>: validated settings (JSON)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import numpy as np
 import zmq
 
 from avstream.engine.items import Event, Result
+from avstream.engine.sinks import SinkFanout
 
 SCHEMA_VERSION = 1
 
@@ -37,8 +38,10 @@ def _dtype_name(arr: np.ndarray) -> str:
 
 
 class ResultPublisher:
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, jsonl: str | None = None, fsync: str = "batch"):
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, jsonl: str | None = None, fsync: str = "batch",
+                 sinks: SinkFanout | None = None):
         self.sock = make_pub_socket(ctx, endpoint)
+        self.sinks = sinks or SinkFanout([])
         self.endpoint = endpoint
         self.seq: dict[tuple[str, str], int] = {}
         self.subscriptions = 0
@@ -107,6 +110,7 @@ class ResultPublisher:
         header.update(status)
         header["payloads"] = []
         self.sock.send_multipart([b"status.", json.dumps(header).encode()])
+        self.sinks.send(header, [])
         return header
 
     def _send(self, header: dict[str, Any], arrays: list[np.ndarray]) -> None:
@@ -115,6 +119,7 @@ class ResultPublisher:
         self.sock.send_multipart(frames, copy=False)
         self.published += 1
         self.latest.setdefault(header["stream"], {})[header["kind"]] = header
+        self.sinks.send(header, arrays)
         if self.jsonl is not None:
             line = dict(header)
             line["payloads"] = [dict(p, data=a.tolist()) for p, a in zip(header["payloads"], arrays, strict=True)]
@@ -152,4 +157,5 @@ class ResultPublisher:
             if self.jsonl is not sys.stdout:
                 self.jsonl.close()
             self.jsonl = None
+        self.sinks.close()
         self.sock.close()

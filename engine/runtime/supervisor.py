@@ -22,6 +22,7 @@ from typing import Any
 import zmq
 
 from avstream.engine.backoff import backoff_delay
+from avstream.engine.errors import AvstreamError
 from avstream.engine.inference.runners import describe_fallbacks
 from avstream.engine.items import Event, Result
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
@@ -29,6 +30,7 @@ from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
 from avstream.engine.runtime.spawner import Child
 from avstream.engine.runtime.status import StatusView
+from avstream.engine.sinks import SinkContext, build_sinks
 from avstream.engine.transport.wire import decode
 
 log = logging.getLogger("avstream.supervisor")
@@ -149,7 +151,14 @@ class Supervisor:
         self.results.setsockopt(zmq.LINGER, 0)
         self.results.bind(self.results_endpoint)
         try:
-            self.publisher = ResultPublisher(self.ctx, self.spec.outputs.publish, self.spec.outputs.jsonl, self.spec.outputs.jsonl_fsync)
+            sinks = build_sinks(self.spec.outputs.sinks, SinkContext(self.spec.name, Path(self.spec.base_dir),
+                                                                     Path(self.spec.base_dir)))
+        except (AvstreamError, OSError) as exc:
+            self.view.line(f"error: cannot start the outputs: {exc}", important=True)
+            return 1
+        try:
+            self.publisher = ResultPublisher(self.ctx, self.spec.outputs.publish, self.spec.outputs.jsonl,
+                                             self.spec.outputs.jsonl_fsync, sinks)
         except zmq.ZMQError as exc:
             self.view.line(f"error: cannot bind the output socket {self.spec.outputs.publish}: {exc}", important=True)
             return 1
