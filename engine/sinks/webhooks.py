@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from avstream.engine.backoff import backoff_delay
 from avstream.engine.capture.base import redact_uri
@@ -57,14 +58,14 @@ class WebhookTarget(BaseModel):
     def _http_url(cls, url: str) -> str:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {redact_uri(url)!r}")
+            raise PydanticCustomError("http_url", "not an http(s) URL: {url}", {"url": repr(redact_uri(url))})
         return url
 
     @field_validator("events")
     @classmethod
     def _some_events(cls, events: list[str] | None) -> list[str] | None:
         if events is not None and not events:
-            raise ValueError("empty: leave it out to send every event")
+            raise PydanticCustomError("no_events", "empty: leave it out to send every event")
         return events
 
 

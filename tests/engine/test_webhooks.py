@@ -15,7 +15,7 @@ import pytest
 from avstream.engine.errors import ConfigError
 from avstream.engine.runtime.config import load_pipeline
 from avstream.engine.sinks import SinkContext, build_sinks
-from avstream.engine.sinks.webhooks import WebhooksSettings, WebhookSink, WebhookTarget, sign
+from avstream.engine.sinks.webhooks import WebhookSink, WebhooksSettings, WebhookTarget, sign
 from tests.conftest import REPO, free_port, run_cli
 from tests.engine.webhook_receiver import Receiver, wait_for
 
