@@ -122,6 +122,11 @@ class _Histograms:
             base = self.base.get(key)
             yield key, self.last[key] if base is None else _add(base, self.last[key])
 
+    def forget(self, keep: Any) -> None:
+        for table in (self.base, self.last):
+            for key in [k for k in table if not keep(k)]:
+                del table[key]
+
 
 def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     if a["le"] != b["le"]:  # other buckets after an upgrade: keep the newer only
@@ -163,11 +168,13 @@ class _StatusCollector(Collector):
         self.skew: dict[str, float] = {}  # stream -> seconds
         self.up: dict[str, float] = {}
         self.inference = _Histograms()  # (node, model)
+        self.stream_of: dict[str, str] = {}  # node -> its stream label
 
     def update(self, status: dict[str, Any]) -> None:
         per_stream: dict[str, dict[str, float]] = {}
         for node in status.get("nodes", []):
             nid, stream = str(node["id"]), _stream_of(node)
+            self.stream_of[nid] = stream
             self.frames_in.update((stream, nid), float(node.get("items_in", 0)))
             self.items_out.update((stream, nid), float(node.get("items_out", 0)))
             self.drops.update((stream, nid), float(node.get("drops", 0)))
@@ -195,6 +202,12 @@ class _StatusCollector(Collector):
             table.forget(lambda key: key[0] != stream)
         self.skew.pop(stream, None)
         self.up.pop(stream, None)
+        gone = {nid for nid, s in self.stream_of.items() if s == stream}  # its source and other own nodes
+        for nid in gone:
+            self.queue.pop(nid, None)
+            self.restarts.pop(nid, None)
+            del self.stream_of[nid]
+        self.inference.forget(lambda key: key[0] not in gone)
 
     def collect(self) -> Iterator[Metric]:
         with self.lock:

@@ -153,7 +153,8 @@ def test_remove_stream_drops_its_series() -> None:
         sink.send(event("stream_up", s), [])
     sink.remove_stream("a")
     got = scrape(sink)
-    assert not [k for k in got if ("stream", "a") in k[1]]
+    assert not [k for k in got if ("stream", "a") in k[1] or ("node", "a") in k[1]]
+    assert value(got, "avstream_queue_depth", node="b") == 0
     assert value(got, "avstream_results_total", stream="b", kind="highlight") == 1
     assert value(got, "avstream_items_out_total", stream="b", node="b") == 2
 
