@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from avstream.engine.items import Item
+from avstream.engine.timing import Timing
 
 
 class Params(BaseModel):
@@ -81,9 +82,17 @@ class NodeContext:
     resume_after: dict[str, float] = field(default_factory=dict)  # per stream media time, after a restart
     duration: float | None = None  # media-time limit of sources (--duration)
     counters: dict[str, float] = field(default_factory=dict)  # exported in node status
+    timings: dict[str, Timing] = field(default_factory=dict)  # histograms, exported in node status
 
     def count(self, name: str, amount: float = 1.0) -> None:
         self.counters[name] = self.counters.get(name, 0.0) + amount
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        """One duration into the histogram ``name`` (its labels are those of the first call)."""
+        timing = self.timings.get(name)
+        if timing is None:
+            timing = self.timings[name] = Timing(labels)
+        timing.observe(seconds)
 
     @property
     def stopping(self) -> bool:

@@ -254,7 +254,9 @@ class ModelNode(Node[MP]):
         if self.runner is None:
             self.on_start()
         assert self.runner is not None
+        started = time.perf_counter()
         outs = self.runner.run_windows(windows)
+        self.ctx.observe("inference_seconds", time.perf_counter() - started, model=self.runner.contract.ref)
         self.ctx.count("windows", len(windows))
         self.ctx.count("batches")
         return outs

@@ -187,6 +187,7 @@ class OpenCvCameraReader(LiveReader):
                 ok, image = cap.read()
                 wall = time.time()
                 if not ok:
+                    self.count("stalls")
                     raise Transient("the camera stopped delivering frames")
                 if self.wall:
                     t = self.wall.place("video", self.wall.t_of(wall), 1.0 / native if native > 0 else 0.0)

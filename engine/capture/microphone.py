@@ -180,6 +180,7 @@ class MicReader(LiveReader):
                 got = blocks.take(0.1)
                 if not got:
                     if time.monotonic() - blocks.last > s.stall_timeout:
+                        self.count("stalls")
                         raise Transient(f"no audio from the microphone for {s.stall_timeout:g} s")
                     continue
                 if blocks.overflows > seen_overflows or blocks.dropped > seen_dropped:

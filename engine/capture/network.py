@@ -217,6 +217,7 @@ class NetworkReader(LiveReader):
             finally:
                 container.close()
             if dog.expired:
+                self.count("stalls")
                 raise Transient(f"no data for {s.stall_timeout:g} s")
             code = cli.proc.poll()
             if code not in (None, 0):
@@ -326,8 +327,10 @@ class _LiveTimeline(Timeline):
             self.last_packet[kind] = now
             for other, seen in self.last_packet.items():
                 if now - seen > self.stall_s:
+                    self.reader.count("stalls")
                     raise Transient(f"no {other} packets for {self.stall_s:g} s (track stopped or changed codec)")
             if kind in self.last_frame and now - self.last_frame[kind] > self.stall_s:
+                self.reader.count("stalls")
                 raise Transient(f"{kind} packets arrive but have not decoded for {self.stall_s:g} s "
                                 "(the codec may have changed)")
         return True

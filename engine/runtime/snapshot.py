@@ -76,6 +76,7 @@ class StatusTracker:
                     "items_in": n_in, "items_out": n_out, "queue": int(st.get("queue", 0)),
                     "drops": int(st.get("drops", 0)), "latency_ms": float(st.get("latency_ms", 0.0)),
                     "restarts": worker.restart_count, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
+                    "timings": st.get("timings", {}), "streams": list(self.spec.nodes[node_id].streams),
                 })
         streams = []
         for stream, sources in self.sources.items():

@@ -232,6 +232,7 @@ class NodeRunner:
             "out": self.items_out, "queue": self.inbox.depth(), "drops": self.inbox.drops(),
             "latency_ms": round(self.latency_ms, 1), "last_t": self.last_t,
             "counters": dict(self.ctx.counters), "extra": self.node.status(),
+            "timings": {name: t.snapshot() for name, t in self.ctx.timings.items()},
         }
 
 

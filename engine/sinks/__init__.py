@@ -38,6 +38,14 @@ class Sink:
     def close(self, timeout_s: float = 2.0) -> None:
         """Deliver what is queued, within ``timeout_s``, then stop."""
 
+    def attach(self, sinks: list[Sink]) -> None:
+        """Called once every sink of the run is built, with all of them (the metrics sink reads the others)."""
+
+    def metric_families(self) -> list[Any]:
+        """Prometheus metric families of this sink's own counters (``prometheus_client.core``), read at
+        each scrape; see ``engine/sinks/metrics.py`` for helpers that build them."""
+        return []
+
 
 @dataclass(frozen=True)
 class SinkKind:
@@ -79,6 +87,14 @@ def register_sink(name: str, kind: SinkKind) -> None:
     SINK_KINDS[name] = kind
 
 
+register_sink("webhooks", SinkKind("avstream.engine.sinks.webhooks:WebhooksSettings",
+                                   "avstream.engine.sinks.webhooks:make_webhooks",
+                                   "signed HTTP POSTs of selected events, retried with backoff"))
+register_sink("metrics", SinkKind("avstream.engine.sinks.metrics:MetricsSettings",
+                                  "avstream.engine.sinks.metrics:make_metrics",
+                                  "Prometheus metrics of the run, served over HTTP"))
+
+
 class SinkFanout:
     """All sinks of a run: one failing sink is logged once and never stops the others."""
 
@@ -113,4 +129,6 @@ def build_sinks(sections: dict[str, dict[str, Any]], context: SinkContext) -> Si
     for name, data in sections.items():
         kind = SINK_KINDS[name]
         sinks.append(kind.build(kind.settings_model().model_validate(data), context))
+    for sink in sinks:
+        sink.attach(sinks)
     return SinkFanout(sinks)

@@ -23,7 +23,7 @@ from tests.system.helpers import Subscriber, start_run, stop
 pytestmark = pytest.mark.timeout(120)
 
 NODE_FIELDS = {"id", "type", "process", "state", "fps_in", "fps_out", "items_in", "items_out", "queue", "drops",
-               "latency_ms", "restarts", "counters", "extra"}
+               "latency_ms", "restarts", "counters", "extra", "timings", "streams"}
 
 
 def endpoint(port: int) -> str:
