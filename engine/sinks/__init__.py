@@ -114,3 +114,7 @@ def build_sinks(sections: dict[str, dict[str, Any]], context: SinkContext) -> Si
         kind = SINK_KINDS[name]
         sinks.append(kind.build(kind.settings_model().model_validate(data), context))
     return SinkFanout(sinks)
+
+
+register_sink("mqtt", SinkKind("avstream.engine.sinks.mqtt:MqttSettings", "avstream.engine.sinks.mqtt:make_mqtt_sink",
+                               "MQTT topics and Home Assistant discovery (SPEC §8)"))
