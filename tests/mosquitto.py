@@ -31,7 +31,8 @@ def needs_mosquitto() -> None:
 class Broker:
     """``mosquitto -c conf`` listening on 127.0.0.1:port; restartable on the same port."""
 
-    def __init__(self, folder: Path, port: int, users: dict[str, str] | None = None, persistence: bool = False):
+    def __init__(self, folder: Path, port: int, users: dict[str, str] | None = None, persistence: bool = False,
+                 tls: tuple[Path, Path] | None = None):
         needs_mosquitto()
         self.folder, self.port = folder, port
         folder.mkdir(parents=True, exist_ok=True)
@@ -39,6 +40,8 @@ class Broker:
                  f"persistence {'true' if persistence else 'false'}", f"log_dest file {folder / 'mosquitto.log'}"]
         if persistence:
             lines.append(f"persistence_location {folder}/")
+        if tls:  # (certificate, key) of the server
+            lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
         if users:
             if MOSQUITTO_PASSWD is None:
                 pytest.skip("mosquitto_passwd is not installed (Debian package `mosquitto`)")
@@ -86,7 +89,7 @@ class Subscriber:
     """A paho client subscribed to ``topics``; every message kept in order, reconnecting on its own."""
 
     def __init__(self, port: int, topics: list[str], client_id: str = "", clean: bool = True,
-                 auth: tuple[str, str] | None = None):
+                 auth: tuple[str, str] | None = None, ca_file: Path | None = None):
         self.topics = topics
         self.got: list[Received] = []
         self.lock = threading.Lock()
@@ -94,6 +97,8 @@ class Subscriber:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
         if auth:
             self.client.username_pw_set(*auth)
+        if ca_file:
+            self.client.tls_set(ca_certs=str(ca_file))
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.subscribed.set()

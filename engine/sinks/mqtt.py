@@ -22,10 +22,15 @@ from collections import OrderedDict, deque
 from typing import Any
 
 import numpy as np
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field
+
+try:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+    from paho.mqtt.reasoncodes import ReasonCode
+except ImportError as exc:  # the pipeline compiler turns this into a located one-line error
+    hint = "paho-mqtt (pip install 'avstream[serve]')"
+    raise ImportError(hint, name=hint) from exc
 
 from avstream.engine.sinks import Sink, SinkContext
 
@@ -51,6 +56,8 @@ class MqttSettings(BaseModel):
     keepalive: int = Field(30, ge=5, le=3600, description="seconds")
     queue_size: int = Field(1000, ge=1, description="messages kept while the broker is away; oldest dropped")
     reconnect_max_s: int = Field(30, ge=1, le=3600, description="cap of the reconnect backoff")
+    tls: bool = Field(False, description="TLS to the broker (port 8883 usually); implied by ca_file")
+    ca_file: str | None = Field(None, description="CA certificate (PEM) of the broker; default: the system's")
 
 
 def topic_level(name: str) -> str:
@@ -107,6 +114,9 @@ class MqttSink(Sink):
         logging.getLogger("avstream.sinks.mqtt.paho").setLevel(logging.WARNING)
         if settings.username is not None:
             self.client.username_pw_set(settings.username, settings.password)
+        if settings.tls or settings.ca_file:
+            ca = settings.ca_file and str(context.base_dir / settings.ca_file)  # relative to the YAML's folder
+            self.client.tls_set(ca_certs=ca)
         self.client.will_set(self.available_topic, OFFLINE, qos=settings.qos, retain=True)
         self.client.reconnect_delay_set(1, settings.reconnect_max_s)
         self.client.max_queued_messages_set(settings.queue_size)  # paho's own queue (in flight, resent)

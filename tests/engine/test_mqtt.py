@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,4 +247,63 @@ def test_unreachable_broker_at_start_is_one_warning_and_a_later_connection(tmp_p
         live.close()
     finally:
         sink.close()
+        broker.stop()
+
+
+PIPELINE = textwrap.dedent("""\
+    version: 1
+    name: p
+    streams:
+      cam0: {uri: "sample://demo"}
+    nodes:
+      window: {type: avstream/av_window@v1, inputs: [cam0]}
+      score: {type: avstream/highlight@v1, inputs: [window], params: {model: builtin:highlight}}
+    outputs:
+      mqtt: {port: 1883, qos: 3, colour: red}
+    """)
+
+
+def test_settings_errors_are_located_and_paho_is_imported_only_when_used(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(PIPELINE)
+    out = subprocess.run([sys.executable, "-m", "avstream.engine.cli", "validate", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert f"{path}:9:22: outputs.mqtt.qos:" in out.stdout + out.stderr
+    assert "outputs.mqtt.colour: unknown key" in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    check = textwrap.dedent(f"""\
+        import sys
+        import avstream.engine.sinks, avstream.engine.runtime.config as config
+        assert "mqtt" in avstream.engine.sinks.SINK_KINDS and "paho" not in sys.modules
+        sys.modules["paho"] = None  # as if paho-mqtt were not installed
+        try:
+            config.load_pipeline({str(path)!r})
+        except config.ConfigError as err:
+            print("\\n".join(str(p) for p in err.problems))
+        """)
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "outputs.mqtt: needs a package that is not installed: paho-mqtt (pip install 'avstream[serve]')" in out.stdout
+
+
+def test_tls_with_a_ca_file(tmp_path: Path) -> None:
+    needs_mosquitto()
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    broker = Broker(tmp_path / "broker", free_port(), tls=(cert, key))
+    broker.start()
+    try:
+        live = Subscriber(broker.port, ["avstream/#"], ca_file=cert)
+        sink = make_sink(tmp_path, broker.port, ca_file="server.pem")  # relative to the pipeline's folder
+        sink.send(highlight(0), [])
+        live.wait_for(lambda: live.last("avstream/cam0/highlight/score") == b"0.5", "the score over TLS")
+        sink.close()
+        live.close()
+    finally:
         broker.stop()
