@@ -11,6 +11,7 @@ sent again, so a broker restarted without persistence gets it back.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -104,14 +105,13 @@ class MqttSink(Sink):
         self._stopping = False
         self._close_by = 0.0  # monotonic deadline of close()
         self._warned_unreachable = False
+        self._last_refusal = ""
         self._was_connected = False
         p = settings.prefix
         self.available_topic = f"{p}/available"
         self.birth_topic = f"{settings.discovery_prefix}/status"
         client_id = settings.client_id or f"{topic_level(p)}-{socket.gethostname()}-{os.getpid()}"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-        self.client.enable_logger(logging.getLogger("avstream.sinks.mqtt.paho"))
-        logging.getLogger("avstream.sinks.mqtt.paho").setLevel(logging.WARNING)
         if settings.username is not None:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.tls or settings.ca_file:
@@ -194,7 +194,10 @@ class MqttSink(Sink):
             except (RuntimeError, ValueError):  # lost the connection meanwhile: the will says offline
                 pass
         self.client.disconnect()
-        self.client.loop_stop()
+        # paho's thread may be inside a TCP connect (up to its 5 s timeout): wait for it within ours only
+        stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(max(0.1, deadline - time.monotonic()))
         if self._queue:
             log.warning("mqtt: %d message(s) not delivered at shutdown", len(self._queue))
 
@@ -227,7 +230,6 @@ class MqttSink(Sink):
             config = {
                 "name": title,
                 "unique_id": f"{nid}_{obj}",
-                "object_id": f"{nid}_{obj}",
                 "state_topic": f"{p}/{level}/{state_tail}",
                 "json_attributes_topic": f"{p}/{level}/{kind}",
                 "availability": [{"topic": self.available_topic, "payload_available": "online",
@@ -237,7 +239,7 @@ class MqttSink(Sink):
                 "availability_mode": "all",
                 "device": {"identifiers": [nid], "name": stream, "manufacturer": "avstream",
                            "model": self._models.get(stream, self.run_name)},
-                "origin": {"name": "avstream"},
+                "origin": {"name": "avstream", "sw_version": _version()},
                 **extra,
             }
             self._set_retained(self._config_topic(obj, stream), json.dumps(config).encode())
@@ -280,8 +282,11 @@ class MqttSink(Sink):
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Any) -> None:
         if reason.is_failure:
-            log.warning("mqtt: the broker at %s refused the connection: %s; retrying", self._where(), reason)
+            if str(reason) != self._last_refusal:  # a wrong password: one line, not one per attempt
+                self._last_refusal = str(reason)
+                log.warning("mqtt: the broker at %s refused the connection: %s; retrying", self._where(), reason)
             return
+        self._last_refusal = ""
         if self.settings.discovery:
             client.subscribe(self.birth_topic, qos=0)
         log.info("mqtt: %s to %s", "reconnected" if self._was_connected else "connected", self._where())
@@ -309,6 +314,13 @@ class MqttSink(Sink):
         if message.topic == self.birth_topic and message.payload == ONLINE:
             with self._cond:  # Home Assistant restarted: it wants the configs (and states) again
                 self._resend_state()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("avstream")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def make_mqtt_sink(settings: MqttSettings, context: SinkContext) -> MqttSink:

@@ -127,7 +127,7 @@ def test_topics_retained_state_and_discovery(tmp_path: Path, broker: Broker) -> 
     live.close()
 
 
-def test_password_and_no_discovery(tmp_path: Path) -> None:
+def test_password_and_no_discovery(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     needs_mosquitto()
     broker = Broker(tmp_path / "broker", free_port(), users={"avs": "s3cret pw"})
     broker.start()
@@ -141,9 +141,12 @@ def test_password_and_no_discovery(tmp_path: Path) -> None:
         sink.close()
         live.close()
 
-        refused = make_sink(tmp_path, broker.port, username="avs", password="wrong")
-        time.sleep(1.0)  # the broker answered with a refusal; the sink keeps going without a connection
+        refused = make_sink(tmp_path, broker.port, username="avs", password="wrong", reconnect_max_s=1)
+        log = tmp_path / "broker" / "mosquitto.log"
+        wait(lambda: log.read_text().count("not authorised") >= 3, "three refused attempts")
         assert not refused.connected
+        assert caplog.text.count("refused the connection") == 1  # one line, not one per attempt
+        assert "wrong" not in caplog.text and "s3cret" not in caplog.text
         refused.send({"kind": "highlight", "stream": "cam0", "seq": 0, "score": 0.5, "payloads": []}, [])
         refused.close(0.5)
     finally:
