@@ -204,10 +204,12 @@ def test_broker_restart_queues_without_blocking(tmp_path: Path) -> None:
             durations.append(time.perf_counter() - start)
         assert max(durations) < 0.5, durations  # generous: it only takes a lock and appends
         assert sink.dropped == 40 - 6
+        announced = len(live.messages("avstream/available"))
         broker.start()
         live.wait_for(lambda: any(json.loads(m.payload)["seq"] == 20 for m in live.messages("avstream/cam0/highlight")),
                       "the queued results after the restart", timeout_s=60)
         assert sink.connected
+        assert len(live.messages("avstream/available")) > announced  # the retained state is sent again
         seqs = [json.loads(m.payload)["seq"] for m in live.messages("avstream/cam0/highlight")]
         assert sorted(set(seqs)) == [0, 18, 19, 20]  # the newest 3 results (+ their 3 scores) were kept
         # (QoS 1 is at least once: the broker may deliver a message twice across its restart)
