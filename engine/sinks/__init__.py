@@ -132,3 +132,7 @@ def build_sinks(sections: dict[str, dict[str, Any]], context: SinkContext) -> Si
     for sink in sinks:
         sink.attach(sinks)
     return SinkFanout(sinks)
+
+
+register_sink("mqtt", SinkKind("avstream.engine.sinks.mqtt:MqttSettings", "avstream.engine.sinks.mqtt:make_mqtt_sink",
+                               "MQTT topics and Home Assistant discovery (SPEC §8)"))
