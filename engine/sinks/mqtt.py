@@ -179,6 +179,15 @@ class MqttSink(Sink):
             self._models.pop(stream, None)
             self._cond.notify()
 
+    def metric_families(self) -> list[Any]:
+        from avstream.engine.sinks.metrics import counter_family, gauge_family
+
+        return [
+            gauge_family("avstream_mqtt_connected", "1 while connected to the MQTT broker", [], [((), self.connected)]),
+            counter_family("avstream_mqtt_dropped_total", "MQTT messages dropped while the broker was away (queue full)",
+                           [], [((), self.dropped)]),
+        ]
+
     def close(self, timeout_s: float = 2.0) -> None:
         """Send what is queued (while connected, within ``timeout_s``), say ``offline``, disconnect."""
         deadline = time.monotonic() + timeout_s

@@ -174,6 +174,18 @@ def test_other_sinks_export_their_counters_through_the_metrics_registry(tmp_path
     fanout.close()
 
 
+def test_the_mqtt_connection_state_is_a_metric(tmp_path: Path) -> None:
+    pytest.importorskip("paho.mqtt")
+    fanout = build_sinks({"mqtt": {"port": free_port(), "queue_size": 2}, "metrics": {"listen": None}},
+                         SinkContext("t", tmp_path, tmp_path))  # no broker there: disconnected
+    metrics = next(s for s in fanout.sinks if isinstance(s, MetricsSink))
+    assert value(scrape(metrics), "avstream_mqtt_connected") == 0
+    for _ in range(4):
+        fanout.send(event("stream_down", "cam0"), [])
+    wait_for(lambda: value(scrape(metrics), "avstream_mqtt_dropped_total") == 2, what="the overflow counted")
+    fanout.close(timeout_s=0.5)
+
+
 def test_the_http_server_binds_where_told(tmp_path: Path) -> None:
     port = free_port()
     sink = MetricsSink(listen=f"127.0.0.1:{port}")
