@@ -128,6 +128,7 @@ class NodeRunner:
         self.last_t: dict[str, float] = {}
         self.latency_ms = 0.0
         self.failed = False
+        self.serve = False  # a shared node of `avstream serve`: streams come and go, end-of-stream never ends it
         self.thread = threading.Thread(target=self.run, name=f"node:{node.id}", daemon=True)
 
     def emit(self, item: Item) -> bool:
@@ -185,7 +186,7 @@ class NodeRunner:
         pending = {s: sum(1 for ss in streams_of_edge if s in ss) for s in self.ctx.streams}
         batching = batch_limits(node)  # nodes that batch windows of several streams (engine/batching.py)
         held: Item | None = None  # a control item that ended a batch: handled next, in order
-        while pending and not self.stop.is_set():
+        while (pending or self.serve) and not self.stop.is_set():
             if held is not None:
                 item, held = held, None
             else:
@@ -195,6 +196,12 @@ class NodeRunner:
                 _, item = got
             self.items_in += 1
             if isinstance(item, Event):  # events travel to the outputs untouched
+                self.emit(item)
+                continue
+            if isinstance(item, EndOfStream) and self.serve:
+                # one stream left the shared graph: forget its state, keep serving the others
+                for out in node.on_eos(item.stream):
+                    self.emit(out)
                 self.emit(item)
                 continue
             if isinstance(item, EndOfStream):
@@ -262,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--resume", default="{}")
     parser.add_argument("--parent", type=int, default=0)
+    parser.add_argument("--serve", action="store_true", help="shared nodes of `avstream serve`: never end on EOS")
     args = parser.parse_args(argv)
     _die_with_parent()
     set_process_name(f"avs:{args.process}")
@@ -290,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         link.post({"type": "bye", "failed": True})
         link.thread.join(2)
         return 1
+    for r in runners:
+        r.serve = args.serve
     link.status_fn = lambda: {r.node_spec.id: r.status() for r in runners}
     for r in runners:
         r.thread.start()
