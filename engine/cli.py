@@ -26,7 +26,7 @@ COMMANDS = {
                           extra="export"),
     "models": LazyCommand("avstream.engine.inference.models_cli:models_group", "List, inspect and pull models."),
     "serve": LazyCommand("avstream.engine.serve.cli:serve_command",
-                         "Run many streams as a daemon with a REST API, metrics, MQTT, webhooks and clips.",
+                         "The monitoring daemon: many streams, REST API, metrics.",
                          extra="serve"),
 }
 EVAL_TASKS = {

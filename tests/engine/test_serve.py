@@ -317,3 +317,31 @@ def test_config_errors_exit_2_with_locations(tmp_path: Path) -> None:
     assert any(line.startswith(f"{config}:4:") and "streams.a.uri" in line for line in lines), lines
     assert any(line.startswith(f"{config}:5:") and "streams.b.pipeline" in line for line in lines), lines
     assert not (tmp_path / "token").exists()
+
+
+def test_sink_sections_go_to_registered_kinds_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from avstream.engine.errors import ConfigError
+    from avstream.engine.serve.config import load_serve_config
+    from avstream.engine.sinks import SINK_KINDS, SinkKind
+
+    monkeypatch.setitem(SINK_KINDS, "record", SinkKind("tests.engine.test_sinks:RecorderSettings",
+                                                       "tests.engine.test_sinks:make_recorder", "test recorder"))
+    monkeypatch.delitem(SINK_KINDS, "mqtt", raising=False)
+    monkeypatch.setenv("SERVE_LABEL", "from-env")
+    config = tmp_path / "serve.yaml"
+    config.write_text(textwrap.dedent("""\
+        version: 1
+        streams:
+          a: {pipeline: highlight, uri: "sample://demo"}
+        record: {label: "${SERVE_LABEL}", limit: 3}
+        """))
+    loaded = load_serve_config(config)
+    assert loaded.sinks["record"] == {"label": "from-env", "limit": 3}
+    assert loaded.server.listen == "127.0.0.1:8760" and loaded.path("token") == tmp_path / "token"
+    config.write_text(config.read_text() + "mqtt: {host: 127.0.0.1}\n")
+    config.write_text(config.read_text().replace("limit: 3", "limit: 0"))
+    with pytest.raises(ConfigError) as err:
+        load_serve_config(config)
+    messages = [str(p) for p in err.value.problems]
+    assert any(m.startswith(f"{config}:4:") and "record.limit" in m for m in messages), messages
+    assert any(m.startswith(f"{config}:5:") and "not available in this build" in m for m in messages), messages
