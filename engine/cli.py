@@ -26,7 +26,7 @@ COMMANDS = {
                           extra="export"),
     "models": LazyCommand("avstream.engine.inference.models_cli:models_group", "List, inspect and pull models."),
     "serve": LazyCommand("avstream.engine.serve.cli:serve_command",
-                         "The monitoring daemon: many streams, REST API, metrics.",
+                         "Run many streams as one daemon with a REST API.",
                          extra="serve"),
 }
 EVAL_TASKS = {

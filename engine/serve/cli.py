@@ -17,7 +17,10 @@ from avstream.engine.errors import ConfigError
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 def serve_command(config: str, quiet: bool) -> None:
-    """Run many streams through shared pipelines, with a REST API, metrics, MQTT, webhooks and clips.
+    """Run many streams as one daemon with a REST API.
+
+    Streams naming the same pipeline share its models; metrics, MQTT, webhooks and clips come from the
+    config's sections.
 
     CONFIG is a YAML file (version, server, streams, mqtt, webhooks, record). The bearer token is
     written to server.token_file (0600) on first start. SIGHUP re-reads CONFIG and applies only the
