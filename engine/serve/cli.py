@@ -8,6 +8,9 @@ import click
 
 from avstream.engine.cli_common import examples
 from avstream.engine.errors import ConfigError
+from avstream.engine.serve.api import ApiServer, create_app, load_or_create_token  # needs avstream[serve]
+from avstream.engine.serve.config import load_serve_config
+from avstream.engine.serve.service import ServiceSupervisor
 
 
 @click.command("serve", epilog=examples(
@@ -26,10 +29,6 @@ def serve_command(config: str, quiet: bool) -> None:
     written to server.token_file (0600) on first start. SIGHUP re-reads CONFIG and applies only the
     difference; SIGINT/SIGTERM stop everything.
     """
-    from avstream.engine.serve.api import ApiServer, create_app, load_or_create_token
-    from avstream.engine.serve.config import load_serve_config
-    from avstream.engine.serve.service import ServiceSupervisor
-
     try:
         cfg = load_serve_config(config)
     except ConfigError as exc:

@@ -15,8 +15,9 @@ def sd_notify(state: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)  # a reader that stopped reading must never stall the service
             sock.connect(address)
-            sock.sendall(state.encode())
+            sock.send(state.encode())
     except OSError:
         return False
     return True

@@ -30,6 +30,7 @@ from avstream.engine.capture.base import redact_uri
 from avstream.engine.errors import AvstreamError, ConfigError
 from avstream.engine.items import EndOfStream, Event
 from avstream.engine.runtime.outputs import ResultPublisher
+from avstream.engine.runtime.snapshot import node_state
 from avstream.engine.runtime.status import StatusView
 from avstream.engine.runtime.supervisor import MAX_RESTARTS, RESTART_WINDOW_S, Supervisor, WorkerProc
 from avstream.engine.serve.config import ServeConfig, StreamEntry, load_serve_config
@@ -114,6 +115,7 @@ class ServiceSupervisor(Supervisor):
         self.ready_sent = False
         self.api_started: Callable[[], bool] = lambda: True
         self.api_failed: Callable[[], bool] = lambda: False
+        self.started = time.monotonic()
 
     # --- graphs ---
     def template_for(self, entry: StreamEntry) -> Template:
@@ -263,6 +265,22 @@ class ServiceSupervisor(Supervisor):
             view["nodes"] = nodes
         return view
 
+    def status(self, final: bool = False) -> dict[str, Any]:
+        """The ``status`` message of the service (the run's shape, docs/messages.md), once a second."""
+        nodes = []
+        for worker in self.workers.values():
+            for node_id in worker.nodes:
+                st = worker.status.get(node_id, {})
+                nodes.append({
+                    "id": node_id, "type": st.get("type", ""), "process": worker.name,
+                    "state": node_state(worker, st), "items_in": int(st.get("in", 0)),
+                    "items_out": int(st.get("out", 0)), "queue": int(st.get("queue", 0)),
+                    "drops": int(st.get("drops", 0)), "latency_ms": float(st.get("latency_ms", 0.0)),
+                    "restarts": worker.restart_count, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
+                })
+        return {"run": "serve", "run_id": self.id, "uptime_s": round(time.monotonic() - self.started, 3),
+                "final": final, "nodes": nodes, "streams": [self.stream_view(sid) for sid in self.streams]}
+
     def ready(self) -> bool:
         configured = [run for sid, run in self.streams.items() if sid in self.config.streams]
         return all(r.state in ("running", "down") or (r.state == "stopped" and r.ran) for r in configured)
@@ -381,6 +399,7 @@ class ServiceSupervisor(Supervisor):
             if now >= next_tick:
                 next_tick = now + 1.0
                 self._update_states(now)
+                self.publisher.publish_status(self.status())
                 self.publisher.tick()
                 self._log_fallbacks(final=False)
                 if self.config.server.watch and self._mtime() != self.config_mtime:

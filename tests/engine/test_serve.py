@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import zmq
 
@@ -71,17 +72,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def shared_processes() -> list[str]:
-    """Names of the processes running the shared (template) nodes: `avs:t<N>.<process>`."""
-    names = []
-    for pid in os.listdir("/proc"):
+def workers(daemon: Daemon) -> dict[int, str]:
+    """The daemon's worker processes, pid -> name (`avs:<process>`)."""
+    out = {}
+    for child in psutil.Process(daemon.proc.pid).children(recursive=True):
         try:
-            name = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
+            name = child.name()
+        except psutil.NoSuchProcess:
             continue
-        if name.startswith("avs:t") and "." in name:
-            names.append(name)
-    return sorted(names)
+        if name.startswith("avs:"):
+            out[child.pid] = name
+    return out
+
+
+def shared_processes(daemon: Daemon) -> list[str]:
+    """Names of the processes running the shared (template) nodes: `avs:t<N>.<process>`."""
+    return sorted(n for n in workers(daemon).values() if n.startswith("avs:t") and "." in n)
 
 
 class Daemon:
@@ -95,8 +101,12 @@ class Daemon:
             streams:
             """) + textwrap.indent(textwrap.dedent(streams), "  "))
         self.log = folder / "serve.log"
+        # systemd's side of Type=notify: a datagram socket named by $NOTIFY_SOCKET
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(folder / "notify.sock"))
+        env = {**os.environ, "NOTIFY_SOCKET": str(folder / "notify.sock")}
         self.proc = subprocess.Popen([sys.executable, "-m", "avstream.engine.cli", "serve", str(self.config)],
-                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=folder)
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=folder, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 60
         while not (folder / "token").exists() or not self._up():
@@ -125,13 +135,23 @@ class Daemon:
             time.sleep(0.3)
         raise AssertionError(f"stream {sid} never reached {states}: {self.streams().get(sid)}")
 
-    def stop(self) -> None:
+    def notifications(self, timeout: float = 60) -> list[str]:
+        got: list[str] = []
+        self.notify.settimeout(timeout)
+        while not any("READY=1" in g for g in got):
+            got.append(self.notify.recv(4096).decode())
+        return got
+
+    def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(15)
+            return self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            raise
+        finally:
+            self.notify.close()
 
 
 class Collector:
@@ -173,14 +193,21 @@ b: {pipeline: highlight, uri: "sample://demo", realtime: true, loop: true}
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d = Daemon(tmp_path_factory.mktemp("serve"), STREAMS)
     yield d
-    d.stop()
+    if d.proc.poll() is None:
+        d.stop()
+
+
+def test_ready_for_systemd(daemon: Daemon) -> None:
+    assert any(n.startswith("READY=1") for n in daemon.notifications())
+    daemon.wait_state("a", ("running",))
+    assert daemon.anonymous.get("/readyz").status_code == 200
 
 
 def test_two_streams_run_and_a_third_joins_the_same_encoders(daemon: Daemon) -> None:
     daemon.wait_state("a", ("running",))
     daemon.wait_state("b", ("running",))
     assert daemon.client.get("/readyz").status_code == 200
-    before = shared_processes()
+    before = shared_processes(daemon)
     assert before == ["avs:t0.score", "avs:t0.window"]
     collector = Collector(f"tcp://127.0.0.1:{daemon.pub}")
     try:
@@ -194,7 +221,7 @@ def test_two_streams_run_and_a_third_joins_the_same_encoders(daemon: Daemon) -> 
         while not collector.seqs("c", "highlight") and time.monotonic() < deadline:
             time.sleep(0.3)
         assert collector.seqs("c", "highlight"), "the added stream produced no result"
-        assert shared_processes() == before  # no second copy of the window or the model
+        assert shared_processes(daemon) == before  # no second copy of the window or the model
         time.sleep(3)
         for sid in ("a", "b"):
             seqs = collector.seqs(sid, "highlight")
@@ -213,7 +240,7 @@ def test_two_streams_run_and_a_third_joins_the_same_encoders(daemon: Daemon) -> 
         seqs = collector.seqs("a", "highlight")
         assert len(seqs) > n_a and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
         assert daemon.streams()["a"]["state"] == "running"
-        assert shared_processes() == before
+        assert shared_processes(daemon) == before
     finally:
         collector.close()
 
@@ -278,14 +305,14 @@ def test_a_broken_source_is_failed_and_retried(daemon: Daemon) -> None:
 def test_sighup_applies_the_difference(daemon: Daemon) -> None:
     text = daemon.config.read_text()
     daemon.config.write_text(text.replace("  b: {", "  d: {"))  # b removed, d added, a unchanged
-    pid_a = [p for p in os.listdir("/proc") if p.isdigit() and _comm(p) == "avs:a"]
+    pid_a = [pid for pid, name in workers(daemon).items() if name == "avs:a"]
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_state("d", ("running",))
     deadline = time.monotonic() + 30
     while "b" in daemon.streams() and time.monotonic() < deadline:
         time.sleep(0.3)
     assert "b" not in daemon.streams()
-    assert [p for p in os.listdir("/proc") if p.isdigit() and _comm(p) == "avs:a"] == pid_a  # untouched
+    assert [pid for pid, name in workers(daemon).items() if name == "avs:a"] == pid_a  # untouched
     daemon.config.write_text(text)
 
 
@@ -294,6 +321,28 @@ def _comm(pid: str) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def test_restart_and_metrics(daemon: Daemon) -> None:
+    from avstream.engine.sinks import SINK_KINDS
+
+    daemon.wait_state("a", ("running",))
+    r = daemon.client.post("/api/streams/a/restart")
+    assert r.status_code == 202
+    daemon.wait_state("a", ("running",))
+    assert daemon.client.post("/api/streams/nonesuch/restart").status_code == 404
+    metrics = daemon.anonymous.get("/metrics")
+    assert metrics.status_code == (200 if "metrics" in SINK_KINDS else 503), metrics.text
+    assert daemon.client.get("/api/clips").json() == [] or "record" in SINK_KINDS
+    assert daemon.client.get("/api/clips/nonesuch.mp4").status_code == 404
+
+
+def test_sigterm_stops_every_process(daemon: Daemon) -> None:
+    children = workers(daemon)
+    assert children
+    assert daemon.stop() == 0
+    time.sleep(0.5)
+    assert not [pid for pid in children if psutil.pid_exists(pid) and _comm(str(pid)) == children[pid]]
 
 
 def test_config_errors_exit_2_with_locations(tmp_path: Path) -> None:
