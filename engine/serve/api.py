@@ -10,6 +10,7 @@ import hmac
 import json
 import os
 import secrets
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ def create_app(service: ServiceSupervisor, token: str) -> FastAPI:
         response: Response = await call_next(request)
         return response
 
+    @app.exception_handler(TimeoutError)
+    async def busy(_request: Request, _exc: TimeoutError) -> Response:
+        return JSONResponse({"detail": "the service did not answer in time; try again"}, status_code=503)
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -83,9 +88,11 @@ def create_app(service: ServiceSupervisor, token: str) -> FastAPI:
 
     @app.post("/api/streams", status_code=201)
     async def add_stream(request: Request) -> Response:
-        raw = await request.body()
-        if len(raw) > server.max_body_bytes:
-            return JSONResponse({"detail": f"request body larger than {server.max_body_bytes} bytes"}, status_code=413)
+        raw = b""
+        async for chunk in request.stream():  # a chunked body has no Content-Length to check up front
+            raw += chunk
+            if len(raw) > server.max_body_bytes:
+                return JSONResponse({"detail": f"request body larger than {server.max_body_bytes} bytes"}, status_code=413)
         try:
             body = json.loads(raw or b"null")
         except ValueError as exc:
@@ -183,11 +190,20 @@ class ApiServer:
     """uvicorn on a daemon thread; ``started`` once the socket listens."""
 
     def __init__(self, app: FastAPI, listen: str):
+        """Binds ``listen`` (HOST:PORT) now, so a port in use is an error before any stream starts."""
         host, _, port = listen.rpartition(":")
-        config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", access_log=False,
-                                lifespan="off")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host.strip("[]"), int(port)))
+        except OSError:
+            self.sock.close()
+            raise
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="rest-api", daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="rest-api",
+                                       daemon=True)
 
     def start(self) -> None:
         self.thread.start()

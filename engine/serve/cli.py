@@ -42,7 +42,12 @@ def serve_command(config: str, quiet: bool) -> None:
         click.echo(f"error: cannot read or create the token file {token_path}: {exc.strerror or exc}", err=True)
         sys.exit(1)
     service = ServiceSupervisor(cfg, quiet=quiet)
-    api = ApiServer(create_app(service, token), cfg.server.listen)
+    try:
+        api = ApiServer(create_app(service, token), cfg.server.listen)
+    except OSError as exc:
+        service.discard()
+        click.echo(f"error: the REST API cannot listen on {cfg.server.listen}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
     service.api_started = api.started
     service.api_failed = api.failed
     api.start()

@@ -426,6 +426,10 @@ class ServiceSupervisor(Supervisor):
         self.view.line(f"stopped ({self.stop_reason or 'end'}): {self.publisher.published} messages published")
         return 1 if self.failed else 0
 
+    def discard(self) -> None:
+        """Remove what __init__ made, for a service that never ran."""
+        self._cleanup()
+
     def _cleanup(self) -> None:
         for sock in self.fan_in_push.values():
             sock.close(linger=0)

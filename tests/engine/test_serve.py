@@ -313,6 +313,23 @@ def test_sighup_applies_the_difference(daemon: Daemon) -> None:
         time.sleep(0.3)
     assert "b" not in daemon.streams()
     assert [pid for pid, name in workers(daemon).items() if name == "avs:a"] == pid_a  # untouched
+    pid_d = [pid for pid, name in workers(daemon).items() if name == "avs:d"]
+    daemon.config.write_text(text.replace("  b: {", "  d: {").replace("d: {pipeline: highlight,", "d: {pipeline: highlight, fps: 5,"))
+    daemon.proc.send_signal(signal.SIGHUP)  # d changed: restarted with its new entry
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now_d = [pid for pid, name in workers(daemon).items() if name == "avs:d"]
+        if now_d and now_d != pid_d:
+            break
+        time.sleep(0.3)
+    assert now_d and now_d != pid_d
+    daemon.wait_state("d", ("running",))
+    assert [pid for pid, name in workers(daemon).items() if name == "avs:a"] == pid_a
+    daemon.config.write_text("version: [")  # a broken config is reported, not applied
+    daemon.proc.send_signal(signal.SIGHUP)
+    time.sleep(2)
+    assert set(daemon.streams()) >= {"a", "d"}
+    assert "reload: config not applied" in daemon.log.read_text()
     daemon.config.write_text(text)
 
 
@@ -321,6 +338,20 @@ def _comm(pid: str) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def test_watch_applies_a_changed_file(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, 'a: {pipeline: highlight, uri: "sample://demo", realtime: true, loop: true}\n',
+               extra=", watch: true")
+    try:
+        d.wait_state("a", ("running",))
+        time.sleep(1.1)  # a different mtime for sure
+        d.config.write_text(d.config.read_text() + '  e: {pipeline: highlight, uri: "sample://demo", realtime: true}\n')
+        d.wait_state("e", ("running", "stopped"))
+        since = time.time()
+        assert d.client.get("/api/events", params={"since": str(since + 3600)}).json() == []
+    finally:
+        assert d.stop() == 0
 
 
 def test_restart_and_metrics(daemon: Daemon) -> None:
@@ -343,6 +374,20 @@ def test_sigterm_stops_every_process(daemon: Daemon) -> None:
     assert daemon.stop() == 0
     time.sleep(0.5)
     assert not [pid for pid in children if psutil.pid_exists(pid) and _comm(str(pid)) == children[pid]]
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "serve.yaml"
+        config.write_text(f"version: 1\nserver: {{listen: '127.0.0.1:{port}', publish: 'tcp://127.0.0.1:{free_port()}'}}\n"
+                          "streams:\n  a: {pipeline: highlight, uri: 'sample://demo'}\n")
+        r = subprocess.run([sys.executable, "-m", "avstream.engine.cli", "serve", str(config)],
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"the REST API cannot listen on 127.0.0.1:{port}" in r.stdout + r.stderr
 
 
 def test_config_errors_exit_2_with_locations(tmp_path: Path) -> None:
