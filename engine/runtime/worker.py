@@ -198,12 +198,15 @@ class NodeRunner:
             if isinstance(item, Event):  # events travel to the outputs untouched
                 self.emit(item)
                 continue
-            if isinstance(item, EndOfStream) and self.serve:
-                # one stream left the shared graph: forget its state, keep serving the others
-                for out in node.on_eos(item.stream):
-                    self.emit(out)
-                self.emit(item)
-                continue
+            if self.serve:
+                if isinstance(item, EndOfStream):
+                    # one stream left the shared graph: forget its state, keep serving the others
+                    self.ctx.streams = tuple(s for s in self.ctx.streams if s != item.stream)
+                    for out in node.on_eos(item.stream):
+                        self.emit(out)
+                    self.emit(item)
+                    continue
+                self._attached(item)
             if isinstance(item, EndOfStream):
                 if item.stream not in pending:
                     continue
@@ -229,8 +232,16 @@ class NodeRunner:
                     if isinstance(it, VideoFrame):
                         it.release()  # nodes copy what they keep; the slot goes back to the writer
 
+    def _attached(self, item: Item) -> None:
+        """Serve mode: the streams now attached, learned from their items (batch waits use them)."""
+        stream = getattr(item, "stream", "")
+        if stream and stream not in self.ctx.streams and not isinstance(item, EndOfStream):
+            self.ctx.streams = (*self.ctx.streams, stream)
+
     def _next_item(self, timeout: float) -> Item | None:
         got = self.inbox.get(timeout)
+        if got is not None and self.serve:
+            self._attached(got[1])
         return None if got is None else got[1]
 
     def status(self) -> dict[str, Any]:
@@ -300,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for r in runners:
         r.serve = args.serve
+        if args.serve:
+            r.ctx.streams = ()  # the template's own stream never comes; the attached ones are learned
     link.status_fn = lambda: {r.node_spec.id: r.status() for r in runners}
     for r in runners:
         r.thread.start()

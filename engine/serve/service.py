@@ -220,6 +220,7 @@ class ServiceSupervisor(Supervisor):
             worker = self.workers[sid]
             status = worker.status.get(sid, {})
             out = int(status.get("out", 0))
+            run.ran = run.ran or out > 0
             if now - run.last_at >= 1.0:
                 run.fps_in = max(0.0, (out - run.last_out) / (now - run.last_at)) if out >= run.last_out else 0.0
                 run.last_out, run.last_at = out, now

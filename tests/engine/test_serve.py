@@ -354,6 +354,34 @@ def test_watch_applies_a_changed_file(tmp_path: Path) -> None:
         assert d.stop() == 0
 
 
+BATCHED = """\
+version: 1
+name: batched
+streams: {cam0: {uri: "sample://demo", realtime: false}}
+nodes:
+  window: {type: avstream/av_window@v1, inputs: [cam0]}
+  score: {type: avstream/highlight@v1, inputs: [window], params: {model: "builtin:highlight", max_batch: 8, max_wait_ms: 50}}
+outputs: {publish: {endpoint: "tcp://127.0.0.1:5560"}}
+"""
+
+
+def test_windows_of_several_streams_share_model_calls(tmp_path: Path) -> None:
+    (tmp_path / "batched.yaml").write_text(BATCHED)
+    d = Daemon(tmp_path, "".join(f'{s}: {{pipeline: batched.yaml, uri: "sample://demo", realtime: false}}\n'
+                                 for s in ("a", "b", "c")))
+    try:
+        for sid in ("a", "b", "c"):
+            d.wait_state(sid, ("stopped",), timeout=120)  # the file ended; the shared nodes run on
+        assert d.client.get("/readyz").status_code == 200
+        score = d.client.get("/api/streams/a").json()["nodes"]["score"]
+        assert score["shared"] and score["counters"]["windows"] >= 3 * 15
+        assert score["counters"]["batches"] < score["counters"]["windows"]  # batched across streams
+        assert shared_processes(d) == ["avs:t0.score", "avs:t0.window"]
+        print(f"score: {score['counters']['windows']:.0f} windows in {score['counters']['batches']:.0f} model calls")
+    finally:
+        assert d.stop() == 0
+
+
 def test_restart_and_metrics(daemon: Daemon) -> None:
     from avstream.engine.sinks import SINK_KINDS
 
