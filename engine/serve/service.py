@@ -106,6 +106,7 @@ class ServiceSupervisor(Supervisor):
         self.streams: dict[str, StreamRun] = {}
         self.spec_files: dict[str, Path] = {}
         self.shared: set[str] = set()  # worker names of shared template processes
+        self.shared_failed: dict[str, tuple[str, float]] = {}  # shared process -> why it failed (cleared once it runs again)
         self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self.event_log = EventLog(config.server.events_history)
         self.named_sinks: dict[str, Sink] = {}
@@ -197,12 +198,22 @@ class ServiceSupervisor(Supervisor):
 
     def _handle_crash(self, worker: WorkerProc, rc: int, now: float) -> None:
         run = self.streams.get(worker.name)
-        if run is None or run.removing:
-            if run is None:
-                super()._handle_crash(worker, rc, now)
-                self.failed = False  # a shared graph that gives up is reported; the service stays up
+        if run is not None and run.removing:
             return
         recent = [t for t in worker.restarts if now - t < RESTART_WINDOW_S]
+        if run is None:  # a shared process: its streams get no results until it is back
+            if worker.fatal or len(recent) >= MAX_RESTARTS:
+                error = redact_text(worker.fatal or f"crashed {len(recent) + 1} times in {RESTART_WINDOW_S:.0f} s")
+                self.shared_failed[worker.name] = (error, now)
+                retry = self.config.server.failed_retry_s
+                self.view.line(f"process '{worker.name}' failed: {error}; trying again in {retry:.0f} s", important=True)
+                self.publisher.publish_event(Event("node_failed", "", {"process": worker.name, "error": error,
+                                                                       "retry_s": retry}))
+                worker.fatal, worker.restarts, worker.error_reported = None, [], False
+                worker.restart_at = now + retry
+                return
+            super()._handle_crash(worker, rc, now)
+            return
         if worker.fatal or len(recent) >= MAX_RESTARTS:
             run.failed, run.state = True, "failed"
             run.error = redact_text(worker.fatal or f"crashed {len(recent) + 1} times in {RESTART_WINDOW_S:.0f} s")
@@ -216,6 +227,11 @@ class ServiceSupervisor(Supervisor):
 
     # --- state ---
     def _update_states(self, now: float) -> None:
+        for name in list(self.shared_failed):
+            worker = self.workers[name]
+            fresh = worker.status_at > self.shared_failed[name][1]  # a report of the new process, not the old one
+            if fresh and all(worker.status.get(n, {}).get("state") == "running" for n in worker.nodes):
+                del self.shared_failed[name]
         for sid, run in self.streams.items():
             worker = self.workers[sid]
             status = worker.status.get(sid, {})
@@ -224,8 +240,11 @@ class ServiceSupervisor(Supervisor):
             if now - run.last_at >= 1.0:
                 run.fps_in = max(0.0, (out - run.last_out) / (now - run.last_at)) if out >= run.last_out else 0.0
                 run.last_out, run.last_at = out, now
+            broken = [self.shared_failed[p][0] for p in run.template.processes if p in self.shared_failed]
             if run.removing:
                 run.state = "stopped"
+            elif broken:
+                run.state, run.error = "failed", f"its pipeline failed: {broken[0]}"
             elif worker.done:
                 run.state = "stopped"
             elif run.failed and not (out > 0 and status.get("state") == "running"):
@@ -233,7 +252,7 @@ class ServiceSupervisor(Supervisor):
             elif self.publisher.stream_down.get(sid):
                 run.state, run.failed = "down", False
             elif status.get("state") == "running" and out > 0:
-                run.state, run.failed, run.ran = "running", False, True
+                run.state, run.failed, run.ran, run.error = "running", False, True, ""
             elif status.get("state") in ("stopped", "draining") and out > 0:
                 run.state, run.ran = "stopped", True
             else:

@@ -396,6 +396,24 @@ def test_restart_and_metrics(daemon: Daemon) -> None:
     assert daemon.client.get("/api/clips/nonesuch.mp4").status_code == 404
 
 
+def test_a_crashed_shared_process_is_restarted(daemon: Daemon) -> None:
+    (pid,) = [pid for pid, name in workers(daemon).items() if name == "avs:t0.score"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        events = daemon.client.get("/api/events", params={"name": "node_restarted"}).json()
+        if any(e["detail"]["process"] == "t0.score" for e in events):
+            break
+        time.sleep(0.3)
+    assert any(e["detail"]["process"] == "t0.score" for e in events)
+    seq = daemon.streams()["a"]["latest"]["highlight"]["seq"]
+    deadline = time.monotonic() + 60
+    while daemon.streams()["a"]["latest"]["highlight"]["seq"] <= seq + 1 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert daemon.streams()["a"]["latest"]["highlight"]["seq"] > seq + 1  # results flow again
+    assert shared_processes(daemon) == ["avs:t0.score", "avs:t0.window"]
+
+
 def test_sigterm_stops_every_process(daemon: Daemon) -> None:
     children = workers(daemon)
     assert children
