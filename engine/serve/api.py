@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import secrets
 import socket
@@ -186,6 +187,17 @@ def create_app(service: ServiceSupervisor, token: str) -> FastAPI:
     return app
 
 
+class RedactingFilter(logging.Filter):
+    """Credentials in URIs masked in the web server's own log lines and tracebacks too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
 class ApiServer:
     """uvicorn on a daemon thread; ``started`` once the socket listens."""
 
@@ -201,6 +213,8 @@ class ApiServer:
             self.sock.close()
             raise
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.asgi"):
+            logging.getLogger(name).addFilter(RedactingFilter())
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="rest-api",
                                        daemon=True)
