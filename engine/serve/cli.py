@@ -41,6 +41,8 @@ def serve_command(config: str, quiet: bool) -> None:
     except OSError as exc:
         click.echo(f"error: cannot read or create the token file {token_path}: {exc.strerror or exc}", err=True)
         sys.exit(1)
+    if token_path.stat().st_mode & 0o077:
+        click.echo(f"warning: {token_path} is readable by other users: chmod 600 it", err=True)
     service = ServiceSupervisor(cfg, quiet=quiet)
     try:
         api = ApiServer(create_app(service, token), cfg.server.listen)
@@ -52,6 +54,9 @@ def serve_command(config: str, quiet: bool) -> None:
     service.api_failed = api.failed
     api.start()
     service.view.line(f"REST API on http://{cfg.server.listen} (token in {token_path})")
+    if cfg.server.listen.rpartition(":")[0] not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        service.view.line("warning: the REST API listens beyond this machine over plain HTTP: "
+                          "put a TLS proxy in front of it", important=True)
     try:
         rc = service.run()
     finally:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from avstream.engine.errors import ConfigError, Problem
-from avstream.engine.runtime.config import load_pipeline
+from avstream.engine.runtime.config import is_live_uri, load_pipeline
 from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, PipelineSpec
 from avstream.engine.serve.config import StreamEntry
 from avstream.engine.transport.edges import EdgeSpec
@@ -45,12 +45,9 @@ class Template:
         node = NodeSpec(stream.id, placeholder.type_id, params, stream.id, [stream.id], is_source=True)
         edges = [EdgeSpec(stream.id, e.dst, e.kind, e.policy, e.size, e.endpoint, reader=i)
                  for i, e in enumerate(self.fan_in)]
-        live = [stream.id] if any(str(params.get(k) or "").split("://")[0] in LIVE for k in ("uri", "video", "audio")) else []
+        live = [stream.id] if any(is_live_uri(str(params.get(k) or "")) for k in ("uri", "video", "audio")) else []
         return PipelineSpec(self.spec.name, self.spec.file, str(base_dir), {stream.id: node}, edges,
                             copy.deepcopy(self.spec.outputs), None, live)
-
-
-LIVE = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp", "v4l2", "mic")
 
 
 def compile_template(file: Path, key: str, run_dir: Path, results_endpoint: str) -> Template:
