@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
@@ -300,6 +301,32 @@ def test_a_broken_source_is_failed_and_retried(daemon: Daemon) -> None:
     assert daemon.client.get("/healthz").status_code == 200
     assert daemon.streams()["a"]["state"] == "running"
     assert daemon.client.delete("/api/streams/broken").status_code == 200
+
+
+class Unauthorized(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_401_is_final_for_that_stream_and_retried_slowly(daemon: Daemon) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unauthorized)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://user:secret@127.0.0.1:{server.server_address[1]}/stream.ts"
+        assert daemon.client.post("/api/streams", json={"id": "locked", "pipeline": "highlight", "uri": uri}).status_code == 201
+        got = daemon.wait_state("locked", ("failed",))
+        assert "401" in got["error"] and "secret" not in json.dumps(got)
+        assert daemon.streams()["a"]["state"] == "running"
+        assert daemon.client.delete("/api/streams/locked").status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_sighup_applies_the_difference(daemon: Daemon) -> None:
