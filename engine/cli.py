@@ -25,6 +25,9 @@ COMMANDS = {
                           "Build an ONNX model, or a lower-precision/TensorRT one.",
                           extra="export"),
     "models": LazyCommand("avstream.engine.inference.models_cli:models_group", "List, inspect and pull models."),
+    "serve": LazyCommand("avstream.engine.serve.cli:serve_command",
+                         "Run many streams as one daemon with a REST API.",
+                         extra="serve"),
 }
 EVAL_TASKS = {
     "localization": LazyCommand("avstream.exporters.eval_tasks:localization_command",

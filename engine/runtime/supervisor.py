@@ -90,9 +90,13 @@ class Supervisor:
         self.control_endpoint = f"ipc://{self.run_dir}/control"
         (self.run_dir / "spec.json").write_text(self.spec.to_json())
 
+    def worker_args(self, worker: WorkerProc) -> list[str]:
+        """The spec file a worker reads, and flags; `avstream serve` gives each graph its own."""
+        return ["--spec", str(self.run_dir / "spec.json")]
+
     def spawn(self, worker: WorkerProc) -> None:
         resume = {n: worker.status.get(n, {}).get("last_t", {}) for n in worker.nodes}
-        argv = ["--spec", str(self.run_dir / "spec.json"), "--process", worker.name, "--control",
+        argv = [*self.worker_args(worker), "--process", worker.name, "--control",
                 self.control_endpoint, "--run-dir", str(self.ring_dir), "--resume", json.dumps(resume),
                 "--parent", str(os.getpid())]
         # Forking is safe only before this process has ZeroMQ sockets (the first start).

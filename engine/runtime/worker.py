@@ -128,6 +128,7 @@ class NodeRunner:
         self.last_t: dict[str, float] = {}
         self.latency_ms = 0.0
         self.failed = False
+        self.serve = False  # a shared node of `avstream serve`: streams come and go, end-of-stream never ends it
         self.thread = threading.Thread(target=self.run, name=f"node:{node.id}", daemon=True)
 
     def emit(self, item: Item) -> bool:
@@ -185,7 +186,7 @@ class NodeRunner:
         pending = {s: sum(1 for ss in streams_of_edge if s in ss) for s in self.ctx.streams}
         batching = batch_limits(node)  # nodes that batch windows of several streams (engine/batching.py)
         held: Item | None = None  # a control item that ended a batch: handled next, in order
-        while pending and not self.stop.is_set():
+        while (pending or self.serve) and not self.stop.is_set():
             if held is not None:
                 item, held = held, None
             else:
@@ -197,6 +198,15 @@ class NodeRunner:
             if isinstance(item, Event):  # events travel to the outputs untouched
                 self.emit(item)
                 continue
+            if self.serve:
+                if isinstance(item, EndOfStream):
+                    # one stream left the shared graph: forget its state, keep serving the others
+                    self.ctx.streams = tuple(s for s in self.ctx.streams if s != item.stream)
+                    for out in node.on_eos(item.stream):
+                        self.emit(out)
+                    self.emit(item)
+                    continue
+                self._attached(item)
             if isinstance(item, EndOfStream):
                 if item.stream not in pending:
                     continue
@@ -222,8 +232,16 @@ class NodeRunner:
                     if isinstance(it, VideoFrame):
                         it.release()  # nodes copy what they keep; the slot goes back to the writer
 
+    def _attached(self, item: Item) -> None:
+        """Serve mode: the streams now attached, learned from their items (batch waits use them)."""
+        stream = getattr(item, "stream", "")
+        if stream and stream not in self.ctx.streams and not isinstance(item, EndOfStream):
+            self.ctx.streams = (*self.ctx.streams, stream)
+
     def _next_item(self, timeout: float) -> Item | None:
         got = self.inbox.get(timeout)
+        if got is not None and self.serve:
+            self._attached(got[1])
         return None if got is None else got[1]
 
     def status(self) -> dict[str, Any]:
@@ -263,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--resume", default="{}")
     parser.add_argument("--parent", type=int, default=0)
+    parser.add_argument("--serve", action="store_true", help="shared nodes of `avstream serve`: never end on EOS")
     args = parser.parse_args(argv)
     _die_with_parent()
     set_process_name(f"avs:{args.process}")
@@ -291,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         link.post({"type": "bye", "failed": True})
         link.thread.join(2)
         return 1
+    for r in runners:
+        r.serve = args.serve
+        if args.serve:
+            r.ctx.streams = ()  # the template's own stream never comes; the attached ones are learned
     link.status_fn = lambda: {r.node_spec.id: r.status() for r in runners}
     for r in runners:
         r.thread.start()

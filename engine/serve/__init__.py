@@ -1,0 +1,1 @@
+"""`avstream serve`: the monitoring daemon (config, shared graphs, supervisor, REST API)."""

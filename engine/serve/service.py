@@ -1,0 +1,456 @@
+"""The supervisor of ``avstream serve``: the run supervisor's worker machinery, with graphs that change.
+
+Per template one set of shared worker processes (``--serve``: they never end on end-of-stream); per
+stream one source worker feeding the template's fan-in endpoints (see graphs.py). Heartbeats,
+crash restarts with backoff, ``node_restarted`` events, the result publisher and its sinks are the
+run supervisor's. Added here: streams added/removed/restarted while running (commands from the REST
+thread, executed on this loop's thread, which owns every socket), failed streams retried slowly,
+SIGHUP/config-file reloads applied as a difference, readiness for systemd.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import re
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from avstream.engine.capture.base import redact_uri
+from avstream.engine.errors import AvstreamError, ConfigError
+from avstream.engine.items import EndOfStream, Event
+from avstream.engine.runtime.outputs import ResultPublisher
+from avstream.engine.runtime.snapshot import node_state
+from avstream.engine.runtime.status import StatusView
+from avstream.engine.runtime.supervisor import MAX_RESTARTS, RESTART_WINDOW_S, Supervisor, WorkerProc
+from avstream.engine.serve.config import ServeConfig, StreamEntry, load_serve_config
+from avstream.engine.serve.graphs import Template, compile_template, write_spec
+from avstream.engine.serve.notify import sd_notify
+from avstream.engine.sinks import SINK_KINDS, Sink, SinkContext, SinkFanout, build_sinks
+from avstream.engine.transport.wire import encode
+
+CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+
+
+def redact_text(text: str) -> str:
+    """Every ``scheme://user:password@`` in a log line, password masked."""
+    return CREDENTIALS.sub(r"\1***@", text)
+
+
+class RedactingView(StatusView):
+    def line(self, text: str, important: bool = False) -> None:
+        super().line(redact_text(text), important)
+
+
+@dataclass
+class StreamRun:
+    entry: StreamEntry
+    template: Template
+    state: str = "starting"
+    failed: bool = False
+    error: str = ""
+    removing: bool = False
+    readd: StreamEntry | None = None  # restart / changed entry: spawn again once the old worker is gone
+    fps_in: float = 0.0
+    last_out: int = 0
+    last_at: float = 0.0
+    ran: bool = False
+
+
+class EventLog(Sink):
+    """Keeps the recent event messages for GET /api/events."""
+
+    name = "event-log"
+
+    def __init__(self, size: int):
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
+
+    def send(self, header: dict[str, Any], arrays: list[np.ndarray]) -> None:
+        if header.get("kind") == "event":
+            self.events.append(header)
+
+
+class ServiceSupervisor(Supervisor):
+    def __init__(self, config: ServeConfig, *, quiet: bool = False):
+        # The graph is not known up front: what Supervisor.__init__ derives from a spec is built here.
+        self.config = config
+        self.quiet = quiet
+        self.status_json = None
+        self.id = f"{os.getpid():x}{int(time.time() * 1000) % 0xFFFFFF:x}"
+        self.run_dir = Path(tempfile.mkdtemp(prefix="avs-"))
+        shm_root = Path("/dev/shm")
+        self.ring_dir = shm_root / f"avstream-{self.id}" if shm_root.is_dir() else self.run_dir / "rings"
+        self.ring_dir.mkdir(parents=True, exist_ok=True)
+        self.workers: dict[str, WorkerProc] = {}
+        self.by_node: dict[str, WorkerProc] = {}
+        self.stopping = False
+        self.stop_reason = ""
+        self.failed = False
+        self.view = RedactingView(tty=False, quiet=quiet)
+        self.fallbacks: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.fallbacks_logged: set[tuple[str, str, str]] = set()
+        self.results_endpoint = f"ipc://{self.run_dir}/results"
+        self.control_endpoint = f"ipc://{self.run_dir}/control"
+        self.identities: dict[str, bytes] = {}
+        self.templates: dict[Path, Template] = {}
+        self.streams: dict[str, StreamRun] = {}
+        self.spec_files: dict[str, Path] = {}
+        self.shared: set[str] = set()  # worker names of shared template processes
+        self.shared_failed: dict[str, tuple[str, float]] = {}  # shared process -> why it failed (cleared once it runs again)
+        self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self.event_log = EventLog(config.server.events_history)
+        self.named_sinks: dict[str, Sink] = {}
+        self.fan_in_push: dict[str, zmq.Socket[Any]] = {}
+        self.reload_requested = False
+        self.config_mtime = self._mtime()
+        self.ready_sent = False
+        self.api_started: Callable[[], bool] = lambda: True
+        self.api_failed: Callable[[], bool] = lambda: False
+        self.started = time.monotonic()
+
+    # --- graphs ---
+    def template_for(self, entry: StreamEntry) -> Template:
+        template = self.templates.get(entry.template)
+        if template is None:
+            key = f"t{len(self.templates)}"
+            template = compile_template(entry.template, key, self.run_dir, self.results_endpoint)
+            self.templates[entry.template] = template
+            for process in template.processes:
+                self.workers[process] = WorkerProc(process, template.processes[process])
+                self.spec_files[process] = template.spec_file(self.run_dir)
+                self.shared.add(process)
+                if hasattr(self, "control"):
+                    self.spawn(self.workers[process])
+        return template
+
+    def worker_args(self, worker: WorkerProc) -> list[str]:
+        args = ["--spec", str(self.spec_files[worker.name])]
+        return [*args, "--serve"] if worker.name in self.shared else args
+
+    def add_stream(self, entry: StreamEntry) -> StreamRun:
+        """Attach a source for ``entry`` to its template's running graph (the template starts if new)."""
+        if entry.id in self.streams:
+            raise KeyError(entry.id)
+        template = self.template_for(entry)
+        spec = template.source_spec(entry, self.config.base_dir)
+        self.spec_files[entry.id] = write_spec(spec, self.run_dir / f"stream-{entry.id}.json")
+        run = StreamRun(entry, template, last_at=time.monotonic())
+        self.streams[entry.id] = run
+        self.workers[entry.id] = WorkerProc(entry.id, [entry.id])
+        if hasattr(self, "control"):
+            self.spawn(self.workers[entry.id])
+        self.view.line(f"stream '{entry.id}' added: {redact_uri(str(entry.params.get('uri') or entry.params.get('video')))} "
+                       f"through '{entry.pipeline}'")
+        return run
+
+    def remove_stream(self, sid: str, readd: StreamEntry | None = None) -> None:
+        run = self.streams[sid]
+        run.removing, run.readd = True, readd
+        worker = self.workers[sid]
+        worker.restart_at = None
+        if worker.popen is not None and worker.popen.poll() is None:
+            self._send_control(sid, {"type": "stop"})
+            worker.popen.send_signal(signal.SIGTERM)
+
+    def _finish_removals(self) -> None:
+        for sid, run in list(self.streams.items()):
+            worker = self.workers[sid]
+            if not run.removing or (worker.popen is not None and worker.popen.poll() is None):
+                continue
+            if worker.popen is not None:
+                worker.popen.wait()
+            # The source stopped mid-stream: end it in the shared nodes so they forget its state.
+            for edge in run.template.fan_in:
+                self._push(edge.endpoint, EndOfStream(sid))
+            del self.workers[sid], self.streams[sid]
+            self.identities.pop(sid, None)
+            if run.readd is not None:
+                self.add_stream(run.readd)
+            else:
+                self.publisher.sinks.remove_stream(sid)
+                self.view.line(f"stream '{sid}' removed")
+
+    def _push(self, endpoint: str, item: Any) -> None:
+        sock = self.fan_in_push.get(endpoint)
+        if sock is None:
+            sock = self.fan_in_push[endpoint] = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.connect(endpoint)
+        sock.send_multipart(encode(item, None), copy=False)
+
+    # --- failures ---
+    def _release_drained(self) -> None:
+        # A stream's source that finished (a file without loop) may go: the shared nodes run on.
+        for worker in self.workers.values():
+            if worker.drained and not worker.released:
+                worker.released = True
+                self._send_control(worker.name, {"type": "stop"})
+
+    def _handle_crash(self, worker: WorkerProc, rc: int, now: float) -> None:
+        run = self.streams.get(worker.name)
+        if run is not None and run.removing:
+            return
+        recent = [t for t in worker.restarts if now - t < RESTART_WINDOW_S]
+        if run is None:  # a shared process: its streams get no results until it is back
+            if worker.fatal or len(recent) >= MAX_RESTARTS:
+                error = redact_text(worker.fatal or f"crashed {len(recent) + 1} times in {RESTART_WINDOW_S:.0f} s")
+                self.shared_failed[worker.name] = (error, now)
+                retry = self.config.server.failed_retry_s
+                self.view.line(f"process '{worker.name}' failed: {error}; trying again in {retry:.0f} s", important=True)
+                self.publisher.publish_event(Event("node_failed", "", {"process": worker.name, "error": error,
+                                                                       "retry_s": retry}))
+                worker.fatal, worker.restarts, worker.error_reported = None, [], False
+                worker.restart_at = now + retry
+                return
+            super()._handle_crash(worker, rc, now)
+            return
+        if worker.fatal or len(recent) >= MAX_RESTARTS:
+            run.failed, run.state = True, "failed"
+            run.error = redact_text(worker.fatal or f"crashed {len(recent) + 1} times in {RESTART_WINDOW_S:.0f} s")
+            retry = self.config.server.failed_retry_s
+            self.view.line(f"stream '{worker.name}' failed: {run.error}; trying again in {retry:.0f} s", important=True)
+            self.publisher.publish_event(Event("stream_failed", worker.name, {"error": run.error, "retry_s": retry}))
+            worker.fatal, worker.restarts, worker.error_reported = None, [], False
+            worker.restart_at = now + retry
+            return
+        super()._handle_crash(worker, rc, now)
+
+    # --- state ---
+    def _update_states(self, now: float) -> None:
+        for name in list(self.shared_failed):
+            worker = self.workers[name]
+            fresh = worker.status_at > self.shared_failed[name][1]  # a report of the new process, not the old one
+            if fresh and all(worker.status.get(n, {}).get("state") == "running" for n in worker.nodes):
+                del self.shared_failed[name]
+        for sid, run in self.streams.items():
+            worker = self.workers[sid]
+            status = worker.status.get(sid, {})
+            out = int(status.get("out", 0))
+            run.ran = run.ran or out > 0
+            if now - run.last_at >= 1.0:
+                run.fps_in = max(0.0, (out - run.last_out) / (now - run.last_at)) if out >= run.last_out else 0.0
+                run.last_out, run.last_at = out, now
+            broken = [self.shared_failed[p][0] for p in run.template.processes if p in self.shared_failed]
+            if run.removing:
+                run.state = "stopped"
+            elif broken:
+                run.state, run.error = "failed", f"its pipeline failed: {broken[0]}"
+            elif worker.done:
+                run.state = "stopped"
+            elif run.failed and not (out > 0 and status.get("state") == "running"):
+                run.state = "failed"
+            elif self.publisher.stream_down.get(sid):
+                run.state, run.failed = "down", False
+            elif status.get("state") == "running" and out > 0:
+                run.state, run.failed, run.ran, run.error = "running", False, True, ""
+            elif status.get("state") in ("stopped", "draining") and out > 0:
+                run.state, run.ran = "stopped", True
+            else:
+                run.state = "starting"
+
+    def stream_view(self, sid: str, detail: bool = False) -> dict[str, Any]:
+        run = self.streams[sid]
+        worker = self.workers[sid]
+        status = worker.status.get(sid, {})
+        extra = status.get("extra") or {}
+        params = run.entry.params
+        view: dict[str, Any] = {
+            "id": sid, "pipeline": run.entry.pipeline, "state": run.state,
+            "uri": redact_uri(params["uri"]) if params.get("uri") else None,
+            "video": redact_uri(params["video"]) if params.get("video") else None,
+            "audio": redact_uri(params["audio"]) if params.get("audio") else None,
+            "fps_in": round(run.fps_in, 2), "drops": int(status.get("drops", 0)) + int(extra.get("drops", 0) or 0),
+            "av_skew_ms": extra.get("av_skew_ms"), "restarts": worker.restart_count,
+            "error": run.error or None,
+            "latest": {kind: {k: v for k, v in header.items() if k != "payloads"}
+                       for kind, header in self.publisher.latest.get(sid, {}).items()},
+        }
+        if detail:
+            nodes = {sid: {**status, "process": sid}}
+            for process, node_ids in run.template.processes.items():
+                shared = self.workers[process].status
+                for nid in node_ids:
+                    if nid in shared:
+                        nodes[nid] = {**shared[nid], "process": process, "shared": True}
+            view["nodes"] = nodes
+        return view
+
+    def status(self, final: bool = False) -> dict[str, Any]:
+        """The ``status`` message of the service (the run's shape, docs/messages.md), once a second."""
+        nodes = []
+        for worker in self.workers.values():
+            for node_id in worker.nodes:
+                st = worker.status.get(node_id, {})
+                nodes.append({
+                    "id": node_id, "type": st.get("type", ""), "process": worker.name,
+                    "state": node_state(worker, st), "items_in": int(st.get("in", 0)),
+                    "items_out": int(st.get("out", 0)), "queue": int(st.get("queue", 0)),
+                    "drops": int(st.get("drops", 0)), "latency_ms": float(st.get("latency_ms", 0.0)),
+                    "restarts": worker.restart_count, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
+                })
+        return {"run": "serve", "run_id": self.id, "uptime_s": round(time.monotonic() - self.started, 3),
+                "final": final, "nodes": nodes, "streams": [self.stream_view(sid) for sid in self.streams]}
+
+    def ready(self) -> bool:
+        configured = [run for sid, run in self.streams.items() if sid in self.config.streams]
+        return all(r.state in ("running", "down") or (r.state == "stopped" and r.ran) for r in configured)
+
+    # --- commands from the REST thread ---
+    def call(self, fn: Callable[[], Any], timeout: float = 15.0) -> Any:
+        future: Future[Any] = Future()
+        self.commands.put((fn, future))
+        return future.result(timeout)
+
+    def _run_commands(self) -> None:
+        while not self.commands.empty():
+            fn, future = self.commands.get()
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                future.set_exception(exc)
+
+    # --- reloads ---
+    def _mtime(self) -> float:
+        try:
+            return self.config.file.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def reload(self) -> None:
+        """Re-read the config file and apply only what changed in ``streams``."""
+        try:
+            new = load_serve_config(self.config.file)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                self.view.line(f"reload: {problem}", important=True)
+            self.view.line("reload: config not applied", important=True)
+            return
+        old = self.config.streams
+        added = [s for s in new.streams if s not in old and s not in self.streams]
+        removed = [s for s in old if s not in new.streams and s in self.streams]
+        changed = [s for s in new.streams if s in old and new.streams[s].raw != old[s].raw and s in self.streams]
+        self.config.streams = new.streams
+        for sid in removed:
+            self.remove_stream(sid)
+        for sid in changed:
+            self.remove_stream(sid, readd=new.streams[sid])
+        for sid in added:
+            try:
+                self.add_stream(new.streams[sid])
+            except ConfigError as exc:
+                self.view.line(f"reload: stream '{sid}': {exc}", important=True)
+        if new.sinks != self.config.sinks:
+            self.view.line("reload: the mqtt/webhooks/record sections changed; restart the service to apply them", important=True)
+        self.view.line(f"reload: {len(added)} added, {len(removed)} removed, {len(changed)} changed")
+
+    # --- main loop ---
+    def run(self) -> int:
+        old_hup = signal.signal(signal.SIGHUP, self._on_hup)
+        try:
+            return super().run()
+        finally:
+            signal.signal(signal.SIGHUP, old_hup)
+
+    def _on_hup(self, _signum: int, _frame: Any) -> None:
+        self.reload_requested = True
+
+    def build_sinks(self) -> SinkFanout:
+        context = SinkContext("serve", self.config.base_dir, self.config.path(self.config.server.data_dir))
+        sections = dict(self.config.sinks)
+        if "metrics" in SINK_KINDS:
+            sections.setdefault("metrics", SINK_KINDS["metrics"].settings_model().model_validate({}).model_dump(mode="json"))
+        for name, data in sections.items():
+            self.named_sinks[name] = build_sinks({name: data}, context).sinks[0]
+        return SinkFanout([self.event_log, *self.named_sinks.values()])
+
+    def _run(self) -> int:
+        try:
+            for entry in self.config.streams.values():
+                self.add_stream(entry)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                self.view.line(str(problem), important=True)
+            return 2
+        for worker in self.workers.values():  # forks, before any socket exists here
+            self.spawn(worker)
+        self.ctx = zmq.Context()
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.bind(self.control_endpoint)
+        self.results = self.ctx.socket(zmq.PULL)
+        self.results.setsockopt(zmq.LINGER, 0)
+        self.results.bind(self.results_endpoint)
+        try:
+            sinks = self.build_sinks()
+            self.publisher = ResultPublisher(self.ctx, self.config.server.publish, sinks=sinks)
+        except (AvstreamError, OSError, zmq.ZMQError) as exc:
+            self.view.line(f"error: cannot start the outputs: {exc}", important=True)
+            return 1
+        self.view.line(f"serving {len(self.streams)} stream(s) through {len(self.templates)} pipeline(s); "
+                       f"results on {self.config.server.publish}")
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.results, zmq.POLLIN)
+        next_tick = time.monotonic() + 1.0
+        while True:
+            for sock, _ in poller.poll(20):
+                if sock is self.results:
+                    self._drain_results()
+                else:
+                    self._drain_control()
+            now = time.monotonic()
+            self._check_workers(now)
+            if not self.stopping:
+                self._run_commands()
+                self._finish_removals()
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self.reload()
+            if now >= next_tick:
+                next_tick = now + 1.0
+                self._update_states(now)
+                self.publisher.publish_status(self.status())
+                self.publisher.tick()
+                self._log_fallbacks(final=False)
+                if self.config.server.watch and self._mtime() != self.config_mtime:
+                    self.config_mtime = self._mtime()
+                    self.reload()
+                if self.api_failed() and not self.stopping:
+                    self.view.line(f"error: the REST API cannot listen on {self.config.server.listen}", important=True)
+                    self.failed = True
+                    self.request_stop("REST API down")
+                if not self.ready_sent and self.api_started():
+                    self.ready_sent = True
+                    sd_notify("READY=1\nSTATUS=serving")
+                elif self.ready_sent:
+                    sd_notify("WATCHDOG=1")
+            if self.stopping and (all(w.done or w.popen is None for w in self.workers.values())
+                                  or now > self.stop_deadline):
+                for worker in self.workers.values():
+                    if worker.popen is not None and worker.popen.poll() is None:
+                        worker.popen.kill()
+                        worker.popen.wait()
+                    worker.done = True
+                break
+        sd_notify("STOPPING=1")
+        self.view.line(f"stopped ({self.stop_reason or 'end'}): {self.publisher.published} messages published")
+        return 1 if self.failed else 0
+
+    def discard(self) -> None:
+        """Remove what __init__ made, for a service that never ran."""
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for sock in self.fan_in_push.values():
+            sock.close(linger=0)
+        super()._cleanup()
