@@ -287,3 +287,47 @@ def test_avstream_run_writes_a_clip_of_its_alert(tmp_path: Path, media: dict[str
     start = next(e for e in events if e.get("name") == "violence_start")
     assert side["event"]["t0"] == start["t0"] and side["results"]
     assert side["media_end"] >= start["t1"] + 4.0 - 0.05
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB tmpfs as the clip folder, so the disk really fills (needs root)."""
+    mount, umount = shutil.which("mount"), shutil.which("umount")
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or mount is None or umount is None:
+        pytest.skip("a full disk is simulated with a small tmpfs, which needs root and mount(8)")
+    made = subprocess.run([mount, "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode(errors='replace').strip()}")
+    yield folder
+    subprocess.run([umount, "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_reported_once_and_recording_resumes(tmp_path: Path, media: dict[str, Path], small_disk: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    fanout, sink = make_sink(tmp_path, media["mp4"], pre_roll_s=1.0, post_roll_s=2.0, dir=str(small_disk))
+    feed = Feed(fanout)
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # leave ~60 kB: less than a clip
+        f.write(b"\0" * (3 * 1024 * 1024 - 60 * 1024))
+    try:
+        for k, t in enumerate((3.0, 8.0)):
+            feed.results(until=t + 0.5)
+            feed.event("violence_start", t, t)
+            feed.results(until=t + 4.0)
+            wait_for(lambda n=k + 1: sink.clips_failed.get("cam0", 0) == n)
+        assert sink.disk_full and sink.clips_written["cam0"] == 0
+        full = [r for r in caplog.records if "disk is full" in r.getMessage()]
+        assert len(full) == 1  # reported once
+        assert not list(small_disk.glob("*/*/*"))  # no partial clip left behind
+        filler.unlink()  # space returns
+        feed.results(until=13.5)
+        feed.event("violence_start", 13.0, 13.0)
+        feed.results(until=DURATION_S)
+        wait_for(lambda: sink.clips_written["cam0"] == 1)
+        assert not sink.disk_full and any("recording resumed" in r.getMessage() for r in caplog.records)
+        (clip,) = sink.list_clips()
+        assert track(probe(Path(clip["mp4"])), "video") is not None
+    finally:
+        fanout.close()

@@ -1,0 +1,59 @@
+"""Event clips of a live stream: FFmpeg serves H.264 + AAC over TCP on 127.0.0.1 and the record sink
+keeps its own connection's packets; the clip is placed by wall time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from avstream.engine.sinks import SinkContext, build_sinks
+from avstream.engine.sinks.clips import ClipSink
+from tests.live.servers import Server, ffmpeg_server, wait_until
+
+
+def probe(path: Path) -> dict[str, dict[str, Any]]:
+    ffprobe = shutil.which("ffprobe")
+    assert ffprobe is not None
+    out = subprocess.run([ffprobe, "-v", "error", "-show_entries",
+                          "stream=codec_type,codec_name,width,height,pix_fmt,sample_rate,channels:format=duration",
+                          "-of", "json", str(path)], check=True, capture_output=True, text=True).stdout
+    data = json.loads(out)
+    tracks = {s["codec_type"]: s for s in data["streams"]}
+    tracks["format"] = data["format"]
+    return tracks
+
+
+def test_a_live_stream_clip_has_its_pre_and_post_roll(tmp_path: Path, servers: list[Server]) -> None:
+    server, uri = ffmpeg_server("tcp", tmp_path)
+    servers.append(server.start())
+    fanout = build_sinks({"record": {"pre_roll_s": 2.0, "post_roll_s": 2.0}},
+                         SinkContext("t", tmp_path, tmp_path, {"cam0": {"uri": uri}}))
+    sink = fanout.sinks[0]
+    assert isinstance(sink, ClipSink)
+    origin = time.time()  # media time 0 of this "pipeline"
+    try:
+        ring = sink._recorders["cam0"].ring
+        wait_until(lambda: ring.latest > origin + 3.5, 30, "3.5 s of packets from the live stream")
+        now = time.time()
+        fanout.send({"schema_version": 1, "kind": "violence", "stream": "cam0", "seq": 0, "wall": now,
+                     "t0": now - origin - 2.0, "t1": now - origin, "latency_ms": 0.0, "model": "m@1", "score": 0.9,
+                     "alert": True, "payloads": []}, [])
+        fanout.send({"schema_version": 1, "kind": "event", "stream": "cam0", "seq": 0, "wall": now,
+                     "name": "violence_start", "detail": {}, "t0": now - origin, "t1": now - origin, "payloads": []}, [])
+        wait_until(lambda: sink.clips_written["cam0"] == 1, 30, "the clip to be written")
+    finally:
+        fanout.close()
+    (clip,) = sink.list_clips()
+    tracks = probe(Path(clip["mp4"]))
+    video, audio = tracks["video"], tracks["audio"]
+    assert (video["codec_name"], video["width"], video["height"], video["pix_fmt"]) == ("h264", 320, 240, "yuv420p")
+    assert (audio["codec_name"], int(audio["sample_rate"]), audio["channels"]) == ("aac", 16000, 1)
+    # from the keyframe (every 1 s) at or before 2 s before the event, to 2 s after it
+    assert now - 2.0 - 1.0 - 0.3 <= clip["wall_start"] <= now - 2.0 + 0.3
+    assert 4.0 - 0.3 <= float(tracks["format"]["duration"]) <= 4.0 + 1.0 + 0.5
+    side = json.loads(Path(clip["mp4"]).with_suffix(".json").read_text())
+    assert [r["kind"] for r in side["results"]] == ["violence"] and side["source"] == uri
