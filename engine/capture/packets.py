@@ -86,15 +86,18 @@ class PacketRing:
         cutoff = self.latest - self.keep_s
         if self.hold_from is not None:
             cutoff = min(cutoff, self.hold_from)
-        while self._packets and (self._packets[0].t < cutoff or self._bytes > self.max_bytes):
-            by_size = self._packets[0].t >= cutoff
-            # drop up to the next video keyframe that is still before the cutoff (or, for size, any)
+        while len(self._packets) > 1:
+            over = self._bytes > self.max_bytes
+            if not over and self._packets[0].t >= cutoff:
+                return
             nxt = self._next_keyframe()
-            if nxt is None or (not by_size and self._packets[nxt].t > cutoff):
-                if not by_size or len(self._packets) < 2:
+            if nxt is None:
+                if not over:
                     return
-                nxt = len(self._packets) - 1  # no keyframe to keep: drop all but the newest packet
-            if by_size:
+                nxt = len(self._packets) - 1  # no keyframe to keep: all but the newest packet go
+            elif not over and self._packets[nxt].t > cutoff:
+                return  # the head's GOP still covers the cutoff
+            if over:
                 self.trimmed_for_size += 1
             for _ in range(nxt):
                 self._bytes -= len(self._packets.popleft().data)
@@ -151,8 +154,10 @@ class PacketReader:
     """
 
     def __init__(self, stream: str, uri: str, ring: PacketRing, *, progress: Callable[[], float],
-                 lead_s: float, options: dict[str, str] | None = None, open_timeout_s: float = 10.0):
-        self.stream, self.uri, self.ring = stream, uri, ring
+                 lead_s: float, loop: bool = False, options: dict[str, str] | None = None,
+                 open_timeout_s: float = 10.0):
+        self.stream, self.uri, self.ring, self.loop = stream, uri, ring, loop
+        self._offset = 0.0  # media time of the current pass over a looped file
         self.live = is_live(uri)
         self.progress, self.lead_s = progress, lead_s
         self.options = dict(options or {})
@@ -164,6 +169,7 @@ class PacketReader:
         self._thread = threading.Thread(target=self._run, name=f"record-{stream}", daemon=True)
         self.connections = 0
         self.error: str | None = None
+        self._pass_end = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -181,9 +187,12 @@ class PacketReader:
             except Exception as exc:  # noqa: BLE001 - any input failure: report it, retry a live input
                 self.error = " ".join(_why(exc).split())
                 log.warning("record %r: %s: %s", self.stream, redact_uri(self.uri), self.error)
-            if not self.live:
+            if not self.live and not (self.loop and self._pass_end > 0.0 and self.error is None):
                 self.ring.ended = True
                 return
+            if not self.live:  # a looped file: the next pass continues media time, as the source node does
+                self._offset += self._pass_end
+                continue
             attempt += 1
             self._stop.wait(backoff_delay(attempt, initial=0.5, cap=30.0, jitter=0.25))
 
@@ -202,6 +211,7 @@ class PacketReader:
         starts = [float(s.start_time * s.time_base) for s in (video, audio)
                   if s is not None and s.start_time is not None and s.time_base]
         t0 = min(starts) if starts else 0.0
+        self._pass_end = 0.0
         delivered = False
         for packet in container.demux(*[s for s in (video, audio) if s is not None]):
             if self._stop.is_set():
@@ -214,7 +224,8 @@ class PacketReader:
             if self.live:
                 t = time.time()
             else:
-                t = float(stamp * tb) - t0
+                t = float(stamp * tb) - t0 + self._offset
+                self._pass_end = max(self._pass_end, t - self._offset + float((packet.duration or 0) * tb))
                 self._pace(t)
             self.ring.append(Packet(kind, t, bytes(packet), packet.pts, packet.dts, packet.duration or 0, tb,
                                     bool(packet.is_keyframe), segment))

@@ -128,7 +128,7 @@ class ClipSink(Sink):
         uris.update(settings.streams)
         for sid, uri in uris.items():
             if uri:
-                self._add(sid, uri)
+                self._add(sid, uri, loop=bool(context.streams.get(sid, {}).get("loop")))
         self.enforce_retention()
         self._thread = threading.Thread(target=self._run, name="record", daemon=True)
         self._thread.start()
@@ -180,7 +180,7 @@ class ClipSink(Sink):
         return found[0] if found else None
 
     # --- the sink's thread ---
-    def _add(self, stream: str, uri: str) -> None:
+    def _add(self, stream: str, uri: str, loop: bool = False) -> None:
         if uri_scheme(uri) not in ("file", *_NETWORK):
             log.info("record %r: %s cannot be opened a second time for recording; no clips for it",
                      stream, redact_uri(uri))
@@ -188,8 +188,8 @@ class ClipSink(Sink):
         s = self.settings
         ring = PacketRing(s.pre_roll_s + READ_AHEAD_S + LATE_EVENT_S, int(s.ring_max_mb * 1e6))
         uri = resolve_file(uri, self.base_dir)
-        rec: _Recorder
-        reader = PacketReader(stream, uri, ring, progress=lambda: self._progress(stream), lead_s=READ_AHEAD_S)
+        reader = PacketReader(stream, uri, ring, progress=lambda: self._progress(stream), lead_s=READ_AHEAD_S,
+                              loop=loop)
         rec = _Recorder(stream, uri, ring, reader, is_live(uri))
         self._recorders[stream] = rec
         self.clips_written.setdefault(stream, 0)

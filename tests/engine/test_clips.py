@@ -331,3 +331,52 @@ def test_a_full_disk_is_reported_once_and_recording_resumes(tmp_path: Path, medi
         assert track(probe(Path(clip["mp4"])), "video") is not None
     finally:
         fanout.close()
+
+
+def test_the_ring_keeps_whole_gops_within_its_time_and_memory_bounds() -> None:
+    from fractions import Fraction
+
+    from avstream.engine.capture.packets import Packet, PacketRing, Segment
+
+    seg = Segment(None, object(), object(), 1)
+
+    def packets(ring: PacketRing, until: float) -> None:
+        for k in range(int(until * 10)):  # video at 10 fps, a keyframe every second; audio between
+            t = k / 10
+            ring.append(Packet("video", t, b"v" * 100, k, k, 1, Fraction(1, 10), k % 10 == 0, seg))
+            ring.append(Packet("audio", t + 0.05, b"a" * 10, k, k, 1, Fraction(1, 10), True, seg))
+
+    ring = PacketRing(keep_s=3.0, max_bytes=10**6)
+    packets(ring, 10.0)
+    span = ring.span(0.0, 100.0)
+    assert span[0].kind == "video" and span[0].keyframe and span[0].t == 6.0  # the keyframe at or before 9.95 - 3
+    clip = ring.span(7.5, 8.5)
+    assert clip[0].t == 7.0 and clip[0].keyframe and max(p.t for p in clip) <= 8.5
+    assert all(p.t >= 7.0 for p in clip)  # no audio from before the keyframe
+    held = PacketRing(keep_s=3.0, max_bytes=10**6)
+    held.hold_from = 2.5  # a pending clip keeps its start beyond keep_s
+    packets(held, 10.0)
+    assert held.span(2.5, 100.0)[0].t == 2.0
+    small = PacketRing(keep_s=100.0, max_bytes=2500)
+    packets(small, 10.0)
+    assert small.bytes <= 2500 and small.trimmed_for_size > 0
+    assert small.span(0.0, 100.0)[0].keyframe
+
+
+def test_a_looped_file_keeps_counting_media_time(tmp_path: Path, media: dict[str, Path]) -> None:
+    fanout = build_sinks({"record": {"pre_roll_s": 1.0, "post_roll_s": 2.0}},
+                         SinkContext("t", tmp_path, tmp_path, {"cam0": {"uri": str(media["mp4"]), "loop": True}}))
+    sink = fanout.sinks[0]
+    assert isinstance(sink, ClipSink)
+    feed = Feed(fanout)
+    try:
+        feed.results(until=DURATION_S + 5.0)
+        feed.event("violence_start", DURATION_S + 4.0)  # the second pass: 19 .. 22 of media time
+        feed.results(until=DURATION_S + 10.0)
+        wait_for(lambda: sink.clips_written["cam0"] == 1)
+    finally:
+        fanout.close()
+    (clip,) = sink.list_clips()
+    side = json.loads(Path(clip["mp4"]).with_suffix(".json").read_text())
+    assert DURATION_S + 3.0 - GOP_S - 0.05 <= side["media_start"] <= DURATION_S + 3.0
+    assert side["media_end"] >= DURATION_S + 6.0 - 0.05
