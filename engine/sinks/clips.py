@@ -15,6 +15,7 @@ a clip's id is that file name without its extension.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import logging
 import math
@@ -142,6 +143,11 @@ class ClipSink(Sink):
         except queue.Full:
             self.dropped += 1
 
+    def add_stream(self, stream: str, entry: dict[str, Any]) -> None:
+        """Start recording a stream added at run time; ``entry`` as in :class:`SinkContext` ``streams``
+        (``record.streams`` still names the URI to record when it has the stream)."""
+        self._queue.put(("add", (stream, entry)))
+
     def remove_stream(self, stream: str) -> None:
         self._queue.put(("remove", stream))
 
@@ -156,9 +162,7 @@ class ClipSink(Sink):
     def list_clips(self, stream: str | None = None) -> list[dict[str, Any]]:
         """Clips on disk, newest first: id, stream, event, wall start, duration, paths."""
         out = []
-        pattern = f"{stream}/*/*.mp4" if stream is not None else "*/*/*.mp4"
-        if stream is not None and (not stream or "/" in stream or stream.startswith(".")):
-            return []
+        pattern = f"{glob.escape(safe_name(stream))}/*/*.mp4" if stream is not None else "*/*/*.mp4"
         for mp4 in self.dir.glob(pattern):
             side = mp4.with_suffix(".json")
             try:
@@ -174,9 +178,9 @@ class ClipSink(Sink):
 
     def clip_path(self, clip_id: str) -> Path | None:
         """The MP4 of a clip id (its sidecar: the same path with ``.json``); None when unknown."""
-        if not clip_id or "/" in clip_id or "\\" in clip_id or clip_id.startswith("."):
+        if not clip_id or safe_name(clip_id) != clip_id:
             return None
-        found = sorted(self.dir.glob(f"*/*/{clip_id}.mp4"))
+        found = sorted(self.dir.glob(f"*/*/{glob.escape(clip_id)}.mp4"))
         return found[0] if found else None
 
     # --- the sink's thread ---
@@ -211,6 +215,11 @@ class ClipSink(Sink):
                     self._message(value)
                 elif what == "remove":
                     self._remove(value)
+                elif what == "add":
+                    self._remove(value[0])
+                    uri = self.settings.streams.get(value[0]) or _record_uri(value[1])
+                    if uri:
+                        self._add(value[0], uri, loop=bool(value[1].get("loop")))
                 elif what == "close":
                     closing_since = time.monotonic()
                 self._write_ready(final=False)
@@ -275,12 +284,12 @@ class ClipSink(Sink):
         media_start = packets[0].t - shift
         wall_start = packets[0].t if rec.live else rec.wall_of(media_start)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(wall_start))
-        event_name = _SAFE.sub("_", str(pending.event.get("name", "event")))
-        folder = self.dir / rec.stream / time.strftime("%Y-%m-%d", time.gmtime(wall_start))
-        stem = f"{rec.stream}-{stamp}-{event_name}"
+        event_name, name = safe_name(str(pending.event.get("name", "event"))), safe_name(rec.stream)
+        folder = self.dir / name / time.strftime("%Y-%m-%d", time.gmtime(wall_start))
+        stem = f"{name}-{stamp}-{event_name}"
         n = 1
         while (folder / f"{stem}.mp4").exists():
-            stem, n = f"{rec.stream}-{stamp}-{event_name}-{n}", n + 1
+            stem, n = f"{name}-{stamp}-{event_name}-{n}", n + 1
         try:
             result = write_clip(folder / f"{stem}.mp4", packets, self.settings.transcode_audio)
             media_end = result.media_end - shift
@@ -360,6 +369,12 @@ class ClipSink(Sink):
             if not any(mp4.parent.iterdir()):
                 shutil.rmtree(mp4.parent, ignore_errors=True)
         return removed
+
+
+def safe_name(name: str) -> str:
+    """``name`` as one file name: characters other than letters, digits, ``_.-`` become ``_``."""
+    safe = _SAFE.sub("_", name)
+    return "_" + safe if safe.startswith(".") or not safe else safe
 
 
 _NETWORK = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp")

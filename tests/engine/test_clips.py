@@ -380,3 +380,24 @@ def test_a_looped_file_keeps_counting_media_time(tmp_path: Path, media: dict[str
     side = json.loads(Path(clip["mp4"]).with_suffix(".json").read_text())
     assert DURATION_S + 3.0 - GOP_S - 0.05 <= side["media_start"] <= DURATION_S + 3.0
     assert side["media_end"] >= DURATION_S + 6.0 - 0.05
+
+
+def test_streams_added_and_removed_at_run_time(tmp_path: Path, media: dict[str, Path]) -> None:
+    fanout = build_sinks({"record": {"pre_roll_s": 1.0, "post_roll_s": 1.0}}, SinkContext("t", tmp_path, tmp_path))
+    sink = fanout.sinks[0]
+    assert isinstance(sink, ClipSink)
+    try:
+        sink.add_stream("door/1", {"uri": str(media["mp4"])})  # a stream id that is no file name
+        feed = Feed(fanout, stream="door/1")
+        feed.results(until=5.0)
+        feed.event("violence_start", 4.0)
+        feed.results(until=9.0)
+        wait_for(lambda: sink.clips_written.get("door/1") == 1)
+        (clip,) = sink.list_clips(stream="door/1")
+        assert Path(clip["mp4"]).parent.parent.name == "door_1" and clip["stream"] == "door/1"
+        assert clip["id"].startswith("door_1-") and sink.clip_path(clip["id"]) == Path(clip["mp4"])
+        fanout.remove_stream("door/1")
+        wait_for(lambda: "door/1" not in sink._recorders)
+        assert sink.list_clips(stream="door/1")  # removing a stream keeps its clips
+    finally:
+        fanout.close()
