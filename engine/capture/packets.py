@@ -161,8 +161,12 @@ class PacketReader:
         self.live = is_live(uri)
         self.progress, self.lead_s = progress, lead_s
         self.options = dict(options or {})
-        if self.live:
-            self.options.setdefault("timeout", str(int(open_timeout_s * 1e6)))  # rtsp/tcp/http: microseconds
+        self.open_timeout_s = open_timeout_s
+        if self.live:  # read deadlines as the capture's network reader sets them (microseconds)
+            us = str(int(open_timeout_s * 1e6))
+            self.options.setdefault("rw_timeout", us)
+            if uri_scheme(uri) in ("rtsp", "rtsps", "tcp", "udp"):
+                self.options.setdefault("timeout", us)
             if uri_scheme(uri) in ("rtsp", "rtsps"):
                 self.options.setdefault("rtsp_transport", "tcp")
         self._stop = threading.Event()
@@ -183,10 +187,13 @@ class PacketReader:
         while not self._stop.is_set():
             try:
                 if self._read_once():
-                    attempt = 0
+                    attempt, self.error = 0, None
             except Exception as exc:  # noqa: BLE001 - any input failure: report it, retry a live input
+                again = self.error == " ".join(_why(exc).split())
                 self.error = " ".join(_why(exc).split())
-                log.warning("record %r: %s: %s", self.stream, redact_uri(self.uri), self.error)
+                # the same failure over and over (a camera that takes one client) is said once
+                (log.debug if again else log.warning)("record %r: %s: %s%s", self.stream, redact_uri(self.uri),
+                                                      self.error, "; retrying" if self.live else "")
             if not self.live and not (self.loop and self._pass_end > 0.0 and self.error is None):
                 self.ring.ended = True
                 return
@@ -201,7 +208,8 @@ class PacketReader:
         import av
 
         path = self.uri if self.live else file_path(self.uri)
-        container = av.open(path, options=self.options, timeout=None if not self.live else 10.0)
+        timeout = (self.open_timeout_s, self.open_timeout_s) if self.live else None
+        container = av.open(path, options=self.options, timeout=timeout)
         video, audio = first_tracks(container, True, True)
         if video is None and audio is None:
             container.close()

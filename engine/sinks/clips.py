@@ -42,6 +42,7 @@ log = logging.getLogger("avstream.clips")
 
 READ_AHEAD_S = 5.0  # how far a file's packet reader runs ahead of the pipeline's media time
 LATE_EVENT_S = 15.0  # ring seconds kept beyond the pre-roll: an event names a window that is already past
+RETENTION_CHECK_S = 600.0
 RESULT_KINDS = ("highlight", "violence", "localization", "caption")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -124,12 +125,11 @@ class ClipSink(Sink):
         self._recorders: dict[str, _Recorder] = {}
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=10000)
         self._closing = threading.Event()
-        self._lock = threading.Lock()
         uris = {sid: _record_uri(entry) for sid, entry in context.streams.items()}
         uris.update(settings.streams)
         for sid, uri in uris.items():
             if uri:
-                self._add(sid, uri, loop=bool(context.streams.get(sid, {}).get("loop")))
+                self._add(sid, uri, context.streams.get(sid, {}))
         self.enforce_retention()
         self._thread = threading.Thread(target=self._run, name="record", daemon=True)
         self._thread.start()
@@ -184,16 +184,21 @@ class ClipSink(Sink):
         return found[0] if found else None
 
     # --- the sink's thread ---
-    def _add(self, stream: str, uri: str, loop: bool = False) -> None:
+    def _add(self, stream: str, uri: str, entry: dict[str, Any]) -> None:
+        """A recorder of ``uri``; ``entry`` is the stream's input (its ``loop``, FFmpeg ``options`` and
+        ``rtsp_transport`` apply to the recording connection too)."""
         if uri_scheme(uri) not in ("file", *_NETWORK):
-            log.info("record %r: %s cannot be opened a second time for recording; no clips for it",
-                     stream, redact_uri(uri))
+            log.warning("record %r: %s is not a file or a network stream PyAV can open a second time; "
+                        "no clips of it", stream, redact_uri(uri))
             return
         s = self.settings
         ring = PacketRing(s.pre_roll_s + READ_AHEAD_S + LATE_EVENT_S, int(s.ring_max_mb * 1e6))
         uri = resolve_file(uri, self.base_dir)
+        options = {str(k): str(v) for k, v in (entry.get("options") or {}).items()}
+        if entry.get("rtsp_transport") in ("tcp", "udp"):
+            options.setdefault("rtsp_transport", str(entry["rtsp_transport"]))
         reader = PacketReader(stream, uri, ring, progress=lambda: self._progress(stream), lead_s=READ_AHEAD_S,
-                              loop=loop)
+                              loop=bool(entry.get("loop")), options=options)
         rec = _Recorder(stream, uri, ring, reader, is_live(uri))
         self._recorders[stream] = rec
         self.clips_written.setdefault(stream, 0)
@@ -205,7 +210,11 @@ class ClipSink(Sink):
 
     def _run(self) -> None:
         closing_since: float | None = None
+        checked = time.monotonic()
         while True:
+            if time.monotonic() - checked > RETENTION_CHECK_S:  # clips age even when none is written
+                checked = time.monotonic()
+                self.enforce_retention()
             try:
                 what, value = self._queue.get(timeout=0.1)
             except queue.Empty:
@@ -219,7 +228,7 @@ class ClipSink(Sink):
                     self._remove(value[0])
                     uri = self.settings.streams.get(value[0]) or _record_uri(value[1])
                     if uri:
-                        self._add(value[0], uri, loop=bool(value[1].get("loop")))
+                        self._add(value[0], uri, value[1])
                 elif what == "close":
                     closing_since = time.monotonic()
                 self._write_ready(final=False)
@@ -377,7 +386,9 @@ def safe_name(name: str) -> str:
     return "_" + safe if safe.startswith(".") or not safe else safe
 
 
-_NETWORK = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp")
+# What can be opened a second time. Not: SRT (read by the FFmpeg CLI, PyAV's FFmpeg lacks it) and
+# UDP (one port, one reader: a second socket would take datagrams from the pipeline's own).
+_NETWORK = ("rtsp", "rtsps", "rtmp", "http", "https", "tcp")
 
 
 def _record_uri(entry: dict[str, Any]) -> str | None:
