@@ -108,27 +108,31 @@ class PacketRing:
                 return i
         return None
 
-    def span(self, start: float, end: float) -> list[Packet]:
-        """The packets from the video keyframe at or before ``start`` (the oldest kept one when none
-        is that old) up to ``end``, of the segment that keyframe belongs to."""
+    def span(self, start: float, end: float, anchor: float | None = None) -> list[Packet]:
+        """The packets from the video keyframe at or before ``start`` (the first one kept when none is
+        that old) up to ``end``, all of one segment: the one holding ``anchor`` (the event's time; default
+        ``start``), so a clip across a reconnect is the connection the event happened on."""
         with self._lock:
             packets = list(self._packets)
-        first = 0
+        if not packets:
+            return []
+        at = start if anchor is None else anchor
+        segment = packets[0].segment
+        for p in packets:
+            if p.t > at:
+                break
+            segment = p.segment
+        packets = [p for p in packets if p.segment is segment]
+        first = None
         for i, p in enumerate(packets):
-            if p.t > start:
+            if first is not None and p.t > start:
                 break
             if p.kind == "video" and p.keyframe or not self.has_video:
                 first = i
-        if not packets:
+        if first is None:
             return []
-        if self.has_video:  # never start a clip on a frame that cannot be decoded alone
-            while first < len(packets) and not (packets[first].kind == "video" and packets[first].keyframe):
-                first += 1
-        chosen = packets[first:]
-        if not chosen:
-            return []
-        head = chosen[0]
-        out = [p for p in chosen if p.t <= end and p.segment is head.segment]
+        head = packets[first]
+        out = [p for p in packets[first:] if p.t <= end]
         # audio that starts before the keyframe would begin the clip with sound and no picture
         return [p for p in out if p.kind == "video" or p.t >= head.t - 1e-6]
 

@@ -282,7 +282,8 @@ class ClipSink(Sink):
                 rec.hold()
 
     def _write(self, rec: _Recorder, pending: _Pending) -> None:
-        packets = rec.ring.span(rec.clock_of(pending.start), rec.clock_of(pending.end))
+        packets = rec.ring.span(rec.clock_of(pending.start), rec.clock_of(pending.end),
+                                anchor=rec.clock_of(pending.start + self.settings.pre_roll_s))
         if not packets:
             log.warning("record %r: no media recorded for the clip of %s at t=%.2f s", rec.stream,
                         pending.event.get("name"), pending.start + self.settings.pre_roll_s)

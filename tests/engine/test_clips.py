@@ -22,8 +22,9 @@ from avstream.engine.sinks.clips import ClipSink
 from tests.conftest import run_cli
 
 FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
-pytestmark = pytest.mark.skipif(FFMPEG is None or FFPROBE is None,
-                                reason="the FFmpeg CLI (ffmpeg, ffprobe) is not installed; scripts/test.sh installs it")
+pytestmark = [pytest.mark.skipif(FFMPEG is None or FFPROBE is None,
+                                 reason="the FFmpeg CLI (ffmpeg, ffprobe) is not installed; scripts/test.sh installs it"),
+              pytest.mark.timeout(240)]
 GOP_S = 2.0
 DURATION_S = 16.0
 
