@@ -43,6 +43,7 @@ log = logging.getLogger("avstream.clips")
 READ_AHEAD_S = 5.0  # how far a file's packet reader runs ahead of the pipeline's media time
 LATE_EVENT_S = 15.0  # ring seconds kept beyond the pre-roll: an event names a window that is already past
 RETENTION_CHECK_S = 600.0
+RESULTS_WAIT_S = 10.0  # how long a read clip waits for the results of its last windows
 RESULT_KINDS = ("highlight", "violence", "localization", "caption")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -82,6 +83,7 @@ class _Pending:
     start: float  # media time
     end: float
     events: list[dict[str, Any]] = field(default_factory=list)
+    media_read_at: float | None = None  # monotonic time the ring had read past the end
 
 
 @dataclass
@@ -92,6 +94,7 @@ class _Recorder:
     reader: PacketReader
     live: bool
     progress: float = 0.0  # latest result t1 (media time)
+    window: float = 0.0  # t1 - t0 of the latest result
     offset: float | None = None  # capture wall minus media time, from the latest result
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20000))
     pending: list[_Pending] = field(default_factory=list)  # oldest first; each written once its end is read
@@ -246,6 +249,8 @@ class ClipSink(Sink):
         if kind in RESULT_KINDS and isinstance(header.get("t1"), (int, float)):
             t1 = float(header["t1"])
             rec.progress = max(rec.progress, t1)
+            if isinstance(header.get("t0"), (int, float)):
+                rec.window = max(0.0, t1 - float(header["t0"]))
             rec.offset = float(header["wall"]) - float(header.get("latency_ms", 0.0)) / 1000.0 - t1
             rec.history.append(header)
             keep = self.settings.max_clip_s + self.settings.pre_roll_s + LATE_EVENT_S
@@ -277,9 +282,21 @@ class ClipSink(Sink):
 
     def _write_ready(self, final: bool) -> None:
         for rec in list(self._recorders.values()):
-            while rec.pending and (final or rec.ring.ended or rec.ring.latest >= rec.clock_of(rec.pending[0].end)):
+            while rec.pending and (final or self._ready(rec, rec.pending[0])):
                 self._write(rec, rec.pending.pop(0))
                 rec.hold()
+
+    def _ready(self, rec: _Recorder, pending: _Pending) -> bool:
+        """The media of the clip has been read, and the results of its last windows have come (a window
+        that ends after the span can overlap it), or have not for ``RESULTS_WAIT_S``."""
+        if pending.media_read_at is None:
+            if not (rec.ring.ended or rec.ring.latest >= rec.clock_of(pending.end)):
+                return False
+            pending.media_read_at = time.monotonic()
+        wanted = pending.end + rec.window
+        if rec.ring.ended and not rec.live:  # a file's last window ends at most one window before its end
+            wanted = min(wanted, rec.ring.latest - rec.window)
+        return rec.progress >= wanted or time.monotonic() - pending.media_read_at > RESULTS_WAIT_S
 
     def _write(self, rec: _Recorder, pending: _Pending) -> None:
         packets = rec.ring.span(rec.clock_of(pending.start), rec.clock_of(pending.end),

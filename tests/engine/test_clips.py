@@ -226,8 +226,9 @@ def test_pcm_audio_is_left_out_or_transcoded_as_configured(tmp_path: Path, media
 def test_retention_removes_the_oldest_by_age_and_size(recorded: Any) -> None:
     fanout, sink, feed = recorded
     for k, t in enumerate((2.0, 8.0, 14.0)):
-        feed.results(until=t + 0.5, start=max(2.0, t - 5.5))
+        feed.results(until=t + 0.5)
         feed.event("violence_start", t, t)
+        feed.results(until=min(t + 5.5, DURATION_S))
         wait_for(lambda n=k + 1: sink.clips_written["cam0"] == n)
     clips = sorted(sink.list_clips(), key=lambda c: c["wall_start"])
     assert len(clips) == 3
