@@ -251,7 +251,9 @@ class ClipSink(Sink):
             rec.progress = max(rec.progress, t1)
             if isinstance(header.get("t0"), (int, float)):
                 rec.window = max(0.0, t1 - float(header["t0"]))
-            rec.offset = float(header["wall"]) - float(header.get("latency_ms", 0.0)) / 1000.0 - t1
+            wall = header.get("wall")
+            wall = float(wall) if isinstance(wall, (int, float)) else time.time()
+            rec.offset = wall - float(header.get("latency_ms") or 0.0) / 1000.0 - t1
             rec.history.append(header)
             keep = self.settings.max_clip_s + self.settings.pre_roll_s + LATE_EVENT_S
             while rec.history and float(rec.history[0]["t1"]) < rec.progress - keep:
@@ -293,6 +295,8 @@ class ClipSink(Sink):
             if not (rec.ring.ended or rec.ring.latest >= rec.clock_of(pending.end)):
                 return False
             pending.media_read_at = time.monotonic()
+        if self._closing.is_set():  # the run is over: no more results will come
+            return True
         wanted = pending.end + rec.window
         if rec.ring.ended and not rec.live:  # a file's last window ends at most one window before its end
             wanted = min(wanted, rec.ring.latest - rec.window)
