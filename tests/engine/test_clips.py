@@ -43,7 +43,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
            "-profile:v", "high", "-pix_fmt", "yuv420p", "-g", str(int(GOP_S * 25)), "-keyint_min", str(int(GOP_S * 25)),
            "-sc_threshold", "0", "-c:a", "aac", "-ac", "2", str(mp4))
     ffmpeg("-i", str(mp4), "-c:v", "copy", "-c:a", "pcm_s16le", str(mkv))
-    return {"mp4": mp4, "mkv": mkv}
+    ffv1 = folder / "ffv1.mkv"  # a video codec MP4 cannot carry
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10", "-t", "6", "-c:v", "ffv1", str(ffv1))
+    return {"mp4": mp4, "mkv": mkv, "ffv1": ffv1}
 
 
 def probe(path: Path) -> list[dict[str, Any]]:
@@ -403,3 +405,16 @@ def test_streams_added_and_removed_at_run_time(tmp_path: Path, media: dict[str, 
         assert sink.list_clips(stream="door/1")  # removing a stream keeps its clips
     finally:
         fanout.close()
+
+
+def test_video_mp4_cannot_carry_is_reported_and_nothing_is_written(tmp_path: Path, media: dict[str, Path],
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    fanout, sink = make_sink(tmp_path, media["ffv1"], pre_roll_s=1.0, post_roll_s=1.0)
+    try:
+        Feed(fanout).event("violence_start", 2.0)
+        Feed(fanout).results(until=6.0)
+        wait_for(lambda: sink.clips_failed.get("cam0") == 1)
+    finally:
+        fanout.close()
+    assert sink.clips_written["cam0"] == 0 and not list(sink.dir.rglob("*.*"))
+    assert any("video codec ffv1 cannot go into MP4" in r.getMessage() for r in caplog.records)
