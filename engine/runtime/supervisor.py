@@ -105,6 +105,12 @@ class Supervisor:
         worker.restart_at = None
         worker.drained = worker.released = False
 
+    def stream_inputs(self) -> dict[str, dict[str, Any]]:
+        """Each stream's input as its source node reads it, for sinks that open it too (clips)."""
+        keys = ("uri", "video", "audio", "realtime", "loop", "options", "rtsp_transport")
+        return {n.streams[0]: {k: n.params.get(k) for k in keys} for n in self.spec.nodes.values()
+                if n.is_source and len(n.streams) == 1}
+
     # --- main loop ---
     def run(self) -> int:
         old_int = signal.signal(signal.SIGINT, self._on_signal)
@@ -156,7 +162,7 @@ class Supervisor:
         self.results.bind(self.results_endpoint)
         try:
             sinks = build_sinks(self.spec.outputs.sinks, SinkContext(self.spec.name, Path(self.spec.base_dir),
-                                                                     Path(self.spec.base_dir)))
+                                                                     Path(self.spec.base_dir), self.stream_inputs()))
         except (AvstreamError, OSError) as exc:
             self.view.line(f"error: cannot start the outputs: {exc}", important=True)
             return 1

@@ -110,6 +110,7 @@ class ServiceSupervisor(Supervisor):
         self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self.event_log = EventLog(config.server.events_history)
         self.named_sinks: dict[str, Sink] = {}
+        self.inputs: dict[str, dict[str, Any]] = {}  # each stream's input as its source reads it
         self.fan_in_push: dict[str, zmq.Socket[Any]] = {}
         self.reload_requested = False
         self.config_mtime = self._mtime()
@@ -144,11 +145,18 @@ class ServiceSupervisor(Supervisor):
         template = self.template_for(entry)
         spec = template.source_spec(entry, self.config.base_dir)
         self.spec_files[entry.id] = write_spec(spec, self.run_dir / f"stream-{entry.id}.json")
+        keys = ("uri", "video", "audio", "realtime", "loop", "options", "rtsp_transport")
+        self.inputs[entry.id] = {k: spec.nodes[entry.id].params.get(k) for k in keys}
         run = StreamRun(entry, template, last_at=time.monotonic())
         self.streams[entry.id] = run
         self.workers[entry.id] = WorkerProc(entry.id, [entry.id])
         if hasattr(self, "control"):
             self.spawn(self.workers[entry.id])
+        if hasattr(self, "publisher"):  # sinks that open the input themselves (clips) follow it
+            for sink in self.publisher.sinks.sinks:
+                add = getattr(sink, "add_stream", None)
+                if callable(add):
+                    add(entry.id, self.inputs[entry.id])
         self.view.line(f"stream '{entry.id}' added: {redact_uri(str(entry.params.get('uri') or entry.params.get('video')))} "
                        f"through '{entry.pipeline}'")
         return run
@@ -365,12 +373,15 @@ class ServiceSupervisor(Supervisor):
         self.reload_requested = True
 
     def build_sinks(self) -> SinkFanout:
-        context = SinkContext("serve", self.config.base_dir, self.config.path(self.config.server.data_dir))
+        context = SinkContext("serve", self.config.base_dir, self.config.path(self.config.server.data_dir),
+                              streams=dict(self.inputs))
         sections = dict(self.config.sinks)
         if "metrics" in SINK_KINDS:
-            sections.setdefault("metrics", SINK_KINDS["metrics"].settings_model().model_validate({}).model_dump(mode="json"))
-        for name, data in sections.items():
-            self.named_sinks[name] = build_sinks({name: data}, context).sinks[0]
+            # served at the REST API's /metrics, not on a port of its own
+            sections.setdefault("metrics", SINK_KINDS["metrics"].settings_model().model_validate({"listen": None})
+                                .model_dump(mode="json"))
+        built = build_sinks(sections, context)  # built together: the metrics sink reads the others' counters
+        self.named_sinks.update(zip(sections, built.sinks, strict=True))
         return SinkFanout([self.event_log, *self.named_sinks.values()])
 
     def _run(self) -> int:

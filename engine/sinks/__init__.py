@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,9 @@ class SinkContext:
     run_name: str
     base_dir: Path  # the pipeline (or serve config) file's folder
     data_dir: Path  # where a sink keeps files (clips); the base dir for `avstream run`
+    # each stream's input as its source node has it (uri or video + audio, realtime, loop, options):
+    # the clip recorder opens the same input a second time
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _load(ref: str) -> Any:
@@ -136,3 +139,6 @@ def build_sinks(sections: dict[str, dict[str, Any]], context: SinkContext) -> Si
 
 register_sink("mqtt", SinkKind("avstream.engine.sinks.mqtt:MqttSettings", "avstream.engine.sinks.mqtt:make_mqtt_sink",
                                "MQTT topics and Home Assistant discovery (SPEC §8)"))
+register_sink("record", SinkKind("avstream.engine.sinks.clips:RecordSettings",
+                                 "avstream.engine.sinks.clips:make_clip_sink",
+                                 "event clips: encoded packets remuxed into MP4 around configured events"))

@@ -92,7 +92,7 @@ def shared_processes(daemon: Daemon) -> list[str]:
 
 
 class Daemon:
-    def __init__(self, folder: Path, streams: str, extra: str = ""):
+    def __init__(self, folder: Path, streams: str, extra: str = "", sections: str = ""):
         self.folder = folder
         self.port, self.pub = free_port(), free_port()
         self.config = folder / "serve.yaml"
@@ -100,7 +100,7 @@ class Daemon:
             version: 1
             server: {{listen: "127.0.0.1:{self.port}", publish: "tcp://127.0.0.1:{self.pub}", failed_retry_s: 2{extra}}}
             streams:
-            """) + textwrap.indent(textwrap.dedent(streams), "  "))
+            """) + textwrap.indent(textwrap.dedent(streams), "  ") + textwrap.dedent(sections))
         self.log = folder / "serve.log"
         # systemd's side of Type=notify: a datagram socket named by $NOTIFY_SOCKET
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -530,7 +530,8 @@ def test_the_spec_sections_validate_with_the_real_sink_kinds(tmp_path: Path) -> 
         """))
     loaded = load_serve_config(config)
     assert loaded.sinks["mqtt"]["prefix"] == "avstream"
-    assert loaded.sinks["webhooks"][0]["events"] == ["violence_start", "stream_down"]
+    targets: Any = loaded.sinks["webhooks"]  # the webhooks settings are a list of targets
+    assert targets[0]["events"] == ["violence_start", "stream_down"]
     assert "record" in loaded.sinks
     config.write_text(config.read_text().replace('url: "http://127.0.0.1:9000/hook"', 'url: "ftp://x"'))
     with pytest.raises(ConfigError) as err:
