@@ -68,7 +68,7 @@ def _marker(image: np.ndarray, peak: tuple[float, float]) -> None:
 def _banner(image: np.ndarray, score: float | None) -> None:
     h, w = image.shape[:2]
     bottom = max(8, int(h * BANNER_FRACTION))
-    cv2.rectangle(image, (0, 0), (w - 1, bottom), (0, 0, 220), cv2.FILLED)
+    cv2.rectangle(image, (0, 0), (w - 1, bottom - 1), (0, 0, 220), cv2.FILLED)
     scale, thick = _scale(image)
     text = "ALERT  violence" + (f" {score:.2f}" if score is not None else "")
     (tw, th), _ = cv2.getTextSize(text, _FONT, scale * 1.3, thick + 1)
