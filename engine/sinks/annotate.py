@@ -90,7 +90,6 @@ class _Results:
 
     by_kind: dict[str, deque[_Result]] = field(default_factory=dict)
     offset: float | None = None  # capture wall of media time 0, by the latest result
-    window: float = 0.0  # t1 - t0 of the latest result
     last_at: float | None = None  # monotonic time of the latest result
 
     @property
@@ -102,7 +101,6 @@ class _Results:
         if items and result.t1 < items[-1].t1:  # a late one (a node restarted): keep the order
             return
         items.append(result)
-        self.window = max(0.0, result.t1 - result.t0)
         self.offset = capture_offset(result.header)
         self.last_at = time.monotonic()
 
@@ -346,8 +344,8 @@ class _StreamAnnotator:
                 if results.ready(t):
                     break
                 if self.sink.closing:
-                    if t > results.progress + max(results.window, 0.5):
-                        return False  # where the run ended: what comes after was never analysed
+                    if t > results.progress + 1e-6:
+                        return False  # where the run's results end: what comes after was never analysed
                     break
                 if results.last_at is not None and time.monotonic() - results.last_at > STALL_S:
                     break

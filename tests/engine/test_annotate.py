@@ -194,7 +194,7 @@ def test_the_annotate_section_is_validated_with_located_errors(tmp_path: Path) -
     pipeline.write_text((REPO / "pipelines" / "localization.yaml").read_text()
                         + "  annotate: {fps: -1, colour: red, kinds: [highlight, smell]}\n")
     with pytest.raises(ConfigError) as err:
-        load_pipeline(pipeline)
+        load_pipeline(str(pipeline))
     text = str(err.value)
     assert "outputs.annotate.fps" in text and "outputs.annotate.colour: unknown key" in text
     assert "outputs.annotate.kinds[1]" in text and f"{pipeline}:" in text
@@ -226,7 +226,7 @@ def test_avstream_run_writes_a_video_whose_heatmap_follows_the_sounding_object(t
     info = probe(video)
     assert info["codec_name"] == "h264" and (info["width"], info["height"]) == (640, 360)
     frames = decode(video)
-    assert abs(len(frames) - 6 * 25) <= 30  # up to one window past --duration
+    assert abs(len(frames) - 6 * 25) <= 15  # up to the last result's t1 (its hop past --duration)
     locs = [json.loads(line) for line in jsonl.read_text().splitlines()]
     locs = [m for m in locs if m["kind"] == "localization"]
     reader = open_reader(uri, stream="cam0", audio=False)
@@ -250,11 +250,27 @@ def test_avstream_run_writes_a_video_whose_heatmap_follows_the_sounding_object(t
         near_object += int(x0 - 0.1 <= hot[0] <= x1 + 0.1 and y0 - 0.1 <= hot[1] <= y1 + 0.1)
         checked += 1
     assert checked >= 10
-    assert follows >= 0.8 * checked  # the overlay is drawn where the published peak is
-    assert near_object >= 0.6 * checked  # and that is the sounding object
+    figures = f"follows the peak {follows}/{checked}, on the sounding object {near_object}/{checked}"
+    assert follows >= 0.8 * checked, figures  # the overlay is drawn where the published peak is
+    assert near_object >= 0.6 * checked, figures  # and that is the sounding object
 
 
 def _blur(image: np.ndarray) -> np.ndarray:
     import cv2
 
     return np.asarray(cv2.GaussianBlur(image, (0, 0), 12))
+
+
+def test_a_serve_config_takes_an_annotate_section(tmp_path: Path, grey: Path) -> None:
+    from avstream.engine.serve.config import load_serve_config
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"version: 1\nstreams:\n  cam0: {{pipeline: localization, uri: {grey}}}\n"
+                      "annotate: {segment_s: 600, width: 480}\n")
+    loaded = load_serve_config(config)
+    assert loaded.sinks["annotate"]["segment_s"] == 600 and loaded.sinks["annotate"]["width"] == 480
+    config.write_text(f"version: 1\nstreams:\n  cam0: {{pipeline: localization, uri: {grey}}}\n"
+                      "annotate: {segment: 600}\n")
+    with pytest.raises(ConfigError) as err:
+        load_serve_config(config)
+    assert f"{config}:4:" in str(err.value) and "annotate.segment: unknown key" in str(err.value)
