@@ -22,8 +22,8 @@ from avstream.engine.runtime.registry import Registry, load_registry
 from avstream.engine.runtime.yamlsrc import Marks, Path_, load_yaml
 from avstream.engine.sinks import SINK_KINDS
 
-TOP_KEYS = ("version", "server", "streams", "mqtt", "webhooks", "record")
-SINK_SECTIONS = ("mqtt", "webhooks", "record")
+TOP_KEYS = ("version", "server", "streams", "mqtt", "webhooks", "record", "annotate")
+SINK_SECTIONS = ("mqtt", "webhooks", "record", "annotate")
 STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 

@@ -142,3 +142,6 @@ register_sink("mqtt", SinkKind("avstream.engine.sinks.mqtt:MqttSettings", "avstr
 register_sink("record", SinkKind("avstream.engine.sinks.clips:RecordSettings",
                                  "avstream.engine.sinks.clips:make_clip_sink",
                                  "event clips: encoded packets remuxed into MP4 around configured events"))
+register_sink("annotate", SinkKind("avstream.engine.sinks.annotate:AnnotateSettings",
+                                   "avstream.engine.sinks.annotate:make_annotate_sink",
+                                   "annotated video: results burned into MP4 files of each stream"))

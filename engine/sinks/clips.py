@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import queue
-import re
 import shutil
 import threading
 import time
@@ -37,6 +36,9 @@ from avstream.engine.capture.packets import PacketReader, PacketRing, is_live
 from avstream.engine.capture.schemes import resolve_file, uri_scheme
 from avstream.engine.sinks import Sink, SinkContext
 from avstream.engine.sinks.clipwriter import write_clip
+from avstream.engine.sinks.streaminput import REOPENABLE_NETWORK as _NETWORK
+from avstream.engine.sinks.streaminput import capture_offset, input_options, safe_name
+from avstream.engine.sinks.streaminput import input_uri as _record_uri
 
 log = logging.getLogger("avstream.clips")
 
@@ -45,7 +47,6 @@ LATE_EVENT_S = 15.0  # ring seconds kept beyond the pre-roll: an event names a w
 RETENTION_CHECK_S = 600.0
 RESULTS_WAIT_S = 10.0  # how long a read clip waits for the results of its last windows
 RESULT_KINDS = ("highlight", "violence", "localization", "caption")
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class RecordSettings(BaseModel):
@@ -204,9 +205,7 @@ class ClipSink(Sink):
         s = self.settings
         ring = PacketRing(s.pre_roll_s + READ_AHEAD_S + LATE_EVENT_S, int(s.ring_max_mb * 1e6))
         uri = resolve_file(uri, self.base_dir)
-        options = {str(k): str(v) for k, v in (entry.get("options") or {}).items()}
-        if entry.get("rtsp_transport") in ("tcp", "udp"):
-            options.setdefault("rtsp_transport", str(entry["rtsp_transport"]))
+        options = input_options(entry)
         reader = PacketReader(stream, uri, ring, progress=lambda: self._progress(stream), lead_s=READ_AHEAD_S,
                               loop=bool(entry.get("loop")), options=options)
         rec = _Recorder(stream, uri, ring, reader, is_live(uri))
@@ -258,9 +257,7 @@ class ClipSink(Sink):
             rec.progress = max(rec.progress, t1)
             if isinstance(header.get("t0"), (int, float)):
                 rec.window = max(0.0, t1 - float(header["t0"]))
-            wall = header.get("wall")
-            wall = float(wall) if isinstance(wall, (int, float)) else time.time()
-            rec.offset = wall - float(header.get("latency_ms") or 0.0) / 1000.0 - t1
+            rec.offset = capture_offset(header)
             rec.history.append(header)
             keep = self.settings.max_clip_s + self.settings.pre_roll_s + LATE_EVENT_S
             while rec.history and float(rec.history[0]["t1"]) < rec.progress - keep:
@@ -407,24 +404,6 @@ class ClipSink(Sink):
             if not any(mp4.parent.iterdir()):
                 shutil.rmtree(mp4.parent, ignore_errors=True)
         return removed
-
-
-def safe_name(name: str) -> str:
-    """``name`` as one file name: characters other than letters, digits, ``_.-`` become ``_``."""
-    safe = _SAFE.sub("_", name)
-    return "_" + safe if safe.startswith(".") or not safe else safe
-
-
-# What can be opened a second time. Not: SRT (read by the FFmpeg CLI, PyAV's FFmpeg lacks it) and
-# UDP (one port, one reader: a second socket would take datagrams from the pipeline's own).
-_NETWORK = ("rtsp", "rtsps", "rtmp", "http", "https", "tcp")
-
-
-def _record_uri(entry: dict[str, Any]) -> str | None:
-    """The URI to record of a stream entry: its ``uri``, else its ``video`` (a camera + microphone
-    pair is recorded from the video input alone)."""
-    uri = entry.get("uri") or entry.get("video")
-    return str(uri) if uri else None
 
 
 def make_clip_sink(settings: RecordSettings, context: SinkContext) -> ClipSink:
