@@ -297,6 +297,9 @@ class ServiceSupervisor(Supervisor):
         """The ``status`` message of the service (the run's shape, docs/messages.md), once a second."""
         nodes = []
         for worker in self.workers.values():
+            # the streams it serves: a stream's own source, or every stream of a shared process's template
+            served = [worker.name] if worker.name in self.streams else sorted(
+                sid for sid, run in self.streams.items() if worker.name in run.template.processes)
             for node_id in worker.nodes:
                 st = worker.status.get(node_id, {})
                 nodes.append({
@@ -305,6 +308,7 @@ class ServiceSupervisor(Supervisor):
                     "items_out": int(st.get("out", 0)), "queue": int(st.get("queue", 0)),
                     "drops": int(st.get("drops", 0)), "latency_ms": float(st.get("latency_ms", 0.0)),
                     "restarts": worker.restart_count, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
+                    "timings": st.get("timings", {}), "streams": served,
                 })
         return {"run": "serve", "run_id": self.id, "uptime_s": round(time.monotonic() - self.started, 3),
                 "final": final, "nodes": nodes, "streams": [self.stream_view(sid) for sid in self.streams]}

@@ -409,6 +409,35 @@ def test_windows_of_several_streams_share_model_calls(tmp_path: Path) -> None:
         assert d.stop() == 0
 
 
+def test_status_nodes_name_their_streams_for_the_metrics(daemon: Daemon) -> None:
+    """The service's status message has each node's `streams` and `timings` (docs/messages.md), which
+    the metrics sink needs for per-stream reconnects/stalls and the inference histogram."""
+    from avstream.engine.sinks import SINK_KINDS
+
+    daemon.wait_state("a", ("running",))
+    collector = Collector(f"tcp://127.0.0.1:{daemon.pub}")
+    try:
+        def scored() -> dict[str, Any] | None:  # the latest status once the model has run
+            found = [h for h in list(collector.headers) if h.get("kind") == "status"]
+            score = {n["id"]: n for n in found[-1]["nodes"]}["score"] if found else {}
+            return found[-1] if score.get("timings", {}).get("inference_seconds", {}).get("count") else None
+
+        deadline = time.monotonic() + 30
+        while scored() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        status = scored()
+    finally:
+        collector.close()
+    assert status is not None, "no status message with the score node's inference timings"
+    nodes = {n["id"]: n for n in status["nodes"]}
+    assert nodes["a"]["streams"] == ["a"]
+    assert {"a"} < set(nodes["score"]["streams"])  # shared: a and the module's other stream(s)
+    if "metrics" in SINK_KINDS:
+        text = daemon.anonymous.get("/metrics").text
+        assert 'avstream_reconnects_total{stream="a"}' in text
+        assert "avstream_inference_seconds_count{" in text
+
+
 def test_restart_and_metrics(daemon: Daemon) -> None:
     from avstream.engine.sinks import SINK_KINDS
 
