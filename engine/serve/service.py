@@ -339,7 +339,7 @@ class ServiceSupervisor(Supervisor):
             return 0.0
 
     def reload(self) -> None:
-        """Re-read the config file and apply only what changed in ``streams``."""
+        """Re-read the config file and apply only what changed: streams, and output sections."""
         try:
             new = load_serve_config(self.config.file)
         except ConfigError as exc:
@@ -361,9 +361,31 @@ class ServiceSupervisor(Supervisor):
                 self.add_stream(new.streams[sid])
             except ConfigError as exc:
                 self.view.line(f"reload: stream '{sid}': {exc}", important=True)
-        if new.sinks != self.config.sinks:
-            self.view.line("reload: the mqtt/webhooks/record sections changed; restart the service to apply them", important=True)
-        self.view.line(f"reload: {len(added)} added, {len(removed)} removed, {len(changed)} changed")
+        outputs = self.apply_sink_changes(new.sinks) if new.sinks != self.config.sinks else []
+        self.view.line(f"reload: {len(added)} added, {len(removed)} removed, {len(changed)} changed"
+                       + (f"; outputs rebuilt: {', '.join(outputs)}" if outputs else ""))
+
+    def apply_sink_changes(self, sections: dict[str, Any]) -> list[str]:
+        """Rebuild the output sections that changed (closing the old sink first); the others, and the
+        metrics they have counted, are kept."""
+        changed = sorted(n for n in {*sections, *self.config.sinks} if sections.get(n) != self.config.sinks.get(n))
+        context = SinkContext("serve", self.config.base_dir, self.config.path(self.config.server.data_dir),
+                              streams=dict(self.inputs))
+        for name in changed:
+            old = self.named_sinks.pop(name, None)
+            if old is not None:
+                old.close(2.0)
+            if name in sections:
+                try:
+                    self.named_sinks[name] = build_sinks({name: sections[name]}, context).sinks[0]
+                except (AvstreamError, OSError) as exc:
+                    self.view.line(f"reload: output '{name}' not started: {exc}", important=True)
+        self.config.sinks = sections
+        sinks = list(self.named_sinks.values())
+        for sink in sinks:
+            sink.attach(sinks)
+        self.publisher.sinks.sinks = [self.event_log, *sinks]
+        return changed
 
     # --- main loop ---
     def run(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import textwrap
 import time
@@ -141,3 +142,25 @@ def test_the_operator_path(service: tuple[Daemon, Subscriber, Receiver], camera_
     assert "avstream_mqtt_connected 1.0" in text
     assert 'avstream_clips_total{stream="a"}' in text
     assert "avstream_result_latency_seconds_bucket" in text
+
+
+def test_sighup_rebuilds_a_changed_output_section(tmp_path: Path) -> None:
+    receiver = Receiver(secret="later").start()
+    daemon = Daemon(tmp_path, 'a: {pipeline: highlight, uri: "sample://demo", realtime: true, loop: true}\n')
+    try:
+        daemon.wait_state("a", ("running",))
+        daemon.config.write_text(daemon.config.read_text()
+                                 + f'webhooks: [{{url: "{receiver.url}", secret: later}}]\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait(lambda: "outputs rebuilt: webhooks" in daemon.log.read_text(), "the webhooks output rebuilt")
+        (tmp_path / "noise.mp4").write_bytes(b"not media")  # its stream fails: an event for the new target
+        added = daemon.client.post("/api/streams", json={"id": "bad", "pipeline": "highlight",
+                                                         "uri": str(tmp_path / "noise.mp4")})
+        assert added.status_code == 201, added.text
+        got = wait(lambda: [r for r in receiver.received if r.message.get("stream") == "bad"], "an event of 'bad'")
+        assert all(r.signature_ok for r in got)
+        assert daemon.streams()["a"]["state"] == "running"  # the other stream untouched
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()
+        receiver.stop()
