@@ -414,12 +414,14 @@ def overhead(work: Path, pipeline: str, clip: Path, label: str, args: argparse.N
         for side in ("serve", "run"):
             out[f"{side}_{key}"] = median([r[key] for r in rows if r["side"] == side])
     out["ratio_total"] = out["serve_cpu_per_media_s"] / out["run_cpu_per_media_s"]
+    # what serve spends beyond run once per launch (imports, API, sinks, shutdown): total minus steady
+    out["serve_extra_cpu_s"] = (out["serve_cpu_per_media_s"] - out["run_cpu_per_media_s"]) * media_s
     out["ratio_steady"] = out["serve_steady_cpu_per_s"] / out["run_steady_cpu_per_s"]
     print(f"  median: serve {out['serve_cpu_per_media_s']:.3f} vs run {out['run_cpu_per_media_s']:.3f} CPU s/media s "
           f"-> serve/run {out['ratio_total']:.3f} (overhead {100 * (out['ratio_total'] - 1):+.1f}%, target <= +5%); "
           f"steady {out['serve_steady_cpu_per_s']:.3f} vs {out['run_steady_cpu_per_s']:.3f} -> "
           f"{out['ratio_steady']:.3f} ({100 * (out['ratio_steady'] - 1):+.1f}%); results {out['serve_results']:.0f} "
-          f"vs {out['run_results']:.0f}", flush=True)
+          f"vs {out['run_results']:.0f}; serve used {out['serve_extra_cpu_s']:.1f} CPU s more in all", flush=True)
     return out
 
 
@@ -445,6 +447,31 @@ def wait_for(check: Any, timeout: float) -> Any:
     return None
 
 
+def request_costs(api: Api, pid: int, seconds: float = 5.0, rate: float = 20.0) -> dict[str, float]:
+    """CPU ms of the daemon's own process (REST, sinks, supervisor loop) per request of /metrics and of
+    GET /api/streams, from its CPU over ``seconds`` at ``rate`` requests/s against the same time idle."""
+    proc = psutil.Process(pid)
+
+    def cpu_during(path: str | None) -> tuple[float, int]:
+        t, start, n = proc.cpu_times(), time.monotonic(), 0
+        while time.monotonic() - start < seconds:
+            if path is not None:
+                api.call("GET", path)
+                n += 1
+            time.sleep(1.0 / rate)
+        after = proc.cpu_times()
+        return (after.user + after.system - t.user - t.system) / (time.monotonic() - start), n
+
+    idle, _ = cpu_during(None)
+    out = {"idle_cpu_per_s": idle}
+    for path in ("/metrics", "/api/streams"):
+        busy, n = cpu_during(path)
+        out[path] = 1e3 * (busy - idle) * seconds / max(1, n)
+    print(f"daemon process: {idle:.3f} CPU s/s with 2 streams and no requests; /metrics {out['/metrics']:.1f} ms "
+          f"and GET /api/streams {out['/api/streams']:.1f} ms of CPU per request", flush=True)
+    return out
+
+
 def adds_and_clips(work: Path, pipeline: str, clip: Path, args: argparse.Namespace, broker: Mosquitto | None,
                    hook: HookReceiver) -> dict[str, Any]:
     port, pub = free_port(), free_port()
@@ -464,6 +491,8 @@ def adds_and_clips(work: Path, pipeline: str, clip: Path, args: argparse.Namespa
         for stream in warm:
             if not wait_for(lambda s=stream: results.of(s), 120):
                 raise SystemExit(f"no result from {stream}:\n{(folder / 'serve.log').read_text()[-2000:]}")
+        out["request_cpu_ms"] = request_costs(api, proc.pid)
+        for stream in warm:
             api.call("DELETE", f"/api/streams/{stream}")
         print(f"POST /api/streams -> first result ({pipeline}, {args.adds} adds):", flush=True)
         for i in range(args.adds):
