@@ -176,14 +176,16 @@ class ClipSink(Sink):
         pattern = f"{glob.escape(safe_name(stream))}/*/*.mp4" if stream is not None else "*/*/*.mp4"
         for mp4 in self.dir.glob(pattern):
             side = mp4.with_suffix(".json")
+            if not side.exists():  # the sidecar is written just after the MP4: the clip is not complete yet
+                continue
             try:
-                meta = json.loads(side.read_text()) if side.exists() else {}
+                meta = json.loads(side.read_text())
             except (OSError, ValueError):
                 meta = {}
             out.append({"id": mp4.stem, "stream": meta.get("stream", mp4.parent.parent.name),
                         "event": (meta.get("event") or {}).get("name"), "wall_start": meta.get("wall_start"),
                         "duration_s": meta.get("duration_s"), "mp4": str(mp4),
-                        "json": str(side) if side.exists() else None})
+                        "json": str(side)})
         out.sort(key=lambda c: (c["wall_start"] or 0.0, c["id"]), reverse=True)
         return out
 
