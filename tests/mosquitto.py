@@ -19,6 +19,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.waiting import wait_until
+
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 
@@ -123,13 +125,8 @@ class Subscriber:
         return found[-1].payload if found else None
 
     def wait_for(self, check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}; got {[(m.topic, m.payload[:80]) for m in self.messages()]}")
+        return wait_until(check, what, timeout_s, every=0.02,
+                          detail=lambda: [(m.topic, m.payload[:80]) for m in self.messages()])
 
     def retained_snapshot(self, sentinel: str) -> dict[str, bytes]:
         """Every retained message the broker delivered on subscribing. The broker answers in order, so

@@ -23,7 +23,7 @@ from avstream.engine.items import AV_WINDOW, MEDIA, RESULT
 from avstream.engine.node import CheckContext, Node, WindowRequirement
 from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, OutputsSpec, PipelineSpec
 from avstream.engine.runtime.registry import Registry, load_registry
-from avstream.engine.runtime.yamlsrc import Marks, Path_, apply_set, load_yaml
+from avstream.engine.runtime.yamlsrc import Marks, Path_, apply_set, load_yaml_file
 from avstream.engine.sinks import SINK_KINDS
 from avstream.engine.transport.edges import POLICIES, EdgeSpec
 
@@ -88,15 +88,7 @@ def load_pipeline(ref: str, overrides: Overrides | None = None, registry: Regist
     """Load and validate a pipeline; raises ConfigError listing every problem."""
     path = resolve_pipeline(ref)
     overrides = overrides or Overrides()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem(str(path), 0, 0, "", f"cannot read: {exc}")]) from None
-    tree, marks, problems = load_yaml(text, str(path))
-    if tree is None:
-        raise ConfigError(problems)
-    if not isinstance(tree, dict):
-        raise ConfigError([marks.problem((), "a pipeline file is a mapping (version, name, streams, nodes, outputs)")])
+    tree, marks, problems = load_yaml_file(path, "a pipeline file: version, name, streams, nodes, outputs")
     for i, assignment in enumerate(overrides.sets, start=1):
         problem = apply_set(tree, marks, assignment, i)
         if problem:

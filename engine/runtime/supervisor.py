@@ -112,6 +112,33 @@ class Supervisor:
                 if n.is_source and len(n.streams) == 1}
 
     # --- main loop ---
+    def _open_control_sockets(self) -> None:
+        """The workers' control channel (ROUTER) and the results inbox (PULL), bound by the supervisor."""
+        self.ctx = zmq.Context()
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.bind(self.control_endpoint)
+        self.results = self.ctx.socket(zmq.PULL)
+        self.results.setsockopt(zmq.LINGER, 0)
+        self.results.bind(self.results_endpoint)
+
+    def _control_poller(self) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.results, zmq.POLLIN)
+        return poller
+
+    def _poll_once(self, poller: zmq.Poller) -> float:
+        """Up to 20 ms of control messages and results, then the workers' health; returns the time."""
+        for sock, _ in poller.poll(20):
+            if sock is self.results:
+                self._drain_results()
+            else:
+                self._drain_control()
+        now = time.monotonic()
+        self._check_workers(now)
+        return now
+
     def run(self) -> int:
         old_int = signal.signal(signal.SIGINT, self._on_signal)
         old_term = signal.signal(signal.SIGTERM, self._on_signal)
@@ -153,13 +180,7 @@ class Supervisor:
         if not self.spec.outputs.wait_for_subscribers:
             for worker in self.workers.values():  # forks, before any socket exists here
                 self.spawn(worker)
-        self.ctx = zmq.Context()
-        self.control = self.ctx.socket(zmq.ROUTER)
-        self.control.setsockopt(zmq.LINGER, 0)
-        self.control.bind(self.control_endpoint)
-        self.results = self.ctx.socket(zmq.PULL)
-        self.results.setsockopt(zmq.LINGER, 0)
-        self.results.bind(self.results_endpoint)
+        self._open_control_sockets()
         try:
             sinks = build_sinks(self.spec.outputs.sinks, SinkContext(self.spec.name, Path(self.spec.base_dir),
                                                                      Path(self.spec.base_dir), self.stream_inputs()))
@@ -194,18 +215,10 @@ class Supervisor:
             if worker.popen is None and not worker.done:
                 self.spawn(worker)
         started = time.monotonic()
-        poller = zmq.Poller()
-        poller.register(self.control, zmq.POLLIN)
-        poller.register(self.results, zmq.POLLIN)
+        poller = self._control_poller()
         next_tick = time.monotonic() + 1.0
         while True:
-            for sock, _ in poller.poll(20):
-                if sock is self.results:
-                    self._drain_results()
-                else:
-                    self._drain_control()
-            now = time.monotonic()
-            self._check_workers(now)
+            now = self._poll_once(poller)
             live_limit = self.spec.duration if self.spec.live_streams else None
             if live_limit and not self.stopping and now - started >= live_limit:
                 self.request_stop("--duration reached")

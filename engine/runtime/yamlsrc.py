@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from avstream.engine.errors import Problem
+from avstream.engine.errors import ConfigError, Problem
 
 Path_ = tuple[str | int, ...]
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -139,3 +140,19 @@ def apply_set(tree: dict[str, Any], marks: Marks, assignment: str, index: int) -
                 node = node.setdefault(part, {})
     marks.set(tuple(parts), index, 1, origin)
     return None
+
+
+def load_yaml_file(path: Path, shape: str) -> tuple[dict[str, Any], Marks, list[Problem]]:
+    """A config file read and parsed: its mapping, marks and the problems found so far. Raises
+    ConfigError when the file cannot be read or parsed, or is not a mapping (``shape`` says what
+    its keys should be, for the message)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(path), 0, 0, "", f"cannot read: {exc}")]) from None
+    tree, marks, problems = load_yaml(text, str(path))
+    if tree is None:
+        raise ConfigError(problems)
+    if not isinstance(tree, dict):
+        raise ConfigError([marks.problem((), f"expected a mapping ({shape})")])
+    return tree, marks, problems

@@ -19,7 +19,7 @@ from avstream.engine.errors import ConfigError, Problem
 from avstream.engine.node import CheckContext
 from avstream.engine.runtime.config import _Compiler, builtin_pipelines
 from avstream.engine.runtime.registry import Registry, load_registry
-from avstream.engine.runtime.yamlsrc import Marks, Path_, load_yaml
+from avstream.engine.runtime.yamlsrc import Marks, Path_, load_yaml_file
 from avstream.engine.sinks import SINK_KINDS
 
 TOP_KEYS = ("version", "server", "streams", "mqtt", "webhooks", "record", "annotate")
@@ -129,15 +129,7 @@ def _sink_section(name: str, value: Any, marks: Marks, problems: list[Problem]) 
 def load_serve_config(file: str | Path) -> ServeConfig:
     """Load and validate a serve config; raises ConfigError listing every problem."""
     path = Path(file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem(str(path), 0, 0, "", f"cannot read: {exc}")]) from None
-    tree, marks, problems = load_yaml(text, str(path))
-    if tree is None:
-        raise ConfigError(problems)
-    if not isinstance(tree, dict):
-        raise ConfigError([marks.problem((), "a serve config is a mapping (version, server, streams, ...)")])
+    tree, marks, problems = load_yaml_file(path, "a serve config: version, server, streams, ...")
     base_dir = path.resolve().parent
     for key in tree:
         if key not in TOP_KEYS:

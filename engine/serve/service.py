@@ -420,13 +420,7 @@ class ServiceSupervisor(Supervisor):
             return 2
         for worker in self.workers.values():  # forks, before any socket exists here
             self.spawn(worker)
-        self.ctx = zmq.Context()
-        self.control = self.ctx.socket(zmq.ROUTER)
-        self.control.setsockopt(zmq.LINGER, 0)
-        self.control.bind(self.control_endpoint)
-        self.results = self.ctx.socket(zmq.PULL)
-        self.results.setsockopt(zmq.LINGER, 0)
-        self.results.bind(self.results_endpoint)
+        self._open_control_sockets()
         try:
             sinks = self.build_sinks()
             self.publisher = ResultPublisher(self.ctx, self.config.server.publish, sinks=sinks)
@@ -435,18 +429,10 @@ class ServiceSupervisor(Supervisor):
             return 1
         self.view.line(f"serving {len(self.streams)} stream(s) through {len(self.templates)} pipeline(s); "
                        f"results on {self.config.server.publish}")
-        poller = zmq.Poller()
-        poller.register(self.control, zmq.POLLIN)
-        poller.register(self.results, zmq.POLLIN)
+        poller = self._control_poller()
         next_tick = time.monotonic() + 1.0
         while True:
-            for sock, _ in poller.poll(20):
-                if sock is self.results:
-                    self._drain_results()
-                else:
-                    self._drain_control()
-            now = time.monotonic()
-            self._check_workers(now)
+            now = self._poll_once(poller)
             if not self.stopping:
                 self._run_commands()
                 self._finish_removals()

@@ -7,10 +7,11 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.waiting import wait_until
 
 
 @dataclass
@@ -83,8 +84,4 @@ class Receiver:
 
 
 def wait_for(check: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    wait_until(check, what, timeout, every=0.02)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import signal
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from tests.engine.test_serve import Collector, Daemon, free_port  # noqa: E402
 from tests.live.servers import Server, ffmpeg_server, needs_ffmpeg, needs_gst_rtsp, rtsp_server, sync_clip  # noqa: E402
 from tests.mosquitto import Broker, Received, Subscriber, needs_mosquitto  # noqa: E402
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -49,13 +49,7 @@ class Live:
 
 
 def wait(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return wait_until(check, what, timeout, every=0.3)
 
 
 def metric(daemon: Daemon, name: str, labels: dict[str, str] | None = None) -> float | None:

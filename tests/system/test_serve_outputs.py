@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from tests.engine.test_serve import Daemon, free_port
 from tests.engine.webhook_receiver import Receiver
 from tests.mosquitto import Broker, Subscriber, needs_mosquitto
+from tests.waiting import wait_until
 
 FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240),
@@ -35,13 +35,7 @@ def probe(path: Path) -> dict[str, Any]:
 
 
 def wait(check: Any, what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(check, what, timeout, every=0.3)
 
 
 @pytest.fixture(scope="module")
