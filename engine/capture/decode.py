@@ -11,6 +11,7 @@ a live stream's clock mapping, lag and stall checks) and how audio becomes chunk
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,8 +74,8 @@ class MonoResampler:
             yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False), out.time
 
 
-class Timeline:
-    """What a source does differently around :class:`MediaDecoder`; the defaults read a file.
+class Timeline(ABC):
+    """What a source does differently around :class:`MediaDecoder` (files and live inputs each have one).
 
     ``interpolation`` is the scaler used when a frame is converted to another size;
     ``drains_resampler`` hands out the samples the resampler still holds at the end of the input.
@@ -88,28 +89,28 @@ class Timeline:
         """A demuxed packet of track ``kind``, before decoding; False stops reading."""
         return True
 
-    def decoded(self, kind: str) -> None:
+    def decoded(self, kind: str) -> None:  # noqa: B027 - an optional hook
         """A packet of track ``kind`` decoded to at least one frame."""
 
     def undecodable(self, exc: Exception) -> Exception:
         """What to raise after more than ``max_bad_packets`` undecodable packets in a row."""
         return exc
 
+    @abstractmethod
     def video_time(self, frame: Any, packet: Any, wall: float) -> float | None:
         """Media time of a decoded video frame; None drops it."""
-        raise NotImplementedError
 
     def video_size(self, frame: Any) -> tuple[int, int]:
         """The (width, height) to deliver ``frame`` at."""
         return frame.width, frame.height
 
-    def kept_video(self, t: float, wall: float) -> None:
+    def kept_video(self, t: float, wall: float) -> None:  # noqa: B027 - an optional hook
         """A video frame at ``t`` passed the rate gate and is about to be delivered."""
 
+    @abstractmethod
     def audio(self, samples: np.ndarray, pts: float | None, frame: Any, wall: float) -> Iterator[AudioChunk]:
         """Chunks for resampled mono ``samples`` stamped ``pts`` (seconds) from the decoded ``frame``
         (None when the resampler is drained) that arrived at ``wall``."""
-        raise NotImplementedError
 
     def finish(self) -> Iterator[AudioChunk]:
         """The audio still held at the end of the input."""

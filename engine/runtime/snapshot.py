@@ -32,18 +32,10 @@ def node_state(worker: Any, status: dict[str, Any]) -> str:
     return str(status.get("state", "starting"))
 
 
-class StatusTracker:
-    """Builds the status object from the supervisor's workers and the publisher's latest results."""
+class NodeEntries:
+    """The ``nodes`` entries of the status object, with rates kept between reports (run and serve)."""
 
-    def __init__(self, spec: PipelineSpec, run_id: str):
-        self.spec = spec
-        self.run_id = run_id
-        self.started = time.monotonic()
-        self.sources: dict[str, list[str]] = {}  # stream -> its source nodes
-        for node in spec.nodes.values():
-            if node.is_source:
-                for stream in node.streams:
-                    self.sources.setdefault(stream, []).append(node.id)
+    def __init__(self) -> None:
         # node -> (arrival of the report, items in, items out) and the rates computed from it
         self.prev: dict[str, tuple[float, int, int]] = {}
         self.fps: dict[str, tuple[float, float]] = {}
@@ -59,25 +51,46 @@ class StatusTracker:
             self.prev[node_id] = (at, n_in, n_out)
         return self.fps[node_id] if running else (0.0, 0.0)
 
+    def entry(self, worker: Any, node_id: str, type_id: str, streams: list[str]) -> dict[str, Any]:
+        """One node's entry from its worker's latest report (``type_id`` until the report names it)."""
+        st = worker.status.get(node_id, {})
+        n_in, n_out = int(st.get("in", 0)), int(st.get("out", 0))
+        state = node_state(worker, st)
+        fps_in, fps_out = self._rates(node_id, worker.status_at, n_in, n_out,
+                                      running=state not in ("done", "failed", "restarting"))
+        return {
+            "id": node_id, "type": st.get("type", type_id), "process": worker.name,
+            "state": state, "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2),
+            "items_in": n_in, "items_out": n_out, "queue": int(st.get("queue", 0)),
+            "drops": int(st.get("drops", 0)), "latency_ms": float(st.get("latency_ms", 0.0)),
+            "restarts": worker.restart_count, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
+            "timings": st.get("timings", {}), "streams": streams,
+        }
+
+
+class StatusTracker(NodeEntries):
+    """Builds the status object from the supervisor's workers and the publisher's latest results."""
+
+    def __init__(self, spec: PipelineSpec, run_id: str):
+        super().__init__()
+        self.spec = spec
+        self.run_id = run_id
+        self.started = time.monotonic()
+        self.sources: dict[str, list[str]] = {}  # stream -> its source nodes
+        for node in spec.nodes.values():
+            if node.is_source:
+                for stream in node.streams:
+                    self.sources.setdefault(stream, []).append(node.id)
+
     def snapshot(self, workers: dict[str, Any], publisher: ResultPublisher, final: bool = False) -> dict[str, Any]:
         """The status object (without the header fields the publisher stamps: seq, wall...)."""
         nodes = []
         states: dict[str, str] = {}
         for worker in workers.values():
             for node_id in worker.nodes:
-                st = worker.status.get(node_id, {})
-                n_in, n_out = int(st.get("in", 0)), int(st.get("out", 0))
-                state = states[node_id] = node_state(worker, st)
-                fps_in, fps_out = self._rates(node_id, worker.status_at, n_in, n_out,
-                                              running=state not in ("done", "failed", "restarting"))
-                nodes.append({
-                    "id": node_id, "type": st.get("type", self.spec.nodes[node_id].type_id), "process": worker.name,
-                    "state": state, "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2),
-                    "items_in": n_in, "items_out": n_out, "queue": int(st.get("queue", 0)),
-                    "drops": int(st.get("drops", 0)), "latency_ms": float(st.get("latency_ms", 0.0)),
-                    "restarts": worker.restart_count, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
-                    "timings": st.get("timings", {}), "streams": list(self.spec.nodes[node_id].streams),
-                })
+                node = self.spec.nodes[node_id]
+                nodes.append(self.entry(worker, node_id, node.type_id, list(node.streams)))
+                states[node_id] = nodes[-1]["state"]
         streams = []
         for stream, sources in self.sources.items():
             latest = {kind: {k: v for k, v in header.items() if k not in _HEADER_ONLY}

@@ -26,7 +26,7 @@ from avstream.engine.transport.edges import EdgeSpec
 class Template:
     key: str  # a short unique name: process names and endpoints use it
     file: Path
-    spec: PipelineSpec  # the shared nodes; the template's own source node stays as a placeholder
+    spec: PipelineSpec  # the shared nodes; the template's own source node is the model each stream's source is made from (never run)
     source_id: str  # the template's own stream id (never run)
     fan_in: list[EdgeSpec] = field(default_factory=list)  # edges a serve stream's source feeds
     processes: dict[str, list[str]] = field(default_factory=dict)  # shared process -> node ids
@@ -36,13 +36,13 @@ class Template:
 
     def source_spec(self, stream: StreamEntry, base_dir: Path) -> PipelineSpec:
         """The one-node graph of a serve stream's source, connected to this template's fan-in."""
-        placeholder = self.spec.nodes[self.source_id]
+        template_source = self.spec.nodes[self.source_id]
         params = dict(stream.params)
         # What the compiler derived for the template's source from its consumers (frame rate and size).
         for key in ("fps", "min_size"):
-            if params.get(key) in (0, None) and placeholder.params.get(key) not in (0, None):
-                params[key] = placeholder.params[key]
-        node = NodeSpec(stream.id, placeholder.type_id, params, stream.id, [stream.id], is_source=True)
+            if params.get(key) in (0, None) and template_source.params.get(key) not in (0, None):
+                params[key] = template_source.params[key]
+        node = NodeSpec(stream.id, template_source.type_id, params, stream.id, [stream.id], is_source=True)
         edges = [EdgeSpec(stream.id, e.dst, e.kind, e.policy, e.size, e.endpoint, reader=i)
                  for i, e in enumerate(self.fan_in)]
         live = [stream.id] if any(is_live_uri(str(params.get(k) or "")) for k in ("uri", "video", "audio")) else []

@@ -30,7 +30,7 @@ from avstream.engine.capture.base import redact_uri
 from avstream.engine.errors import AvstreamError, ConfigError
 from avstream.engine.items import EndOfStream, Event
 from avstream.engine.runtime.outputs import ResultPublisher
-from avstream.engine.runtime.snapshot import node_state
+from avstream.engine.runtime.snapshot import NodeEntries
 from avstream.engine.runtime.status import StatusView
 from avstream.engine.runtime.supervisor import MAX_RESTARTS, RESTART_WINDOW_S, Supervisor, WorkerProc
 from avstream.engine.serve.config import ServeConfig, StreamEntry, load_serve_config
@@ -61,9 +61,6 @@ class StreamRun:
     error: str = ""
     removing: bool = False
     readd: StreamEntry | None = None  # restart / changed entry: spawn again once the old worker is gone
-    fps_in: float = 0.0
-    last_out: int = 0
-    last_at: float = 0.0
     ran: bool = False
 
 
@@ -110,6 +107,7 @@ class ServiceSupervisor(Supervisor):
         self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self.event_log = EventLog(config.server.events_history)
         self.named_sinks: dict[str, Sink] = {}
+        self.node_entries = NodeEntries()  # status entries with rates, as `avstream run` has them
         self.inputs: dict[str, dict[str, Any]] = {}  # each stream's input as its source reads it
         self.fan_in_push: dict[str, zmq.Socket[Any]] = {}
         self.reload_requested = False
@@ -147,7 +145,7 @@ class ServiceSupervisor(Supervisor):
         self.spec_files[entry.id] = write_spec(spec, self.run_dir / f"stream-{entry.id}.json")
         keys = ("uri", "video", "audio", "realtime", "loop", "options", "rtsp_transport")
         self.inputs[entry.id] = {k: spec.nodes[entry.id].params.get(k) for k in keys}
-        run = StreamRun(entry, template, last_at=time.monotonic())
+        run = StreamRun(entry, template)
         self.streams[entry.id] = run
         self.workers[entry.id] = WorkerProc(entry.id, [entry.id])
         if hasattr(self, "control"):
@@ -245,9 +243,6 @@ class ServiceSupervisor(Supervisor):
             status = worker.status.get(sid, {})
             out = int(status.get("out", 0))
             run.ran = run.ran or out > 0
-            if now - run.last_at >= 1.0:
-                run.fps_in = max(0.0, (out - run.last_out) / (now - run.last_at)) if out >= run.last_out else 0.0
-                run.last_out, run.last_at = out, now
             broken = [self.shared_failed[p][0] for p in run.template.processes if p in self.shared_failed]
             if run.removing:
                 run.state = "stopped"
@@ -277,7 +272,7 @@ class ServiceSupervisor(Supervisor):
             "uri": redact_uri(params["uri"]) if params.get("uri") else None,
             "video": redact_uri(params["video"]) if params.get("video") else None,
             "audio": redact_uri(params["audio"]) if params.get("audio") else None,
-            "fps_in": round(run.fps_in, 2), "drops": int(status.get("drops", 0)) + int(extra.get("drops", 0) or 0),
+            "fps_in": round(self.node_entries.fps.get(sid, (0.0, 0.0))[1], 2), "drops": int(status.get("drops", 0)) + int(extra.get("drops", 0) or 0),
             "av_skew_ms": extra.get("av_skew_ms"), "restarts": worker.restart_count,
             "error": run.error or None,
             "latest": {kind: {k: v for k, v in header.items() if k != "payloads"}
@@ -300,16 +295,7 @@ class ServiceSupervisor(Supervisor):
             # the streams it serves: a stream's own source, or every stream of a shared process's template
             served = [worker.name] if worker.name in self.streams else sorted(
                 sid for sid, run in self.streams.items() if worker.name in run.template.processes)
-            for node_id in worker.nodes:
-                st = worker.status.get(node_id, {})
-                nodes.append({
-                    "id": node_id, "type": st.get("type", ""), "process": worker.name,
-                    "state": node_state(worker, st), "items_in": int(st.get("in", 0)),
-                    "items_out": int(st.get("out", 0)), "queue": int(st.get("queue", 0)),
-                    "drops": int(st.get("drops", 0)), "latency_ms": float(st.get("latency_ms", 0.0)),
-                    "restarts": worker.restart_count, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
-                    "timings": st.get("timings", {}), "streams": served,
-                })
+            nodes += [self.node_entries.entry(worker, node_id, "", served) for node_id in worker.nodes]
         return {"run": "serve", "run_id": self.id, "uptime_s": round(time.monotonic() - self.started, 3),
                 "final": final, "nodes": nodes, "streams": [self.stream_view(sid) for sid in self.streams]}
 

@@ -44,6 +44,7 @@ from avstream.engine.sinks.streaminput import (
     capture_offset,
     input_options,
     input_uri,
+    output_folder,
     safe_name,
 )
 
@@ -144,9 +145,7 @@ class AnnotateSink(Sink):
 
     def __init__(self, settings: AnnotateSettings, context: SinkContext):
         self.settings = settings
-        base = context.data_dir / "annotated" if settings.dir is None else Path(settings.dir)
-        self.dir = base if base.is_absolute() else context.base_dir / base
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = output_folder(settings.dir, "annotated", context)
         self.base_dir = context.base_dir
         self.kinds = frozenset(settings.kinds)
         self.frames_written: dict[str, int] = {}

@@ -37,7 +37,7 @@ from avstream.engine.capture.schemes import resolve_file, uri_scheme
 from avstream.engine.sinks import Sink, SinkContext
 from avstream.engine.sinks.clipwriter import write_clip
 from avstream.engine.sinks.streaminput import REOPENABLE_NETWORK as _NETWORK
-from avstream.engine.sinks.streaminput import capture_offset, input_options, safe_name
+from avstream.engine.sinks.streaminput import capture_offset, input_options, output_folder, safe_name
 from avstream.engine.sinks.streaminput import input_uri as _record_uri
 
 log = logging.getLogger("avstream.clips")
@@ -117,9 +117,7 @@ class ClipSink(Sink):
 
     def __init__(self, settings: RecordSettings, context: SinkContext):
         self.settings = settings
-        base = context.data_dir / "clips" if settings.dir is None else Path(settings.dir)
-        self.dir = base if base.is_absolute() else context.base_dir / base
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = output_folder(settings.dir, "clips", context)
         self.base_dir = context.base_dir
         self.on = set(settings.on)
         self.clips_written: dict[str, int] = {}

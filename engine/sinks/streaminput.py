@@ -5,13 +5,28 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from avstream.engine.capture.base import NETWORK_SCHEMES
+
+if TYPE_CHECKING:
+    from avstream.engine.sinks import SinkContext
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 # Network inputs that can be opened a second time. Not: SRT (read by the FFmpeg CLI, PyAV's FFmpeg
 # lacks it) and UDP (one port, one reader: a second socket would take datagrams from the pipeline's own).
-REOPENABLE_NETWORK = ("rtsp", "rtsps", "rtmp", "http", "https", "tcp")
+REOPENABLE_NETWORK = tuple(s for s in NETWORK_SCHEMES if s not in ("srt", "udp"))
+
+
+def output_folder(setting: str | None, default: str, context: SinkContext) -> Path:
+    """A sink's folder, created: ``setting`` (relative to the pipeline or config file), else
+    ``default`` under the run's data folder."""
+    base = context.data_dir / default if setting is None else Path(setting)
+    folder = base if base.is_absolute() else context.base_dir / base
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def safe_name(name: str) -> str:
