@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +20,7 @@ from avstream.engine.sinks.metrics import MetricsSink
 from avstream.engine.timing import Timing
 from tests.conftest import REPO, free_port
 from tests.engine.webhook_receiver import wait_for
+from tests.pipelines import write_demo_pipeline
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -201,18 +201,7 @@ def test_the_http_server_binds_where_told(tmp_path: Path) -> None:
 
 
 def test_the_settings_are_validated_with_locations(tmp_path: Path) -> None:
-    path = tmp_path / "p.yaml"
-    path.write_text(textwrap.dedent("""\
-        version: 1
-        name: m
-        streams:
-          cam0: {uri: "sample://demo"}
-        nodes:
-          window: {type: avstream/av_window@v1, inputs: [cam0]}
-          score: {type: avstream/highlight@v1, inputs: [window], params: {model: builtin:highlight}}
-        outputs:
-          metrics: {listen: "9108"}
-        """))
+    path = Path(write_demo_pipeline(tmp_path, 'metrics: {listen: "9108"}\n', "m"))
     with pytest.raises(ConfigError) as err:
         load_pipeline(str(path))
     assert any(":9:13: outputs.metrics.listen: not HOST:PORT: '9108' (e.g." in str(p) and "HOST:PORT" in str(p) for p in err.value.problems)

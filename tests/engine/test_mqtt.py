@@ -25,6 +25,7 @@ from avstream.engine.sinks import SinkContext, SinkFanout, build_sinks
 from avstream.engine.sinks.mqtt import MqttSink
 from tests.conftest import REPO, free_port
 from tests.mosquitto import Broker, Subscriber, needs_mosquitto
+from tests.pipelines import demo_pipeline
 
 SENTINEL = "test/sentinel"
 
@@ -255,17 +256,7 @@ def test_unreachable_broker_at_start_is_one_warning_and_a_later_connection(tmp_p
         broker.stop()
 
 
-PIPELINE = textwrap.dedent("""\
-    version: 1
-    name: p
-    streams:
-      cam0: {uri: "sample://demo"}
-    nodes:
-      window: {type: avstream/av_window@v1, inputs: [cam0]}
-      score: {type: avstream/highlight@v1, inputs: [window], params: {model: builtin:highlight}}
-    outputs:
-      mqtt: {port: 1883, qos: 3, colour: red}
-    """)
+PIPELINE = demo_pipeline("mqtt: {port: 1883, qos: 3, colour: red}\n", "p")
 
 
 def test_settings_errors_are_located_and_paho_is_imported_only_when_used(tmp_path: Path) -> None:

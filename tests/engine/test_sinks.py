@@ -3,7 +3,6 @@ handed to them, one failing sink isolated from the others."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from avstream.engine.sinks import (
     build_sinks,
     register_sink,
 )
+from tests.pipelines import write_demo_pipeline
 
 RECEIVED: list[tuple[dict[str, Any], list[np.ndarray]]] = []
 
@@ -69,18 +69,7 @@ def recorder_kind() -> Any:
 
 
 def pipeline(tmp_path: Path, outputs: str) -> str:
-    path = tmp_path / "p.yaml"
-    path.write_text(textwrap.dedent("""\
-        version: 1
-        name: sinks
-        streams:
-          cam0: {uri: "sample://demo"}
-        nodes:
-          window: {type: avstream/av_window@v1, inputs: [cam0]}
-          score: {type: avstream/highlight@v1, inputs: [window], params: {model: builtin:highlight}}
-        outputs:
-        """) + textwrap.indent(textwrap.dedent(outputs), "  "))
-    return str(path)
+    return write_demo_pipeline(tmp_path, outputs, "sinks")
 
 
 def test_a_registered_section_is_validated_and_kept_as_plain_data(tmp_path: Path, recorder_kind: None) -> None:

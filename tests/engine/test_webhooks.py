@@ -18,6 +18,7 @@ from avstream.engine.sinks import SinkContext, build_sinks
 from avstream.engine.sinks.webhooks import WebhookSink, WebhooksSettings, WebhookTarget, sign
 from tests.conftest import REPO, free_port, run_cli
 from tests.engine.webhook_receiver import Receiver, wait_for
+from tests.pipelines import write_demo_pipeline
 
 
 def event(name: str, stream: str = "cam0", seq: int = 0) -> dict[str, Any]:
@@ -152,19 +153,7 @@ def test_basic_auth_from_the_url(receivers: Any) -> None:
 
 
 def pipeline_with(tmp_path: Path, webhooks: str) -> str:
-    path = tmp_path / "p.yaml"
-    path.write_text(textwrap.dedent("""\
-        version: 1
-        name: hooks
-        streams:
-          cam0: {uri: "sample://demo"}
-        nodes:
-          window: {type: avstream/av_window@v1, inputs: [cam0]}
-          score: {type: avstream/highlight@v1, inputs: [window], params: {model: builtin:highlight}}
-        outputs:
-          webhooks:
-        """) + textwrap.indent(textwrap.dedent(webhooks), "    "))
-    return str(path)
+    return write_demo_pipeline(tmp_path, "webhooks:\n" + textwrap.indent(textwrap.dedent(webhooks), "  "), "hooks")
 
 
 def test_the_list_form_of_the_config_is_validated_with_locations(tmp_path: Path) -> None:
