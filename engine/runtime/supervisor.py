@@ -112,6 +112,14 @@ class Supervisor:
                 if n.is_source and len(n.streams) == 1}
 
     # --- main loop ---
+    def _kill_remaining(self) -> None:
+        """Past the stop deadline: kill what is still alive."""
+        for worker in self.workers.values():
+            if worker.popen is not None and worker.popen.poll() is None:
+                worker.popen.kill()
+                worker.popen.wait()
+            worker.done = True
+
     def _open_control_sockets(self) -> None:
         """The workers' control channel (ROUTER) and the results inbox (PULL), bound by the supervisor."""
         self.ctx = zmq.Context()
@@ -237,11 +245,7 @@ class Supervisor:
                     self._drain_results()
                 break
             if self.stopping and now > self.stop_deadline:
-                for worker in self.workers.values():
-                    if worker.popen is not None and worker.popen.poll() is None:
-                        worker.popen.kill()
-                        worker.popen.wait()
-                    worker.done = True
+                self._kill_remaining()
                 break
         self._log_fallbacks(final=True)
         self._publish_status(final=True)

@@ -445,11 +445,7 @@ class ServiceSupervisor(Supervisor):
                     sd_notify("WATCHDOG=1")
             if self.stopping and (all(w.done or w.popen is None for w in self.workers.values())
                                   or now > self.stop_deadline):
-                for worker in self.workers.values():
-                    if worker.popen is not None and worker.popen.poll() is None:
-                        worker.popen.kill()
-                        worker.popen.wait()
-                    worker.done = True
+                self._kill_remaining()
                 break
         sd_notify("STOPPING=1")
         self.view.line(f"stopped ({self.stop_reason or 'end'}): {self.publisher.published} messages published")

@@ -90,14 +90,6 @@ def register_sink(name: str, kind: SinkKind) -> None:
     SINK_KINDS[name] = kind
 
 
-register_sink("webhooks", SinkKind("avstream.engine.sinks.webhooks:WebhooksSettings",
-                                   "avstream.engine.sinks.webhooks:make_webhooks",
-                                   "signed HTTP POSTs of selected events, retried with backoff"))
-register_sink("metrics", SinkKind("avstream.engine.sinks.metrics:MetricsSettings",
-                                  "avstream.engine.sinks.metrics:make_metrics",
-                                  "Prometheus metrics of the run, served over HTTP"))
-
-
 class SinkFanout:
     """All sinks of a run: one failing sink is logged once and never stops the others."""
 
@@ -137,11 +129,15 @@ def build_sinks(sections: dict[str, dict[str, Any]], context: SinkContext) -> Si
     return SinkFanout(sinks)
 
 
-register_sink("mqtt", SinkKind("avstream.engine.sinks.mqtt:MqttSettings", "avstream.engine.sinks.mqtt:make_mqtt_sink",
-                               "MQTT topics and Home Assistant discovery (SPEC §8)"))
-register_sink("record", SinkKind("avstream.engine.sinks.clips:RecordSettings",
-                                 "avstream.engine.sinks.clips:make_clip_sink",
-                                 "event clips: encoded packets remuxed into MP4 around configured events"))
-register_sink("annotate", SinkKind("avstream.engine.sinks.annotate:AnnotateSettings",
-                                   "avstream.engine.sinks.annotate:make_annotate_sink",
-                                   "annotated video: results burned into MP4 files of each stream"))
+# the engine's own kinds: section name -> (module, settings model, factory, summary)
+for _name, _module, _settings, _factory, _summary in (
+    ("webhooks", "webhooks", "WebhooksSettings", "make_webhooks", "signed HTTP POSTs of selected events, retried with backoff"),
+    ("metrics", "metrics", "MetricsSettings", "make_metrics", "Prometheus metrics of the run, served over HTTP"),
+    ("mqtt", "mqtt", "MqttSettings", "make_mqtt_sink", "MQTT topics and Home Assistant discovery (SPEC §8)"),
+    ("record", "clips", "RecordSettings", "make_clip_sink",
+     "event clips: encoded packets remuxed into MP4 around configured events"),
+    ("annotate", "annotate", "AnnotateSettings", "make_annotate_sink",
+     "annotated video: results burned into MP4 files of each stream"),
+):
+    register_sink(_name, SinkKind(f"avstream.engine.sinks.{_module}:{_settings}",
+                                  f"avstream.engine.sinks.{_module}:{_factory}", _summary))
