@@ -36,9 +36,14 @@ from avstream.engine.capture.packets import PacketReader, PacketRing, is_live
 from avstream.engine.capture.schemes import resolve_file, uri_scheme
 from avstream.engine.sinks import Sink, SinkContext
 from avstream.engine.sinks.clipwriter import write_clip
-from avstream.engine.sinks.streaminput import REOPENABLE_NETWORK as _NETWORK
-from avstream.engine.sinks.streaminput import capture_offset, input_options, output_folder, safe_name
-from avstream.engine.sinks.streaminput import input_uri as _record_uri
+from avstream.engine.sinks.streaminput import (
+    REOPENABLE_NETWORK,
+    capture_offset,
+    input_options,
+    input_uri,
+    output_folder,
+    safe_name,
+)
 
 log = logging.getLogger("avstream.clips")
 
@@ -127,7 +132,7 @@ class ClipSink(Sink):
         self._recorders: dict[str, _Recorder] = {}
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=10000)
         self._closing = threading.Event()
-        uris = {sid: _record_uri(entry) for sid, entry in context.streams.items()}
+        uris = {sid: input_uri(entry) for sid, entry in context.streams.items()}
         uris.update(settings.streams)
         for sid, uri in uris.items():
             if uri:
@@ -198,7 +203,7 @@ class ClipSink(Sink):
     def _add(self, stream: str, uri: str, entry: dict[str, Any]) -> None:
         """A recorder of ``uri``; ``entry`` is the stream's input (its ``loop``, FFmpeg ``options`` and
         ``rtsp_transport`` apply to the recording connection too)."""
-        if uri_scheme(uri) not in ("file", *_NETWORK):
+        if uri_scheme(uri) not in ("file", *REOPENABLE_NETWORK):
             log.warning("record %r: %s is not a file or a network stream PyAV can open a second time; "
                         "no clips of it", stream, redact_uri(uri))
             return
@@ -235,7 +240,7 @@ class ClipSink(Sink):
                     self._remove(value)
                 elif what == "add":
                     self._remove(value[0])
-                    uri = self.settings.streams.get(value[0]) or _record_uri(value[1])
+                    uri = self.settings.streams.get(value[0]) or input_uri(value[1])
                     if uri:
                         self._add(value[0], uri, value[1])
                 elif what == "close":
