@@ -2,7 +2,7 @@
 
 The model is two ONNX graphs: an encoder (a self-describing model with a ``memory`` output, run like
 any encoder on AV windows) and a decoder step (tokens so far + memory → next-token logits, with its
-vocabulary in its metadata). Greedy or beam search runs in numpy (``avstream.engine.decoding``).
+vocabulary in its metadata). Greedy or beam search runs in numpy (``avstream.plugins.caption_decoding``).
 
 ``ModelCaptioner`` is the runtime part without the node (the evaluation uses it too); the node adds
 model lookup, validation, per-stream pacing and results ``caption`` with ``text``, ``source``

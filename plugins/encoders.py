@@ -219,7 +219,7 @@ class ModelNode(Node[MP]):
         self.runner = None
 
     def batch_limits(self) -> tuple[int, float] | None:
-        """(max_batch, max_wait_s) for the worker's cross-stream batching (engine/batching.py)."""
+        """(max_batch, max_wait_s) for the worker's cross-stream batching (engine/inference/batching.py)."""
         if self.params.max_batch <= 1 or not self.supports_batching():
             return None
         return self.params.max_batch, self.params.max_wait_ms / 1000.0

@@ -6,7 +6,7 @@ wheels have no v4l2 input. Format, size and frame rate come from the URI query
 (``?format=mjpeg&size=1280x720&fps=30``) or the source params ``capture_format``/``capture_size``/
 ``capture_fps``. Microphones go through sounddevice (PortAudio): a callback fills a bounded block
 buffer (overflows counted), a capture thread converts to mono at the requested rate and stamps
-samples with the ADC capture time, drift-corrected by :class:`~avstream.engine.avclock.AudioClock`.
+samples with the ADC capture time, drift-corrected by :class:`~avstream.engine.capture.avclock.AudioClock`.
 Both map to capture wall time, so a camera and a microphone pair up as one stream.
 """
 

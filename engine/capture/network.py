@@ -9,7 +9,7 @@ Every blocking step has a deadline: the open timeout, PyAV's read timeout, a wat
 silent FFmpeg subprocess, and a per-track stall check. A lost connection is
 retried with exponential backoff and jitter; the reader yields ``Event("stream_down")`` and
 ``Event("stream_up")`` around the gap, and media time continues from the wall time of the gap
-(:class:`~avstream.engine.avclock.StreamClock`). Credentials in URIs never reach a log line.
+(:class:`~avstream.engine.capture.avclock.StreamClock`). Credentials in URIs never reach a log line.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ builds cannot share an environment), so it is imported lazily with a message nam
   per model (a run's supervisor folds them into one line for the whole run). Intra-op threads come from
   the node's CPU budget (affinity and cgroup quota aware). On a GPU provider inputs and outputs go
   through ONNX Runtime's IO binding. Every backend is warmed up before the node reports ready.
-- A backend (``OrtBackend`` here, the native ``TensorRTBackend`` in ``engine/tensorrt.py``) maps a
+- A backend (``OrtBackend`` here, the native ``TensorRTBackend`` in ``engine/inference/tensorrt.py``) maps a
   feed to outputs. ``Runner`` holds one and can swap it for another that was built in the background
   (a TensorRT engine builds for minutes; meanwhile the node serves with CUDA or CPU).
 - ``Runner.run`` takes batched inputs (B, ...) so that windows of several streams share one call;
@@ -406,7 +406,7 @@ class Runner:
         """Open a model for serving; warmed up at batch 1 and ``max_batch`` before it returns.
 
         ``backend="tensorrt"`` (or a ``.engine``/``.plan`` file) uses the native TensorRT runner
-        (``engine/tensorrt.py``). When TensorRT is wanted and no engine is cached for this model,
+        (``engine/inference/tensorrt.py``). When TensorRT is wanted and no engine is cached for this model,
         GPU and TensorRT version, the runner serves with the next provider (CUDA or CPU) while the
         engine builds in a background thread, then swaps (``background_build=False``: build first).
         """

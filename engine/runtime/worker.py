@@ -184,7 +184,7 @@ class NodeRunner:
         # Each input edge delivers one end-of-stream per stream flowing through it.
         streams_of_edge = [set(self.spec.nodes[e.src].streams) for e in self.in_edges]
         pending = {s: sum(1 for ss in streams_of_edge if s in ss) for s in self.ctx.streams}
-        batching = batch_limits(node)  # nodes that batch windows of several streams (engine/batching.py)
+        batching = batch_limits(node)  # nodes that batch windows of several streams (engine/inference/batching.py)
         held: Item | None = None  # a control item that ended a batch: handled next, in order
         while (pending or self.serve) and not self.stop.is_set():
             if held is not None:

@@ -1,4 +1,4 @@
-"""Sound design and rendering for the synthetic scene generator (see ``engine/synthetic.py``).
+"""Sound design and rendering for the synthetic scene generator (see ``engine/synthetic/scene.py``).
 
 Everything here is a pure function of absolute time, so a scene's audio can be rendered chunk by
 chunk in any order and always gives the same samples (no filter state between chunks):

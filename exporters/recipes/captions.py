@@ -11,7 +11,7 @@ transformer decoder, exported as two ONNX graphs.
   ``memory`` → ``logits`` (B, V) of the next word after the last non-PAD position. Two pre-norm
   transformer decoder layers (4 heads, dim 128, causal self-attention with an explicit constant mask,
   cross-attention to the memory). The word vocabulary and the special tokens are in its metadata;
-  beam search runs in numpy (``avstream.engine.decoding``).
+  beam search runs in numpy (``avstream.plugins.caption_decoding``).
 
 Training (``train``): teacher-forced cross-entropy on the window captions of procedural scenes
 (``avstream.engine.synthetic``, seeds < 1,000,000) plus 0.5 x BCE on the tags; 5 s windows every 0.5 s
