@@ -171,7 +171,11 @@ def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
             uris = [redact_uri(str(p[k])) for k in ("uri", "video", "audio") if p.get(k)]
             scaled = p.get("min_size") and uri_scheme(str(p.get("uri") or "")) == "file"
             size = f", frames scaled to cover {p['min_size'][0]}x{p['min_size'][1]}" if scaled else ""
-            extra = f"  {' + '.join(uris)}, video at {p.get('fps') or 'native'} fps{size}"
+            fits = [e.fit for e in spec.outputs_of(node.id) if e.fit is not None]
+            made = sorted({f.size for f in fits if f.size}, key=lambda wh: -wh[0] * wh[1])
+            size += f", frames made at {', '.join(f'{w}x{h}' for w, h in made)} (once each)" if made else ""
+            rate = f", audio {p['sample_rate']} Hz" if p.get("sample_rate") else ""
+            extra = f"  {' + '.join(uris)}, video at {p.get('fps') or 'native'} fps{size}{rate}"
         if node.window is not None:
             w = node.window
             extra = f"  window {w.seconds}s hop {w.hop}s, {w.frames} frames @ {w.fps} fps {w.width}x{w.height}, audio {w.sample_rate} Hz"
@@ -183,7 +187,12 @@ def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
     for edge in spec.edges:
         dst = "outputs" if edge.dst == "@outputs" else edge.dst
         how = "shared memory + ipc" if edge.kind == "media" else "ipc"
-        print(f"  {edge.src} -> {dst}  [{edge.kind}, {edge.policy}, queue {edge.size}, {how}]")
+        fit = edge.fit
+        takes = ""
+        if fit is not None:
+            frames = f"{fit.width}x{fit.height}" if fit.size else "native size"
+            takes = f", frames {frames} @ {f'{fit.fps:g} fps' if fit.fps else 'every frame'}"
+        print(f"  {edge.src} -> {dst}  [{edge.kind}, {edge.policy}, queue {edge.size}, {how}{takes}]")
     print("endpoints:")
     print(f"  publish  {spec.outputs.publish} (ZeroMQ PUB)")
     if spec.outputs.jsonl:

@@ -36,6 +36,7 @@ from avstream.engine.capture.decode import (
     native_rate,
     track_kinds,
 )
+from avstream.engine.capture.fit import FrameFitter
 from avstream.engine.capture.live import (
     LiveReader,
     LiveSettings,
@@ -131,9 +132,9 @@ class NetworkReader(LiveReader):
 
     def __init__(self, uri: str, *, stream: str, video: bool = True, audio: bool = True, fps: float = 0.0,
                  sample_rate: int = 16000, audio_chunk_s: float = 0.04, options: dict[str, Any] | None = None,
-                 live: LiveSettings | None = None, **_: Any):
+                 live: LiveSettings | None = None, fitter: FrameFitter | None = None, **_: Any):
         super().__init__(uri, stream=stream, video=video, audio=audio, fps=fps, sample_rate=sample_rate,
-                         audio_chunk_s=audio_chunk_s, settings=live)
+                         audio_chunk_s=audio_chunk_s, settings=live, fitter=fitter)
         problem = check_net_uri(uri)
         if problem:
             raise source_error(stream, uri, problem)
@@ -260,7 +261,7 @@ class NetworkReader(LiveReader):
         self.clock.video_first = vs is not None and aus is not None and self.wall is None
         timeline = _LiveTimeline(self, vs, dog)
         decoder = MediaDecoder(container, vs, aus, timeline, stream=self.stream, fps=self.fps, native=native,
-                               sample_rate=self.rate)
+                               sample_rate=self.rate, fitter=self.fitter)
         for item in decoder.packets():
             self._deliver(item)
         for chunk in decoder.finish():
