@@ -127,18 +127,12 @@ def test_each_edge_gets_the_image_of_its_fit_written_once_per_size(tmp_path: Pat
     out.send(EndOfStream("s"))
     got: list[list[tuple[float, int, tuple[int, ...]]]] = []
     for box in inboxes:
-        seen = []
-        while not seen or seen[-1] != "end":
-            item = box.get(5)
-            assert item is not None
-            if isinstance(item[1], EndOfStream):
-                seen.append("end")
-                continue
-            frame = item[1]
-            assert isinstance(frame, VideoFrame)
-            seen.append((frame.t, int(frame.image[0, 0, 0]), frame.image.shape))
-            frame.release()
-        got.append(seen[:-1])
+        seen: list[tuple[float, int, tuple[int, ...]]] = []
+        while not isinstance(item := (box.get(5) or (0, None))[1], EndOfStream):
+            assert isinstance(item, VideoFrame)
+            seen.append((item.t, int(item.image[0, 0, 0]), item.image.shape))
+            item.release()
+        got.append(seen)
     assert got[0] == [(0.12, 1, (10, 12, 3)), (0.25, 3, (10, 12, 3)), (0.5, 2, (40, 48, 3))]
     assert got[1] == [(0.25, 3, (10, 12, 3)), (0.5, 2, (40, 48, 3))]
     assert got[2] == [(0.12, 2, (40, 48, 3)), (0.5, 2, (40, 48, 3))]
