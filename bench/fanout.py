@@ -2,7 +2,8 @@
 
 1. transport: a sender process with an ``OutputPort`` of N media edges and a reader process with N
    consumers, each in its own thread doing with every frame what the window node does (copy it out of
-   shared memory, release the slot), as the monitor pipeline's window nodes share one process. Frames sent as fast as the readers take them (``block``): 1280x720 to every
+   shared memory, release the slot), as the monitor pipeline's window nodes share one process; with
+   a socket per edge (as before) and with one socket for the process (as the supervisor now wires it). Frames sent as fast as the readers take them (``block``): 1280x720 to every
    reader (a source without fits), and one 112x112 image flagged for all readers (fitted frames).
 2. pipeline: ``avstream run`` of a 1280x720 25 fps clip (``realtime: false``): the source and N
    window nodes (2 s windows at 8 fps, 112x112, in one process, as in the monitor pipeline).
@@ -33,7 +34,7 @@ import zmq
 from clips import clip_720p  # bench/ is the script's folder
 
 from avstream.engine.items import EndOfStream, MediaFit, VideoFrame
-from avstream.engine.transport.edges import EdgeSpec, Inbox, InputPort, OutputPort
+from avstream.engine.transport.edges import EdgeSpec, Inbox, InputLink, InputPort, OutputPort
 
 REPO = Path(__file__).resolve().parents[1]
 FIT = MediaFit(112, 112, 8.0, 16000)
@@ -61,11 +62,15 @@ def sender(edges: list[EdgeSpec], ring_dir: str, n: int, size: tuple[int, int], 
 
 
 def readers_process(edges: list[EdgeSpec], ring_dir: str, ready: Any, result: Any) -> None:
-    """N window-like consumers in one process, each in its own thread (a worker's layout)."""
+    """N window-like consumers in one process, each in its own thread (a worker's layout); edges with
+    one endpoint share one receiving socket, as in a worker."""
     ctx: zmq.Context[Any] = zmq.Context()
     stop = threading.Event()
     inboxes = [Inbox() for _ in edges]
-    ports = [InputPort(ctx, e, box, Path(ring_dir), stop) for e, box in zip(edges, inboxes, strict=True)]
+    links = {e.endpoint: InputLink(ctx, e.endpoint, e.kind, stop) for e in edges}
+    ports = [InputPort(ctx, e, box, Path(ring_dir), stop, links[e.endpoint]) for e, box in zip(edges, inboxes, strict=True)]
+    for link in links.values():
+        link.start()
     for port in ports:
         port.ready.wait()
     spans: list[tuple[float, float]] = []
@@ -99,13 +104,13 @@ def readers_process(edges: list[EdgeSpec], ring_dir: str, ready: Any, result: An
     result.put(("readers", spent, min(f for f, _ in spans), max(last for _, last in spans)))
 
 
-def transport_run(readers: int, n: int, size: tuple[int, int], fitted: bool) -> tuple[float, float, float]:
+def transport_run(readers: int, n: int, size: tuple[int, int], fitted: bool, shared: bool) -> tuple[float, float, float]:
     """(frames/s at the slowest reader, CPU ms per frame over both processes, of which the sender's)."""
     mpc = mp.get_context("spawn")
     ready, result = mpc.Queue(), mpc.Queue()
     with tempfile.TemporaryDirectory(prefix="avsf-") as tmp:
-        edges = [EdgeSpec("src", f"w{i}", "media", "block", 8, f"ipc://{tmp}/e{i}", i, FIT if fitted else None)
-                 for i in range(readers)]
+        edges = [EdgeSpec("src", f"w{i}", "media", "block", 8, f"ipc://{tmp}/e{0 if shared else i}", i,
+                          FIT if fitted else None) for i in range(readers)]
         recv = mpc.Process(target=readers_process, args=(edges, tmp, ready, result))
         recv.start()
         ready.get(timeout=60)
@@ -162,12 +167,15 @@ def main() -> None:
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "avstream-bench"))
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}; best of {args.repeats} runs, 1 and 4 readers interleaved", flush=True)
-    cases = [("1280x720 to every reader", (1280, 720), False), ("112x112 fitted, one image", (112, 112), True)]
-    for label, size, fitted in cases:
+    cases = [("1280x720 to every reader, a socket per edge (before)", (1280, 720), False, False),
+             ("1280x720 to every reader, a socket per process", (1280, 720), False, True),
+             ("112x112 fitted, one image, a socket per edge (before)", (112, 112), True, False),
+             ("112x112 fitted, one image, a socket per process", (112, 112), True, True)]
+    for label, size, fitted, shared in cases:
         best: dict[int, tuple[float, float, float]] = {}
         for _ in range(args.repeats):
             for readers in (1, 4):
-                fps, cpu, sent = transport_run(readers, args.frames, size, fitted)
+                fps, cpu, sent = transport_run(readers, args.frames, size, fitted, shared)
                 old = best.get(readers)
                 best[readers] = (max(fps, old[0]), *min((cpu, sent), old[1:])) if old else (fps, cpu, sent)
         (f1, c1, s1), (f4, c4, s4) = best[1], best[4]

@@ -84,8 +84,13 @@ class Supervisor:
     # --- set-up ---
     def allocate_endpoints(self) -> None:
         results = f"ipc://{self.run_dir}/results"
+        shared: dict[tuple[str, str], str] = {}  # (producer, consumer process): one socket for its edges
         for i, edge in enumerate(self.spec.edges):
-            edge.endpoint = results if edge.dst == OUTPUTS_NODE else f"ipc://{self.run_dir}/e{i}"
+            if edge.dst == OUTPUTS_NODE:
+                edge.endpoint = results
+            else:
+                key = (edge.src, self.spec.nodes[edge.dst].process)
+                edge.endpoint = shared.setdefault(key, f"ipc://{self.run_dir}/e{i}")
         self.results_endpoint = results
         self.control_endpoint = f"ipc://{self.run_dir}/control"
         (self.run_dir / "spec.json").write_text(self.spec.to_json())

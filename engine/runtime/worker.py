@@ -30,7 +30,7 @@ from avstream.engine.items import AudioChunk, EndOfStream, Event, Item, Result, 
 from avstream.engine.node import Node, NodeContext, NodeState, SourceNode
 from avstream.engine.runtime.graph import NodeSpec, PipelineSpec
 from avstream.engine.runtime.registry import load_registry
-from avstream.engine.transport.edges import Inbox, InputPort, OutputPort
+from avstream.engine.transport.edges import Inbox, InputLink, InputPort, OutputPort
 
 
 def set_process_name(name: str) -> None:
@@ -108,7 +108,8 @@ class NodeRunner:
     """One node in its thread: inputs -> process() -> outputs, end-of-stream accounting, stats."""
 
     def __init__(self, spec: PipelineSpec, node: NodeSpec, zctx: zmq.Context[Any], run_dir: Path,
-                 stop: threading.Event, link: ControlLink, resume: dict[str, float]):
+                 stop: threading.Event, link: ControlLink, resume: dict[str, float],
+                 inputs: dict[str, InputLink] | None = None):
         self.spec, self.node_spec, self.link, self.stop = spec, node, link, stop
         cls = load_registry().get(node.type_id)
         logger = logging.getLogger(f"avstream.node.{node.id}")
@@ -122,7 +123,13 @@ class NodeRunner:
         self.inbox = Inbox()
         self.in_edges = spec.inputs_of(node.id)
         for edge in self.in_edges:
-            InputPort(zctx, edge, self.inbox, run_dir, stop)
+            # the worker's receiving sockets, one per endpoint, shared by its nodes (None: one each, started now)
+            shared = None
+            if inputs is not None:
+                shared = inputs.get(edge.endpoint)
+                if shared is None:
+                    shared = inputs[edge.endpoint] = InputLink(zctx, edge.endpoint, edge.kind, stop)
+            InputPort(zctx, edge, self.inbox, run_dir, stop, shared)
         self.output = OutputPort(zctx, node.id, spec.outputs_of(node.id), run_dir, stop)
         self.items_in = 0
         self.items_out = 0
@@ -302,10 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     link.thread.start()
     resume: dict[str, dict[str, float]] = json.loads(args.resume)
     runners: list[NodeRunner] = []
+    inputs: dict[str, InputLink] = {}
     try:
         for node_id in spec.processes()[args.process]:
             runners.append(NodeRunner(spec, spec.nodes[node_id], zctx, Path(args.run_dir), stop, link,
-                                      resume.get(node_id, {})))
+                                      resume.get(node_id, {}), inputs))
+        for shared in inputs.values():  # bound once every node of the process has its port on it
+            shared.start()
     except Exception:
         link.post({"type": "error", "node": args.process, "traceback": traceback.format_exc()})
         link.post({"type": "bye", "failed": True})

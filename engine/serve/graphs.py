@@ -64,14 +64,15 @@ def compile_template(file: Path, key: str, run_dir: Path, results_endpoint: str)
                                    f"a pipeline shared by `serve` streams has exactly one stream (this one has {len(sources)})")])
     source = sources[0]
     template = Template(key, file, spec, source.id)
+    shared: dict[tuple[str, str], str] = {}  # (producer, consumer process): one socket for its edges
     for i, edge in enumerate(spec.edges):
         if edge.dst == OUTPUTS_NODE:
             edge.endpoint = results_endpoint
-        elif edge.src == source.id:
-            edge.endpoint = f"ipc://{run_dir}/{key}-in{i}"
+            continue
+        kind = "in" if edge.src == source.id else "e"
+        edge.endpoint = shared.setdefault((edge.src, spec.nodes[edge.dst].process), f"ipc://{run_dir}/{key}-{kind}{i}")
+        if edge.src == source.id:
             template.fan_in.append(edge)
-        else:
-            edge.endpoint = f"ipc://{run_dir}/{key}-e{i}"
     for node in spec.nodes.values():
         if node.id != source.id:
             node.process = f"{key}.{node.process}"

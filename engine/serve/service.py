@@ -176,8 +176,8 @@ class ServiceSupervisor(Supervisor):
             if worker.popen is not None:
                 worker.popen.wait()
             # The source stopped mid-stream: end it in the shared nodes so they forget its state.
-            for edge in run.template.fan_in:
-                self._push(edge.endpoint, EndOfStream(sid))
+            for endpoint in dict.fromkeys(e.endpoint for e in run.template.fan_in):  # each once: to all its edges
+                self._push(endpoint, EndOfStream(sid))
             del self.workers[sid], self.streams[sid]
             self.identities.pop(sid, None)
             if run.readd is not None:

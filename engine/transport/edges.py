@@ -28,7 +28,7 @@ import zmq
 
 from avstream.engine.items import NATIVE_FIT, AudioChunk, AVWindow, Item, MediaFit, VideoFrame
 from avstream.engine.transport.shm import FrameRing, RingReader
-from avstream.engine.transport.wire import decode, encode
+from avstream.engine.transport.wire import encode, parse
 
 POLICIES = ("block", "drop_oldest", "latest")
 
@@ -57,21 +57,32 @@ POLL_MS = 20  # stop is noticed within this; idle wake-ups are negligible
 
 
 class OutputPort:
-    """The sending side of all of one node's outgoing edges. Used from the node's thread only."""
+    """The sending side of all of one node's outgoing edges. Used from the node's thread only.
+
+    Edges with one endpoint (the supervisor gives the edges from a node to one process one endpoint)
+    share a socket: a message crosses to that process once, naming the edges that take it when
+    not all of them do.
+    """
 
     def __init__(self, ctx: zmq.Context[Any], node_id: str, edges: list[EdgeSpec], ring_dir: Path,
                  stop: threading.Event, use_shm: bool = True):
         self.stop = stop
         self.sockets: list[zmq.Socket[Any]] = []
+        self.socket_of: list[int] = []  # per edge: its socket
+        by_endpoint: dict[str, int] = {}
         for edge in edges:
-            sock = ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.SNDHWM, FRAME_HWM if edge.kind == "media" else 64)
-            sock.setsockopt(zmq.LINGER, 2000)
-            # The consumer may bind a moment after we connect: retry fast (ZeroMQ's default is 100 ms).
-            sock.setsockopt(zmq.RECONNECT_IVL, 5)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
-            sock.connect(edge.endpoint)
-            self.sockets.append(sock)
+            k = by_endpoint.get(edge.endpoint)
+            if k is None:
+                k = by_endpoint[edge.endpoint] = len(self.sockets)
+                sock = ctx.socket(zmq.PUSH)
+                sock.setsockopt(zmq.SNDHWM, FRAME_HWM if edge.kind == "media" else 64)
+                sock.setsockopt(zmq.LINGER, 2000)
+                # The consumer may bind a moment after we connect: retry fast (ZeroMQ's default is 100 ms).
+                sock.setsockopt(zmq.RECONNECT_IVL, 5)
+                sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+                sock.connect(edge.endpoint)
+                self.sockets.append(sock)
+            self.socket_of.append(k)
         frame_edges = [e for e in edges if e.kind == "media"]
         self.ring: FrameRing | None = None
         if use_shm and frame_edges:
@@ -80,6 +91,7 @@ class OutputPort:
         # which of a fitted frame's images each edge takes, and its flag byte in the ring
         self.frame_keys = [(e.fit or NATIVE_FIT).frame_key for e in edges]
         self.readers = [e.reader for e in edges]
+        self.on_socket = [sum(1 for k in self.socket_of if k == s) for s in range(len(self.sockets))]
         self.sent = 0
 
     def send(self, item: Item) -> bool:
@@ -107,9 +119,18 @@ class OutputPort:
         # the largest first: a ring that has to grow does so before the smaller images take slots
         for image, edges in sorted(groups.values(), key=lambda g: -g[0].nbytes):
             desc = self.ring.write(image, [self.readers[i] for i in edges]) if self.ring is not None else None
-            frames = encode(VideoFrame(frame.stream, frame.t, frame.wall, image), desc)
-            for i in edges:
-                if not self._push(self.sockets[i], frames):
+            item = VideoFrame(frame.stream, frame.t, frame.wall, image)
+            whole: list[Any] | None = None  # the message for a socket all of whose edges take the image
+            for s, sock in enumerate(self.sockets):
+                mine = [self.readers[i] for i in edges if self.socket_of[i] == s]
+                if not mine:
+                    continue
+                if len(mine) == self.on_socket[s]:
+                    whole = whole or encode(item, desc)
+                    frames = whole
+                else:
+                    frames = encode(item, desc, to=mine)
+                if not self._push(sock, frames):
                     return False
         self.sent += 1
         return True
@@ -164,34 +185,32 @@ class Inbox:
         return sum(p.dropped + p.reader.stale for p in self.ports)
 
 
-class InputPort:
-    """The receiving side of one edge: a thread reading its socket into a bounded queue."""
+class InputLink:
+    """One bound receiving socket and its thread, shared by the input ports of one process that one
+    producer feeds: a message is received and parsed once, then each edge it names gets its own item.
 
-    def __init__(self, ctx: zmq.Context[Any], edge: EdgeSpec, inbox: Inbox, ring_dir: Path, stop: threading.Event):
-        self.edge = edge
-        self.inbox = inbox
-        self.stop = stop
-        self.queue: collections.deque[Item] = collections.deque()
-        self.capacity = 1 if edge.policy == "latest" else edge.size
-        self.reader = RingReader(ring_dir, edge.reader)
-        self.dropped = 0
-        self.received = 0
+    With ``block`` edges the link stops reading while one of them is full (the producer then waits,
+    as it would on that edge alone); the dropping policies keep reading and drop in their queues.
+    """
+
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, kind: str, stop: threading.Event):
+        self.ctx, self.endpoint, self.kind, self.stop = ctx, endpoint, kind, stop
+        self.ports: dict[int, InputPort] = {}  # by reader index
         self.ready = threading.Event()
-        inbox.ports.append(self)
-        self.thread = threading.Thread(target=self._run, args=(ctx,), name=f"in:{edge.src}->{edge.dst}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"in:{endpoint.rsplit('/', 1)[-1]}", daemon=True)
+
+    def add(self, port: InputPort) -> None:
+        """Before ``start``: the socket is bound only once every port of the process is known."""
+        self.ports[port.edge.reader] = port
+
+    def start(self) -> None:
         self.thread.start()
 
-    def _attach(self, desc: dict[str, Any]) -> tuple[np.ndarray, Callable[[], None]] | None:
-        got = self.reader.view(desc)
-        if got is None:
-            return None
-        return got[0], lambda: self.reader.release(desc)
-
-    def _run(self, ctx: zmq.Context[Any]) -> None:
-        sock = ctx.socket(zmq.PULL)
-        sock.setsockopt(zmq.RCVHWM, FRAME_HWM if self.edge.kind == "media" else 64)
+    def _run(self) -> None:
+        sock = self.ctx.socket(zmq.PULL)
+        sock.setsockopt(zmq.RCVHWM, FRAME_HWM if self.kind == "media" else 64)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(self.edge.endpoint)
+        sock.bind(self.endpoint)
         self.ready.set()
         try:
             self._loop(sock)
@@ -202,22 +221,56 @@ class InputPort:
             sock.close()
 
     def _loop(self, sock: zmq.Socket[Any]) -> None:
+        ports = list(self.ports.values())
+        blocking = [p for p in ports if p.edge.policy == "block"]
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
         while not self.stop.is_set():
-            if self.edge.policy == "block":
-                with self.inbox.cond:
-                    if len(self.queue) >= self.capacity:
-                        self.inbox.cond.wait(POLL_MS / 1000)
-                        continue
-            if not sock.poll(POLL_MS):
+            full = next((p for p in blocking if len(p.queue) >= p.capacity), None)
+            if full is not None:
+                with full.inbox.cond:
+                    if len(full.queue) >= full.capacity:
+                        full.inbox.cond.wait(POLL_MS / 1000)
                 continue
-            frames = sock.recv_multipart(copy=False)
-            item = decode([f.buffer for f in frames], self._attach)
-            self.received += 1
-            if item is None:  # its shared-memory slot was reclaimed: counted as stale
+            if not poller.poll(POLL_MS):
                 continue
-            self._put(item)
+            msg = parse([f.buffer for f in sock.recv_multipart(copy=False)])
+            for port in ports if msg.to is None else [self.ports[r] for r in msg.to if r in self.ports]:
+                port.received += 1
+                item = msg.item(port.attach if msg.shm is not None else None)
+                if item is not None:  # None: its shared-memory slot was reclaimed, counted as stale
+                    port.put(item)
 
-    def _put(self, item: Item) -> None:
+
+class InputPort:
+    """The receiving side of one edge: a bounded queue, filled by the edge's :class:`InputLink`
+    (given when the process shares one among its ports; else one of its own, started at once)."""
+
+    def __init__(self, ctx: zmq.Context[Any], edge: EdgeSpec, inbox: Inbox, ring_dir: Path, stop: threading.Event,
+                 link: InputLink | None = None):
+        self.edge = edge
+        self.inbox = inbox
+        self.stop = stop
+        self.queue: collections.deque[Item] = collections.deque()
+        self.capacity = 1 if edge.policy == "latest" else edge.size
+        self.reader = RingReader(ring_dir, edge.reader)
+        self.dropped = 0
+        self.received = 0
+        inbox.ports.append(self)
+        self.link = link or InputLink(ctx, edge.endpoint, edge.kind, stop)
+        self.link.add(self)
+        self.ready = self.link.ready
+        self.thread = self.link.thread
+        if link is None:
+            self.link.start()
+
+    def attach(self, desc: dict[str, Any]) -> tuple[np.ndarray, Callable[[], None]] | None:
+        got = self.reader.view(desc)
+        if got is None:
+            return None
+        return got[0], lambda: self.reader.release(desc)
+
+    def put(self, item: Item) -> None:
         with self.inbox.cond:
             if self.edge.policy != "block" and isinstance(item, DROPPABLE):
                 droppable = sum(1 for q in self.queue if isinstance(q, DROPPABLE))

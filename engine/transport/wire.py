@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -32,8 +32,9 @@ _LOCAL_FIELDS = ("release_hook", "fitted")  # meaningful in the producing proces
 _ARRAY_FIELDS = {"VideoFrame": ("image",), "AudioChunk": ("samples",), "AVWindow": ("frames", "audio")}
 
 
-def encode(item: Item, shm_desc: dict[str, Any] | None = None) -> list[Any]:
-    """Multipart frames for ``item``; ``shm_desc`` replaces a video frame's pixels."""
+def encode(item: Item, shm_desc: dict[str, Any] | None = None, to: list[int] | None = None) -> list[Any]:
+    """Multipart frames for ``item``; ``shm_desc`` replaces a video frame's pixels; ``to`` names the
+    edges (by reader index) that take it when several share a socket (default: all of them)."""
     name = type(item).__name__
     header: dict[str, Any] = {"type": name}
     buffers: list[Any] = []
@@ -58,19 +59,44 @@ def encode(item: Item, shm_desc: dict[str, Any] | None = None) -> list[Any]:
             header[f.name] = value
     if shm_desc is not None:
         header["shm"] = shm_desc
+    if to is not None:
+        header["to"] = to
     header["arrays"] = arrays
     return [json.dumps(header).encode(), *buffers]
 
 
-def decode(
-    frames: list[Any],
-    attach: Callable[[dict[str, Any]], tuple[np.ndarray, Callable[[], None]] | None] | None = None,
-) -> Item | None:
-    """Rebuild an item. Returns None for a shared-memory frame whose slot was reclaimed."""
+Attach = Callable[[dict[str, Any]], tuple[np.ndarray, Callable[[], None]] | None]
+
+
+@dataclass
+class Message:
+    """A received message, parsed once; ``item()`` builds a new item from it for each edge that takes it."""
+
+    cls: type[Any]
+    fields: dict[str, Any]
+    shm: dict[str, Any] | None
+    to: list[int] | None  # reader indices of the edges that take it; None: every edge of the socket
+
+    def item(self, attach: Attach | None = None) -> Item | None:
+        """The item (its own object: nodes on one socket never share one). None for a shared-memory
+        frame whose slot was reclaimed."""
+        values = dict(self.fields)
+        if self.shm is not None:
+            if attach is None:
+                raise ValueError("shared-memory frame received on an edge without a ring reader")
+            got = attach(self.shm)
+            if got is None:
+                return None
+            values["image"], values["release_hook"] = got
+        return self.cls(**values)
+
+
+def parse(frames: list[Any]) -> Message:
     header = json.loads(bytes(frames[0]))
     cls = _TYPES[header.pop("type")]
     arrays = header.pop("arrays")
     shm = header.pop("shm", None)
+    to = header.pop("to", None)
     payloads: dict[str, np.ndarray] = {}
     for spec, buf in zip(arrays, frames[1:], strict=True):
         arr = np.frombuffer(memoryview(buf), dtype=np.dtype(spec["dtype"])).reshape(spec["shape"])
@@ -82,11 +108,9 @@ def decode(
         header["payloads"] = payloads
     for name in _ARRAY_FIELDS.get(cls.__name__, ()):
         header.setdefault(name, None)
-    if shm is not None:
-        if attach is None:
-            raise ValueError("shared-memory frame received on an edge without a ring reader")
-        got = attach(shm)
-        if got is None:
-            return None
-        header["image"], header["release_hook"] = got
-    return cls(**header)
+    return Message(cls, header, shm, to)
+
+
+def decode(frames: list[Any], attach: Attach | None = None) -> Item | None:
+    """Rebuild an item. Returns None for a shared-memory frame whose slot was reclaimed."""
+    return parse(frames).item(attach)

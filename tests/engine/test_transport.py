@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from avstream.engine.items import NATIVE_FIT, AudioChunk, EndOfStream, Event, MediaFit, VideoFrame
-from avstream.engine.transport.edges import EdgeSpec, Inbox, InputPort, OutputPort
+from avstream.engine.transport.edges import EdgeSpec, Inbox, InputLink, InputPort, OutputPort
 from avstream.engine.transport.wire import decode, encode
 
 pytestmark = pytest.mark.timeout(30)
@@ -105,15 +105,22 @@ def test_dropping_policies_count_drops_and_keep_the_newest(tmp_path: Path, polic
 
 
 def test_each_edge_gets_the_image_of_its_fit_written_once_per_size(tmp_path: Path) -> None:
+    """w0 and w1 run in one process and share one socket (the supervisor gives their edges one
+    endpoint), w2 in another."""
     fast, slow = MediaFit(12, 10, 8.0, 16000), MediaFit(12, 10, 4.0, 16000)
-    edges = [EdgeSpec("src", f"w{i}", "media", "block", 8, endpoint=f"ipc://{tmp_path}/e{i}", reader=i, fit=fit)
+    endpoints = [f"ipc://{tmp_path}/e0", f"ipc://{tmp_path}/e0", f"ipc://{tmp_path}/e2"]
+    edges = [EdgeSpec("src", f"w{i}", "media", "block", 8, endpoint=endpoints[i], reader=i, fit=fit)
              for i, fit in enumerate([fast, slow, None])]
     ctx: zmq.Context[Any] = zmq.Context()
     stop = threading.Event()
     inboxes = [Inbox() for _ in edges]
-    ports = [InputPort(ctx, e, box, tmp_path, stop) for e, box in zip(edges, inboxes, strict=True)]
-    assert all(p.ready.wait(5) for p in ports)
+    shared = InputLink(ctx, endpoints[0], "media", stop)
+    ports = [InputPort(ctx, e, box, tmp_path, stop, shared if i < 2 else None)
+             for i, (e, box) in enumerate(zip(edges, inboxes, strict=True))]
+    shared.start()
+    assert all(p.ready.wait(5) for p in ports) and ports[0].thread is ports[1].thread
     out = OutputPort(ctx, "src", edges, tmp_path, stop)
+    assert len(out.sockets) == 2  # a message crosses to a process once
     small, full = np.full((10, 12, 3), 1, np.uint8), np.full((40, 48, 3), 2, np.uint8)
     # the 4 fps fit does not take this one: its edge is sent nothing and holds no slot
     out.send(VideoFrame("s", 0.12, 0.0, small, fitted={fast.frame_key: small, NATIVE_FIT.frame_key: full}))
