@@ -57,7 +57,9 @@ def _onnx() -> Any:
 # ---------------------------------------------------------------------------------------------
 def calibration_windows(model: Path, uri: str, count: int = 64, progress: Progress | None = None) -> list[AVWindow]:
     """Up to ``count`` windows of ``uri`` as the pipeline's window node would cut them for ``model``."""
+    from avstream.engine.capture.fit import FrameFitter
     from avstream.engine.capture.schemes import open_reader
+    from avstream.engine.items import MediaFit
     from avstream.engine.node import NodeContext
     from avstream.plugins.window import AVWindowNode, WindowParams
 
@@ -67,8 +69,10 @@ def calibration_windows(model: Path, uri: str, count: int = 64, progress: Progre
                       window=req)
     node = AVWindowNode(ctx, WindowParams())
     out: list[AVWindow] = []
+    # the frames the pipeline's source makes for this model: its size, on its frame grid
+    fitter = FrameFitter([MediaFit(req.width, req.height, req.fps)]) if contract.video is not None else None
     reader = open_reader(uri, stream="calib", video=contract.video is not None, audio=contract.audio is not None,
-                         fps=req.fps, sample_rate=req.sample_rate or 16000)
+                         sample_rate=req.sample_rate or 16000, fitter=fitter)
     with reader:
         node.process(reader.info)
         for item in reader.read():

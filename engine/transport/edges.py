@@ -1,7 +1,10 @@
 """The data plane: ZeroMQ PUSH/PULL edges with shared-memory video and per-edge backpressure.
 
 Each edge has one receiving socket (bound by the consumer) and one sending socket (connected by the
-producer), so ZeroMQ's reconnection covers restarts on either side. Backpressure policies act in the
+producer), so ZeroMQ's reconnection covers restarts on either side; edges from one node to one
+process share them (one endpoint): a message crosses, is received and parsed once per process.
+Video frames fitted by their source (``VideoFrame.fitted``) go to each edge in the size of its
+``EdgeSpec.fit``, and only to the edges whose fit took them. Backpressure policies act in the
 consumer's bounded queue:
 
 - ``block``: when the queue is full the receiver stops reading; ZeroMQ's high-water marks fill up and

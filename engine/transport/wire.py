@@ -2,7 +2,9 @@
 
 Frame 0 is a JSON header naming the item type and its scalar fields; numpy arrays follow as raw
 frames (described in ``header["arrays"]``), sent with ``copy=False``. Video frames whose writer has a
-shared-memory ring travel as a descriptor only (``header["shm"]``).
+shared-memory ring travel as a descriptor only (``header["shm"]``). On a socket that several edges
+share, ``header["to"]`` lists the reader indices of the edges that take the item (absent: all);
+a receiver parses a message once (:func:`parse`) and builds each edge its own item.
 """
 
 from __future__ import annotations
