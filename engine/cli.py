@@ -176,6 +176,8 @@ def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
             w = node.window
             extra = f"  window {w.seconds}s hop {w.hop}s, {w.frames} frames @ {w.fps} fps {w.width}x{w.height}, audio {w.sample_rate} Hz"
         print(f"  {node.id:<14} {node.type_id:<28} process={node.process}  streams={','.join(node.streams)}{extra}")
+        if node.is_source:
+            print(" " * 18 + _source_decoding(node.params, spec.base_dir))
     print("processes:")
     for name, nodes in spec.processes().items():
         print(f"  {name}: {', '.join(nodes)}")
@@ -190,6 +192,21 @@ def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
         print(f"  jsonl    {spec.outputs.jsonl}")
     print("  data/control: ipc:// sockets in a per-run folder, allocated at start")
     return 0
+
+
+def _source_decoding(params: dict[str, Any], base_dir: str) -> str:
+    """How a source node decodes its video (skip mode, sampled rate, decoder threading)."""
+    from pathlib import Path
+
+    from avstream.engine.capture.schemes import resolve_file
+    from avstream.engine.capture.skipping import describe
+
+    uri = params.get("video") or params.get("uri")
+    if not uri:
+        return "decode: no video input"
+    return describe(resolve_file(str(uri), Path(base_dir)), fps=float(params.get("fps") or 0.0),
+                    skip=str(params.get("skip") or "auto"), threading=str(params.get("decode_threading") or "auto"),
+                    options={str(k): str(v) for k, v in (params.get("options") or {}).items()})
 
 
 def cmd_plugins() -> int:

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic import Field, model_validator
 
@@ -73,6 +73,21 @@ class InputParams(Params):
         default_factory=dict,
         description="FFmpeg options for file and network inputs (e.g. {probesize: '500000'}); override the defaults.",
     )
+    skip: Literal["auto", "nonref", "keyframes", "none"] = Field(
+        default="auto",
+        description="Video decoding when `fps` keeps fewer frames than the input has. auto: lossless, frames "
+        "no kept frame depends on are not decoded (non-reference frames skipped, GOP tails after the last kept "
+        "frame not decoded; files in H.264, HEVC, MPEG-2 or MPEG-4); nonref: lossless, non-reference frames "
+        "only; keyframes: approximate, key frames only (the first at or after each sample time; files and live "
+        "inputs); none: decode every frame. Live inputs decode every frame unless keyframes.",
+    )
+    decode_threading: Literal["auto", "frame", "slice"] = Field(
+        default="auto",
+        description="Video decoder threading. frame: several frames at once, the most throughput, (threads - 1) "
+        "frames of delay; slice: parts of one frame at once, no delay, but one core for streams coded with one "
+        "slice per frame. auto: frame for files; for live inputs slice when the stream has several slices per "
+        "frame, else frame.",
+    )
 
 
 # the input params, then the live-input settings: pydantic orders fields from the last base first
@@ -114,7 +129,7 @@ class FileSource(SourceNode[SourceParams]):
 
     def _open(self, uri: str, video: bool, audio: bool) -> MediaReader:
         p = self.params
-        return open_reader(
+        reader = open_reader(
             resolve_file(uri, self.ctx.base_dir),
             stream=self.ctx.streams[0],
             video=video,
@@ -125,7 +140,12 @@ class FileSource(SourceNode[SourceParams]):
             options=p.options or None,
             live=p,  # the params are LiveSettings
             min_size=p.min_size,
+            skip=p.skip,
+            threading=p.decode_threading,
         )
+        if not getattr(reader, "live", False):  # live readers count through bind()
+            reader.counter = self.ctx.count  # frames decoded, skipped, dropped
+        return reader
 
     def _open_all(self) -> list[MediaReader]:
         p = self.params
