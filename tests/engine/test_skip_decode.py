@@ -88,6 +88,17 @@ def read(path: Path, **kw: Any) -> tuple[list[VideoFrame | AudioChunk], FileRead
     return items, reader
 
 
+def pts(p: av.Packet | av.VideoFrame) -> int:
+    assert p.pts is not None
+    return p.pts
+
+
+def at(p: av.Packet) -> float:
+    """A packet's presentation time in seconds."""
+    assert p.time_base is not None
+    return float(pts(p) * p.time_base)
+
+
 def video_packets(path: Path) -> list[av.Packet]:
     with av.open(str(path)) as c:
         return [p for p in c.demux(c.streams.video[0]) if p.size]
@@ -136,7 +147,7 @@ def test_the_clips_have_the_gop_structures_under_test(clips: Clips) -> None:
         for i, p in enumerate(packets):
             if p.is_keyframe:
                 key_pts = p.pts if i else None
-            elif key_pts is not None and p.pts < key_pts:
+            elif key_pts is not None and pts(p) < key_pts:
                 n += 1
         return n
 
@@ -153,7 +164,7 @@ def test_the_clips_have_the_gop_structures_under_test(clips: Clips) -> None:
             assert b_frame in kept, f"{name}: no reference B-frames (pyramid)"
         if name in ("open_gop", "hevc", "mpeg2_ts"):
             assert leading_pictures(packets) > 0, f"{name}: no open GOPs"
-    times = np.array(sorted(float(p.pts * p.time_base) for p in video_packets(clips["vfr"])))
+    times = np.array(sorted(at(p) for p in video_packets(clips["vfr"])))
     gaps = np.diff(times)
     assert gaps.max() > 0.07 and np.std(gaps) > 0.005  # frames left out, and jitter
     assert sum(p.is_discard for p in video_packets(clips["edit_list"])) > 0
@@ -171,9 +182,11 @@ def test_packet_time_is_the_time_of_the_decoded_frame(clips: Clips) -> None:
             decoded = 0
             for packet in c.demux(vs):
                 if packet.size:
-                    by_pts[packet.pts] = timeline.packet_time(packet)  # type: ignore[assignment]
+                    t = timeline.packet_time(packet)
+                    assert t is not None
+                    by_pts[pts(packet)] = t
                 for frame in packet.decode():
-                    assert timeline.video_time(frame, packet, 0.0) == by_pts[frame.pts]
+                    assert timeline.video_time(frame, packet, 0.0) == by_pts[pts(frame)]
                     decoded += 1
             assert decoded > 150
 
@@ -224,7 +237,7 @@ def test_the_lookahead_is_bounded(clips: Clips, monkeypatch: pytest.MonkeyPatch)
 
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
-        planner = SkipPlanner("auto", vs, FpsGate(0.3, 25.0), lambda p: float(p.pts * p.time_base), stream="s",
+        planner = SkipPlanner("auto", vs, FpsGate(0.3, 25.0), at, stream="s",
                               native=25.0)
         demuxed = 0
 
@@ -264,7 +277,7 @@ def test_sources_that_do_not_subsample_decode_everything(clips: Clips) -> None:
 def test_keyframes_mode_delivers_the_first_key_frame_at_or_after_each_sample_time(clips: Clips) -> None:
     path = clips["b_pyramid"]
     packets = video_packets(path)
-    key_times = sorted(float(p.pts * p.time_base) for p in packets if p.is_keyframe)
+    key_times = sorted(at(p) for p in packets if p.is_keyframe)
     gate = FpsGate(1.0, 25.0)
     expected = [t for t in key_times if gate.keep(t)]
     everything = {f.t: f.image for f in read(path, skip="none", audio=False)[0] if isinstance(f, VideoFrame)}
@@ -292,6 +305,7 @@ def corrupt(src: Path, dst: Path, packets: list[av.Packet], keep: int) -> None:
     rng = random.Random(7)
     with open(dst, "r+b") as f:
         for p in packets:
+            assert p.pos is not None  # where the packet lies in the file
             f.seek(p.pos + keep)
             f.write(bytes(rng.randrange(256) for _ in range(p.size - keep)))
 
@@ -303,10 +317,10 @@ def test_corrupt_frames_that_are_skipped_are_never_decoded(clips: Clips, tmp_pat
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
         vs.codec_context.skip_frame = "NONREF"
-        references = {f.pts for f in c.decode(vs)}
+        references = {pts(f) for f in c.decode(vs)}
     # non-reference frames in the middle that the rate does not keep (their NAL headers intact)
-    victims = [p for p in video_packets(path) if p.pts not in references and 3.0 < float(p.pts * p.time_base) < 5.0
-               and float(p.pts * p.time_base) not in kept]
+    victims = [p for p in video_packets(path) if p.pts not in references and 3.0 < at(p) < 5.0
+               and at(p) not in kept]
     assert len(victims) >= 5
     bad = tmp_path / "bad.mp4"
     corrupt(path, bad, victims, keep=6)
@@ -322,7 +336,7 @@ def test_corrupt_packets_in_a_skipped_region_are_handled_like_other_decode_error
         clips: Clips, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = clips["b_pyramid"]
     # a key frame and what follows it: frames are kept there, and others skipped around them
-    victims = [p for p in video_packets(path) if 4.0 <= float(p.pts * p.time_base) < 4.8]
+    victims = [p for p in video_packets(path) if 4.0 <= at(p) < 4.8]
     for keep, name in ((6, "payload"), (0, "headers")):
         bad = tmp_path / f"bad-{name}.mp4"
         corrupt(path, bad, victims, keep=keep)
