@@ -376,7 +376,12 @@ class _LiveTimeline(Timeline):
 
     def video_time(self, frame: Any, packet: Any, wall: float) -> float | None:
         reader = self.reader
-        pts = frame.time if frame.time is not None else (packet.pts or 0) * float(self.video.time_base or 0)
+        if frame.time is None and packet.pts is None:
+            # No time at all (RTSP's first frame, before RTCP): taking 0 would misplace the stream's
+            # frame grid, which the first frame sets.
+            reader.count("frames_without_timestamp")
+            return None
+        pts = frame.time if frame.time is not None else packet.pts * float(self.video.time_base or 0)
         x = reader.clock.map("video", pts, wall)
         assert x is not None  # video is never held back
         t = self.to_media("video", x, pts, wall)
