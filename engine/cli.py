@@ -171,13 +171,18 @@ def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
             uris = [redact_uri(str(p[k])) for k in ("uri", "video", "audio") if p.get(k)]
             scaled = p.get("min_size") and uri_scheme(str(p.get("uri") or "")) == "file"
             size = f", frames scaled to cover {p['min_size'][0]}x{p['min_size'][1]}" if scaled else ""
-            extra = f"  {' + '.join(uris)}, video at {p.get('fps') or 'native'} fps{size}"
+            fits = [e.fit for e in spec.outputs_of(node.id) if e.fit is not None]
+            made = sorted({f.size for f in fits if f.size}, key=lambda wh: -wh[0] * wh[1])
+            size += f", frames made at {', '.join(f'{w}x{h}' for w, h in made)} (once each)" if made else ""
+            rate = f", audio {p['sample_rate']} Hz" if p.get("sample_rate") else ""
+            extra = f"  {' + '.join(uris)}, video at {p.get('fps') or 'native'} fps{size}{rate}"
         if node.window is not None:
             w = node.window
             extra = f"  window {w.seconds}s hop {w.hop}s, {w.frames} frames @ {w.fps} fps {w.width}x{w.height}, audio {w.sample_rate} Hz"
         print(f"  {node.id:<14} {node.type_id:<28} process={node.process}  streams={','.join(node.streams)}{extra}")
         if node.is_source:
-            print(" " * 18 + _source_decoding(node.params, spec.base_dir))
+            fit_rates = [e.fit.fps if e.fit is not None else 0.0 for e in spec.outputs_of(node.id)]
+            print(" " * 18 + _source_decoding(node.params, spec.base_dir, fit_rates))
     print("processes:")
     for name, nodes in spec.processes().items():
         print(f"  {name}: {', '.join(nodes)}")
@@ -185,7 +190,12 @@ def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
     for edge in spec.edges:
         dst = "outputs" if edge.dst == "@outputs" else edge.dst
         how = "shared memory + ipc" if edge.kind == "media" else "ipc"
-        print(f"  {edge.src} -> {dst}  [{edge.kind}, {edge.policy}, queue {edge.size}, {how}]")
+        fit = edge.fit
+        takes = ""
+        if fit is not None:
+            frames = f"{fit.width}x{fit.height}" if fit.size else "native size"
+            takes = f", frames {frames} @ {f'{fit.fps:g} fps' if fit.fps else 'every frame'}"
+        print(f"  {edge.src} -> {dst}  [{edge.kind}, {edge.policy}, queue {edge.size}, {how}{takes}]")
     print("endpoints:")
     print(f"  publish  {spec.outputs.publish} (ZeroMQ PUB)")
     if spec.outputs.jsonl:
@@ -194,8 +204,9 @@ def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
     return 0
 
 
-def _source_decoding(params: dict[str, Any], base_dir: str) -> str:
-    """How a source node decodes its video (skip mode, sampled rate, decoder threading)."""
+def _source_decoding(params: dict[str, Any], base_dir: str, fit_rates: list[float]) -> str:
+    """How a source node decodes its video (skip mode, sampled rate, decoder threading); the rate it
+    keeps is its own ``fps`` or, when its consumers each took a grid (``fit_rates``), the fastest."""
     from pathlib import Path
 
     from avstream.engine.capture.schemes import resolve_file
@@ -204,7 +215,10 @@ def _source_decoding(params: dict[str, Any], base_dir: str) -> str:
     uri = params.get("video") or params.get("uri")
     if not uri:
         return "decode: no video input"
-    return describe(resolve_file(str(uri), Path(base_dir)), fps=float(params.get("fps") or 0.0),
+    fps = float(params.get("fps") or 0.0)
+    if not fps and fit_rates and all(r > 0 for r in fit_rates):
+        fps = max(fit_rates)
+    return describe(resolve_file(str(uri), Path(base_dir)), fps=fps,
                     skip=str(params.get("skip") or "auto"), threading=str(params.get("decode_threading") or "auto"),
                     options={str(k): str(v) for k, v in (params.get("options") or {}).items()})
 

@@ -33,15 +33,48 @@ class StreamInfo:
     uri: str = ""
 
 
+@dataclass(frozen=True)
+class MediaFit:
+    """What one consumer of a source takes: frames of ``width`` x ``height`` (0: the source's own
+    size) on a grid of ``fps`` frames per second (0: every frame), audio at ``sample_rate`` Hz (0: the
+    source's rate). The compiler puts one on every edge from a source to a window node."""
+
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    sample_rate: int = 0
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """The exact frame size asked for; None: as the source delivers it."""
+        return (self.width, self.height) if self.width > 0 and self.height > 0 else None
+
+    @property
+    def frame_key(self) -> str:
+        """Names the frames made for this fit in ``VideoFrame.fitted`` (consumers alike share them)."""
+        size = self.size
+        return f"{size[0]}x{size[1]}@{self.fps:g}" if size else f"native@{self.fps:g}"
+
+
+NATIVE_FIT = MediaFit()  # what a consumer without a fit takes: every frame, as the source delivers it
+
+
 @dataclass
 class VideoFrame:
-    """One BGR frame (H, W, 3) uint8. ``image`` may be a view into shared memory."""
+    """One BGR frame (H, W, 3) uint8. ``image`` may be a view into shared memory.
+
+    ``fitted`` (producer side only, never on the wire): the frame as made for each consumer fit that
+    takes it at this time, by ``MediaFit.frame_key`` (fits of one size share one array); the output
+    port sends each edge the image of its fit, and nothing to an edge whose fit is absent. ``image``
+    is then one of them. None: every consumer takes ``image``.
+    """
 
     stream: str
     t: float
     wall: float
     image: np.ndarray
     release_hook: Callable[[], None] | None = field(default=None, repr=False)
+    fitted: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def release(self) -> None:
         """Hand the shared-memory slot back to the writer; the image must not be used after."""

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from avstream.engine.items import Item
+from avstream.engine.items import Item, MediaFit
 from avstream.engine.timing import Timing
 
 
@@ -79,6 +79,9 @@ class NodeContext:
     stop_event: threading.Event
     logger: logging.Logger
     window: WindowRequirement | None = None  # resolved window spec, for window nodes
+    # sources: what each outgoing edge's consumer takes (in edge order; None: every frame as made);
+    # a source that honours them sends VideoFrame.fitted (see avstream.engine.capture.fit)
+    output_fits: tuple[MediaFit | None, ...] = ()
     resume_after: dict[str, float] = field(default_factory=dict)  # per stream media time, after a restart
     duration: float | None = None  # media-time limit of sources (--duration)
     counters: dict[str, float] = field(default_factory=dict)  # exported in node status

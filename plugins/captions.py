@@ -137,11 +137,11 @@ class ModelCaptioner:
         c, r = self.contract, self.runner
         video = audio = None
         if c.video is not None:
-            videos = [r.prepare_video(w.frames if s in ("av", "video") else None)
+            videos = [r.prepare_video(w.frames if s in ("av", "video") else None, w.stream)
                       for w, s in zip(windows, sources, strict=True)]
             video = np.stack([v for v in videos if v is not None])
         if c.audio is not None:
-            audios = [r.prepare_audio(w.audio if s in ("av", "audio") else None, w.sample_rate)
+            audios = [r.prepare_audio(w.audio if s in ("av", "audio") else None, w.sample_rate, w.stream)
                       for w, s in zip(windows, sources, strict=True)]
             audio = np.stack([a for a in audios if a is not None])
         out = r.run(video, audio)

@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 
 from avstream.engine.capture.avclock import JitterBuffer
 from avstream.engine.capture.base import LIVE_SCHEMES, MediaItem, MediaReader, redact_uri
+from avstream.engine.capture.fit import FrameFitter, frame_fits
 from avstream.engine.capture.live import LiveReader, WallClock
 from avstream.engine.capture.schemes import check_uri, open_reader, resolve_file, uri_scheme
 from avstream.engine.capture.settings import LiveSettings
@@ -56,15 +57,18 @@ class InputParams(Params):
         default=False, description="Restart the input at its end; media time keeps increasing."
     )
     fps: float = Field(
-        default=0.0, ge=0.0, le=1000.0, description="Video frames per second to keep (0: native rate)."
+        default=0.0, ge=0.0, le=1000.0,
+        description="Video frames per second to keep (0: native rate, each window node sent only the frames "
+        "on its model's grid, made at its model's size). Setting it turns that off: window nodes resize.",
     )
     min_size: tuple[int, int] | None = Field(
         default=None,
         description="Files: deliver frames scaled down (aspect kept) to the smallest size covering [W, H] "
-        "(default: native size). Set automatically when every consumer is a window of a fixed size.",
+        "(default: native size, or each window node's model size). Setting it makes window nodes resize.",
     )
     sample_rate: int = Field(
-        default=16000, gt=0, le=192000, description="Audio sample rate in Hz (mono float32)."
+        default=16000, gt=0, le=192000,
+        description="Audio sample rate in Hz (mono float32); default: the rate the window nodes' models take.",
     )
     audio_chunk_s: float = Field(
         default=0.04, gt=0.0, le=1.0, description="Length of one audio chunk in seconds."
@@ -127,6 +131,14 @@ class FileSource(SourceNode[SourceParams]):
             problems.append(("audio", "a live input can only be paired with another live input (not a file)"))
         return problems
 
+    @property
+    def fitter(self) -> FrameFitter | None:
+        """Gates and scalers for what the consumers take (``ctx.output_fits``); one for the whole run."""
+        if not hasattr(self, "_fitter"):
+            fits = frame_fits(self.ctx.output_fits)
+            self._fitter = FrameFitter(fits) if fits else None
+        return self._fitter
+
     def _open(self, uri: str, video: bool, audio: bool) -> MediaReader:
         p = self.params
         reader = open_reader(
@@ -142,6 +154,7 @@ class FileSource(SourceNode[SourceParams]):
             min_size=p.min_size,
             skip=p.skip,
             threading=p.decode_threading,
+            fitter=self.fitter if video else None,
         )
         if not getattr(reader, "live", False):  # live readers count through bind()
             reader.counter = self.ctx.count  # frames decoded, skipped, dropped
@@ -209,6 +222,8 @@ class FileSource(SourceNode[SourceParams]):
                 return
             offset += end
             self.ctx.logger.info("stream %r: looping input at media time %.2f s", info.stream, offset)
+            if self.fitter is not None:
+                self.fitter.offset = offset  # the consumers' frame grids go on in media time
             readers = self._open_all()  # the previous pass's readers are closed above
 
     def produce(self) -> Iterator[Item]:
@@ -319,9 +334,11 @@ class FileSource(SourceNode[SourceParams]):
                 r.close()
 
     def status(self) -> dict[str, Any]:
+        fitter = getattr(self, "_fitter", None)
+        made = {"frames_made": dict(fitter.made)} if fitter is not None else {}
         readers = getattr(self, "_live", None)
         if not readers:
-            return {}
+            return made
         per = [r.stats() for r in readers]
         out: dict[str, Any] = dict(per[0]) if len(per) == 1 else {r.info.uri: st for r, st in zip(readers, per, strict=True)}
         jb = getattr(self, "_jitter", None)
@@ -332,7 +349,7 @@ class FileSource(SourceNode[SourceParams]):
             skews = [st["av_skew_ms"] for st in per if "av_skew_ms" in st]
             if skews:
                 out["av_skew_ms"] = skews[0]
-        return out
+        return {**out, **made}
 
 
 class _Info:

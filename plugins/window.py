@@ -1,8 +1,11 @@
 """``avstream/av_window@v1``: aligns a stream's video frames and audio into fixed windows by media time.
 
 Window length, hop, frame rate, frame size and sample rate come from the consuming model's metadata
-(SPEC §5) unless set here. Frames are resized as they arrive (only those on the model's frame grid),
-so the node keeps small copies and hands shared-memory slots straight back to the source.
+(SPEC §5) unless set here. The compiler passes them to the source, which sends this node only the
+frames on the model's frame grid, already at the model's size, and audio at the model's rate: the
+node checks shapes and copies the small frames it keeps, handing shared-memory slots straight back.
+A source that does not fit them (a plugin source, or a user's own ``fps``/``min_size``/``sample_rate``)
+is fitted here, counted as ``resized`` / ``resampled``, with one warning per stream.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 from pydantic import Field
 
+from avstream.engine.capture.fit import GridGate
 from avstream.engine.items import AudioChunk, AVWindow, Item, StreamInfo, VideoFrame
 from avstream.engine.node import Node, NodeContext, Params, WindowRequirement
 
@@ -30,10 +33,10 @@ class WindowParams(Params):
 
 @dataclass
 class _StreamState:
+    gate: GridGate  # the model's frame grid: the first frame at or after each point
     has_video: bool | None = None
     has_audio: bool | None = None
     next_t0: float = 0.0
-    next_keep: float = 0.0
     frames: list[tuple[float, float, np.ndarray]] = field(default_factory=list)  # (t, wall, small image)
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     audio_start: int = 0  # sample index (at the window rate) of audio[0]
@@ -60,9 +63,13 @@ class AVWindowNode(Node[WindowParams]):
         self.size = (req.width, req.height) if req.width else ((params.width, params.height) if params.width and params.height else None)
         self.rate = req.sample_rate or (params.sample_rate or 0)
         self.streams: dict[str, _StreamState] = {}
+        self._warned: set[tuple[str, str]] = set()
 
     def _state(self, stream: str) -> _StreamState:
-        return self.streams.setdefault(stream, _StreamState())
+        st = self.streams.get(stream)
+        if st is None:
+            st = self.streams[stream] = _StreamState(GridGate(self.fps))
+        return st
 
     def process(self, item: Item) -> Iterable[Item]:
         if isinstance(item, StreamInfo):
@@ -94,16 +101,28 @@ class AVWindowNode(Node[WindowParams]):
         st.video_t = max(st.video_t, frame.t)
         if st.has_video is None:
             st.has_video = True
-        if self.fps and frame.t + 1e-6 < st.next_keep:
+        if not st.gate.keep(frame.t):
             return  # between grid points of the model's frame rate: not needed
-        if self.fps:
-            st.next_keep = (math.floor(frame.t * self.fps + 1e-6) + 1) / self.fps
         image = frame.image
         if self.size is not None and (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+            image = self._resize(frame.stream, image, self.size)
         else:
             image = image.copy()  # the shared-memory slot goes back to the writer
         st.frames.append((frame.t, frame.wall, image))
+
+    def _resize(self, stream: str, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The fallback for a source that does not deliver the model's size."""
+        import cv2  # here only: with a source that fits frames the node never loads OpenCV
+
+        self.ctx.count("resized")
+        self._warn_once(stream, "size", f"frames come at {image.shape[1]}x{image.shape[0]}, the model takes "
+                                        f"{size[0]}x{size[1]}: resizing them here (counted as 'resized')")
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+    def _warn_once(self, stream: str, what: str, message: str) -> None:
+        if (stream, what) not in self._warned:
+            self._warned.add((stream, what))
+            self.ctx.logger.warning("%s: stream %r: %s", self.ctx.node_id, stream, message)
 
     def _add_audio(self, chunk: AudioChunk) -> None:
         st = self._state(chunk.stream)
@@ -113,7 +132,10 @@ class AVWindowNode(Node[WindowParams]):
         rate = self.rate or chunk.sample_rate
         self.rate = rate
         samples = chunk.samples.astype(np.float32, copy=False)
-        if chunk.sample_rate != rate:  # linear resampling is enough for window-level features
+        if chunk.sample_rate != rate:  # the fallback for a source that does not deliver the model's rate
+            self.ctx.count("resampled")
+            self._warn_once(chunk.stream, "rate", f"audio comes at {chunk.sample_rate} Hz, the model takes {rate} Hz: "
+                                                  "resampling it here (counted as 'resampled')")
             n = int(round(len(samples) * rate / chunk.sample_rate))
             samples = np.interp(np.arange(n) * chunk.sample_rate / rate, np.arange(len(samples)), samples).astype(np.float32)
         start = int(round(chunk.t * rate))

@@ -109,7 +109,7 @@ class V4L2Reader(NetworkReader):
         # NetworkReader's URI check does not apply to a device path
         LiveReader.__init__(self, uri, stream=stream, video=True, audio=False, fps=kw.get("fps", 0.0),
                             sample_rate=kw.get("sample_rate", 16000), audio_chunk_s=kw.get("audio_chunk_s", 0.04),
-                            settings=settings)
+                            settings=settings, fitter=kw.get("fitter"))
         self.scheme, self.options, self.use_cli = "v4l2", {str(k): str(v) for k, v in (kw.get("options") or {}).items()}, True
         self.pts_is_wall = demuxer == "v4l2"
         self.skip, self.threading_mode = kw.get("skip", "auto"), kw.get("threading", "auto")
@@ -153,7 +153,7 @@ class OpenCvCameraReader(LiveReader):
             raise source_error(stream, uri, problem)
         super().__init__(uri, stream=stream, video=True, audio=False, fps=kw.get("fps", 0.0),
                          sample_rate=kw.get("sample_rate", 16000), audio_chunk_s=kw.get("audio_chunk_s", 0.04),
-                         settings=live)
+                         settings=live, fitter=kw.get("fitter"))
         s = self.settings
         self.capture_format = query.get("format") or s.capture_format
         self.capture_size = query.get("size") or s.capture_size
@@ -198,13 +198,20 @@ class OpenCvCameraReader(LiveReader):
                     continue
                 if t <= last or t < self.clock.start or not gate.keep(t):
                     continue
+                wanted = self.fitter.wanted(t) if self.fitter is not None else None
+                if wanted is not None and not wanted:
+                    continue  # no consumer takes a frame at this time
                 last = t
                 self.mark_up()
                 delivered = True
                 self.clock.note_end(t, wall)
                 if image.shape[1] != w or image.shape[0] != h:
                     image = cv2.resize(image, (w, h))
-                self.put(VideoFrame(self.stream, t, wall, np.ascontiguousarray(image)))
+                image = np.ascontiguousarray(image)
+                if self.fitter is not None and wanted:
+                    self.put(self.fitter.frame(self.stream, t, wall, self.fitter.fit_array(image, wanted)))
+                else:
+                    self.put(VideoFrame(self.stream, t, wall, image))
             return delivered
         finally:
             cap.release()

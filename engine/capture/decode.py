@@ -3,7 +3,8 @@
 :class:`MediaDecoder` demuxes the first video and audio track of an opened container, decodes the
 packets (skipping undecodable ones, up to a limit), subsamples video by media time
 (:class:`~avstream.engine.capture.base.FpsGate`), converts frames to BGR at the size asked for
-(scaling inside the colour conversion) and resamples audio to mono float32. What differs per
+(scaling inside the colour conversion; with a :class:`~avstream.engine.capture.fit.FrameFitter`,
+once per size its consumers need, on each one's frame grid) and resamples audio to mono float32. What differs per
 source is a :class:`Timeline`: how decoded media is placed in media time (a file's own timestamps;
 a live stream's clock mapping, lag and stall checks) and how audio becomes chunks. A source that
 subsamples decodes only what it keeps (:mod:`~avstream.engine.capture.skipping`).
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from avstream.engine.capture.base import FpsGate, MediaItem, log
+from avstream.engine.capture.fit import FrameFitter
 from avstream.engine.capture.skipping import DRAIN, DROP, Count, SkipPlanner
 from avstream.engine.items import AudioChunk, VideoFrame
 
@@ -146,7 +148,7 @@ class MediaDecoder:
 
     def __init__(self, container: Any, video: Any | None, audio: Any | None, timeline: Timeline, *,
                  stream: str, fps: float, native: float, sample_rate: int, skip: str = "none",
-                 count: Count | None = None):
+                 count: Count | None = None, fitter: FrameFitter | None = None):
         import av
 
         self.container, self.video, self.audio, self.timeline = container, video, audio, timeline
@@ -156,10 +158,14 @@ class MediaDecoder:
         self.planner: SkipPlanner | None = None
         self._skip = "DEFAULT"
         if video is not None and skip != "none":
-            self.planner = SkipPlanner(skip, video, FpsGate(fps, native), timeline.packet_time, stream=stream,
+            # the planner simulates what _video() will keep: the source's rate, then the consumers'
+            source_gate = FpsGate(fps, native)
+            gate = fitter.simulation(source_gate) if fitter is not None else source_gate
+            self.planner = SkipPlanner(skip, video, gate, timeline.packet_time, stream=stream,
                                        native=native, count=count)
             if skip == "keyframes":
                 video.codec_context.skip_frame = self._skip = "NONKEY"
+        self.fitter = fitter  # the consumers' sizes and frame grids, when the pipeline gave them
         self.resampler = MonoResampler(sample_rate) if audio is not None else None
         # one converter for the whole input: a frame's own would set up swscale again for every frame
         self._bgr = av.video.reformatter.VideoReformatter()
@@ -215,7 +221,15 @@ class MediaDecoder:
         t = self.timeline.video_time(frame, packet, wall)
         if t is None or not self.gate.keep(t):
             return None
+        fitter = self.fitter
+        wanted = fitter.wanted(t) if fitter is not None else None
+        if wanted is not None and not wanted:
+            return None  # no consumer takes a frame at this time: never converted
         self.timeline.kept_video(t, wall)
+        if fitter is not None and wanted:
+            # each size a consumer needs made once, scaled inside the colour conversion
+            images = fitter.convert(frame, wanted, lambda: self.timeline.video_size(frame), self.timeline.interpolation)
+            return fitter.frame(self.stream, t, wall, images)
         width, height = self.timeline.video_size(frame)
         # Scaling inside the colour conversion costs a quarter of converting at full size and then
         # resizing, and the frame crosses processes at the size consumers use.

@@ -31,6 +31,7 @@ from avstream.engine.capture.decode import (
     native_rate,
     track_kinds,
 )
+from avstream.engine.capture.fit import FrameFitter
 from avstream.engine.capture.skipping import planned_mode, set_threading, thread_type_for
 from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
 from avstream.engine.synthetic.scene import SceneConfig, scene_for, sync_audio, sync_frame, sync_truth
@@ -57,11 +58,13 @@ class FileReader(MediaReader):
         min_size: tuple[int, int] | None = None,
         skip: str = "auto",
         threading: str = "auto",
+        fitter: FrameFitter | None = None,
     ):
         import av  # heavy import kept out of module import time
 
         self.uri, self.stream = uri, stream
         self._min_size = min_size
+        self._fitter = fitter
         path = file_path(uri)
         if not os.path.exists(path):
             raise source_error(stream, uri, "file not found")
@@ -89,7 +92,8 @@ class FileReader(MediaReader):
             # slice threading, uses one core on streams coded with one slice per frame, as libx264
             # and most cameras write them (60 s of 720p25 H.264 on 2 cores: 4.5 s frame, 6.7 s slice).
             self.decode_threading = set_threading(self._vs, thread_type_for(threading, live=False, slices=0))
-            subsampling = fps > 0 and not FpsGate(fps, self._native).off
+            subsampling = (fps > 0 and not FpsGate(fps, self._native).off) or (
+                fitter is not None and fitter.subsamples(self._native))
             self.skip_mode = planned_mode(skip, live=False, codec=self._vs.codec_context.name, subsampling=subsampling)
             width, height = self._vs.codec_context.width, self._vs.codec_context.height
         starts = [
@@ -119,7 +123,8 @@ class FileReader(MediaReader):
 
         timeline = _FileTimeline(self._t0, self._native, self._min_size, AudioChunker(self.stream, self._rate, self._chunk))
         decoder = MediaDecoder(self._container, self._vs, self._as, timeline, stream=self.stream, fps=self._fps,
-                               native=self._native, sample_rate=self._rate, skip=self.skip_mode, count=self._count)
+                               native=self._native, sample_rate=self._rate, skip=self.skip_mode, count=self._count,
+                               fitter=self._fitter)
         delivered = 0
         last_t = 0.0
         try:
@@ -217,10 +222,12 @@ class GeneratedReader(MediaReader):
         sample_rate: int,
         audio_chunk_s: float,
         truth: dict[str, Any] | None = None,
+        fitter: FrameFitter | None = None,
     ):
         if not video and not audio:
             raise source_error(stream, uri, "no usable track (neither video nor audio wanted)")
         self.truth = truth
+        self._fitter = fitter
         self._frame_fn, self._audio_fn = frame_fn, audio_fn
         self._video, self._audio = video, audio
         self._native, self._fps = native_fps, fps
@@ -250,12 +257,24 @@ class GeneratedReader(MediaReader):
             ta = ai / self._rate if ai < self._samples else math.inf
             if tv <= ta:
                 if gate.keep(tv):
-                    yield VideoFrame(self._stream, tv, time.time(), self._frame_fn(vi))
+                    frame = self._frame(vi, tv)
+                    if frame is not None:
+                        yield frame
                 vi += 1
             else:
                 n = min(self._chunk, self._samples - ai)
                 yield AudioChunk(self._stream, ta, time.time(), self._audio_fn(ai, n, self._rate), self._rate)
                 ai += n
+
+    def _frame(self, index: int, t: float) -> VideoFrame | None:
+        """Frame ``index`` at ``t``, rendered only when a consumer takes it, in the sizes they take."""
+        fitter = self._fitter
+        if fitter is None:
+            return VideoFrame(self._stream, t, time.time(), self._frame_fn(index))
+        wanted = fitter.wanted(t)
+        if not wanted:
+            return None
+        return fitter.frame(self._stream, t, time.time(), fitter.fit_array(self._frame_fn(index), wanted))
 
 
 @dataclass(frozen=True)

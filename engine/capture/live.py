@@ -25,6 +25,7 @@ import numpy as np
 from avstream.engine.backoff import backoff_delay
 from avstream.engine.capture.avclock import AudioClock, StreamClock
 from avstream.engine.capture.base import AudioChunker, MediaReader, redact_uri, source_error
+from avstream.engine.capture.fit import FrameFitter
 from avstream.engine.capture.settings import LiveSettings
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Event, StreamInfo, VideoFrame
@@ -166,10 +167,11 @@ class LiveReader(MediaReader):
     default_clock = "pts"
 
     def __init__(self, uri: str, *, stream: str, video: bool, audio: bool, fps: float, sample_rate: int,
-                 audio_chunk_s: float, settings: LiveSettings | None = None):
+                 audio_chunk_s: float, settings: LiveSettings | None = None, fitter: FrameFitter | None = None):
         self.uri, self.stream = uri, stream
         self.want_video, self.want_audio = video, audio
         self.fps, self.rate = fps, sample_rate
+        self.fitter = fitter  # the consumers' frame sizes and grids; it outlives a connection
         self.chunk = max(1, round(audio_chunk_s * sample_rate))
         self.settings = settings or LiveSettings()
         self.info = StreamInfo(stream, has_video=video, has_audio=audio, fps=fps, sample_rate=sample_rate if audio else 0,

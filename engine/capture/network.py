@@ -36,6 +36,7 @@ from avstream.engine.capture.decode import (
     native_rate,
     track_kinds,
 )
+from avstream.engine.capture.fit import FrameFitter
 from avstream.engine.capture.live import (
     LiveReader,
     LiveSettings,
@@ -141,9 +142,10 @@ class NetworkReader(LiveReader):
 
     def __init__(self, uri: str, *, stream: str, video: bool = True, audio: bool = True, fps: float = 0.0,
                  sample_rate: int = 16000, audio_chunk_s: float = 0.04, options: dict[str, Any] | None = None,
-                 live: LiveSettings | None = None, skip: str = "auto", threading: str = "auto", **_: Any):
+                 live: LiveSettings | None = None, skip: str = "auto", threading: str = "auto",
+                 fitter: FrameFitter | None = None, **_: Any):
         super().__init__(uri, stream=stream, video=video, audio=audio, fps=fps, sample_rate=sample_rate,
-                         audio_chunk_s=audio_chunk_s, settings=live)
+                         audio_chunk_s=audio_chunk_s, settings=live, fitter=fitter)
         problem = check_net_uri(uri)
         if problem:
             raise source_error(stream, uri, problem)
@@ -273,7 +275,7 @@ class NetworkReader(LiveReader):
         skip = planned_mode(self.skip, live=True, codec=vs.codec_context.name if vs is not None else "",
                             subsampling=True)
         decoder = MediaDecoder(container, vs, aus, timeline, stream=self.stream, fps=self.fps, native=native,
-                               sample_rate=self.rate, skip=skip, count=self.count)
+                               sample_rate=self.rate, skip=skip, count=self.count, fitter=self.fitter)
         for item in decoder.packets():
             self._deliver(item)
         for chunk in decoder.finish():

@@ -10,6 +10,7 @@ from typing import Any
 from avstream.engine.capture.base import NETWORK_SCHEMES, MediaReader, file_path, redact_uri, source_error
 from avstream.engine.capture.camera import check_v4l2_uri, open_v4l2
 from avstream.engine.capture.files import SAMPLES, FileReader, _generated, parse_synthetic
+from avstream.engine.capture.fit import FrameFitter
 from avstream.engine.capture.microphone import MicReader, check_mic_uri
 from avstream.engine.capture.network import NetworkReader, check_net_uri
 from avstream.engine.capture.skipping import SKIP_MODES, THREADING_MODES
@@ -61,6 +62,7 @@ def open_reader(
     min_size: tuple[int, int] | None = None,
     skip: str = "auto",
     threading: str = "auto",
+    fitter: FrameFitter | None = None,
 ) -> MediaReader:
     """Open ``uri`` for ``stream``: a path or ``file://``, ``sample://<name>``, ``synthetic://...``,
     or a scheme added with :func:`register_scheme`. Raises SourceError when it cannot be opened.
@@ -70,7 +72,9 @@ def open_reader(
     ``live`` (:class:`~avstream.engine.capture.settings.LiveSettings`) goes to the readers of live schemes; ``min_size`` (W, H)
     lets a file reader deliver frames scaled down to the smallest size covering it; ``skip`` and
     ``threading`` choose what video is decoded and how (:mod:`~avstream.engine.capture.skipping`;
-    files and network streams).
+    files and network streams); ``fitter``
+    (:class:`~avstream.engine.capture.fit.FrameFitter`) makes each frame once per size its consumers
+    take, on each one's frame grid (a registered factory gets it as ``fitter=`` when given).
     """
     if sample_rate <= 0 or audio_chunk_s <= 0 or fps < 0:
         raise source_error(
@@ -90,7 +94,8 @@ def open_reader(
     }
     scheme = uri_scheme(uri)
     if scheme == "file":
-        return FileReader(uri, stream=stream, options=options, min_size=min_size, skip=skip, threading=threading, **kw)
+        return FileReader(uri, stream=stream, options=options, min_size=min_size, skip=skip, threading=threading,
+                          fitter=fitter, **kw)
     if scheme == "sample":
         name = uri[len("sample://") :].strip("/")
         sample = SAMPLES.get(name)
@@ -98,16 +103,18 @@ def open_reader(
             raise source_error(stream, uri, f"unknown sample {name!r}; available: {', '.join(SAMPLES)}")
         kind = "sync" if sample.scene is None else "scene"
         cfg = sample.scene or SceneConfig(duration=sample.duration)
-        return _generated(uri, kind, cfg, cfg.duration, stream, **kw)
+        return _generated(uri, kind, cfg, cfg.duration, stream, fitter=fitter, **kw)
     if scheme == "synthetic":
         kind, cfg = parse_synthetic(uri, stream)
-        return _generated(uri, kind, cfg, cfg.duration, stream, **kw)
+        return _generated(uri, kind, cfg, cfg.duration, stream, fitter=fitter, **kw)
     factory = _SCHEMES.get(scheme)
     if factory is None:
         known = ", ".join(sorted({"file", "sample", "synthetic", *_SCHEMES}))
         raise source_error(stream, uri, f"input scheme {scheme!r} is not supported here (supported: {known})")
     if live is not None:
         kw["live"] = live
+    if fitter is not None:
+        kw["fitter"] = fitter
     return factory(uri, stream=stream, options=options, skip=skip, threading=threading, **kw)
 
 

@@ -45,11 +45,17 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from avstream.engine.capture.base import FpsGate
 
 log = logging.getLogger("avstream.capture")
+
+class RateGate(Protocol):
+    """What the planner simulates: FpsGate, or the source's gate followed by its consumers'."""
+
+    def keep(self, t: float) -> bool: ...
+
 
 SkipMode = Literal["auto", "nonref", "keyframes", "none"]
 ThreadingMode = Literal["auto", "frame", "slice"]
@@ -118,7 +124,7 @@ class SkipPlanner:
     timeline gives the packet's frame; ``gate`` (a fresh gate of the source's rate) is simulated.
     """
 
-    def __init__(self, mode: str, video: Any, gate: FpsGate, time_of: Callable[[Any], float | None], *,
+    def __init__(self, mode: str, video: Any, gate: RateGate, time_of: Callable[[Any], float | None], *,
                  stream: str, native: float, count: Count | None = None):
         self.mode = mode
         self.video, self.sim, self.time_of = video, gate, time_of

@@ -369,7 +369,6 @@ class Runner:
         self.node_id = node_id
         self.max_batch = max(1, max_batch)
         self._check_backend(self.backend)
-        self.resized = 0  # windows whose frames had to be resized here (the window node should do it)
         self.swapped = threading.Event()  # set when a background build replaced the backend
         self.build_error: str | None = None
         self.build_thread: threading.Thread | None = None
@@ -454,6 +453,10 @@ class Runner:
         """The ORT session of the current backend (None for a native TensorRT engine)."""
         return getattr(self.backend, "session", None)
 
+    def _name(self) -> str:
+        """The node and the model, for an error message."""
+        return f"{self.node_id}: {self.contract.source}" if self.node_id else self.contract.source
+
     def warm_up(self, backend: Backend | None = None) -> float:
         """Warm ``backend`` (default: the current one) at batch 1 and ``max_batch``; seconds taken."""
         return warm(backend or self.backend, (1, self.max_batch))
@@ -529,38 +532,41 @@ class Runner:
         return self.backend.run(self.feed(video, audio))
 
     # --- per-window preparation -------------------------------------------------------------
-    def prepare_video(self, frames: np.ndarray | None) -> np.ndarray | None:
-        """(T, H, W, 3) frames fitted to the model: last T frames kept, missing ones repeat the first."""
+    def prepare_video(self, frames: np.ndarray | None, stream: str = "") -> np.ndarray | None:
+        """(T, H, W, 3) frames for the model: last T frames kept, missing ones repeat the first.
+
+        Frames of another size are an error, not resized: the window node delivers the model's size
+        (the source makes it), so a mismatch means a window producer ignores the model's contract.
+        """
         v = self.contract.video
         if v is None:
             return None
         if frames is None or len(frames) == 0:
             return np.zeros((v.frames, v.height, v.width, 3), np.uint8)
+        if frames.ndim != 4 or frames.shape[1:] != (v.height, v.width, 3):
+            raise ModelError(f"{self._name()}: takes frames of {v.width}x{v.height} BGR, a window"
+                             f"{_of(stream)} has frames of shape {list(frames.shape[1:])}: the node making its windows "
+                             f"must deliver the model's size (avstream/av_window@v1 does)")
         if len(frames) > v.frames:
             frames = frames[-v.frames :]
         elif len(frames) < v.frames:  # stream start: pad in front so the newest frame stays last
             pad = np.repeat(frames[:1], v.frames - len(frames), axis=0)
             frames = np.concatenate([pad, frames])
-        if frames.shape[1:3] != (v.height, v.width):
-            # nearest neighbour keeps the runtime free of cv2; the window node normally resizes
-            self.resized += 1
-            ys = (np.arange(v.height) * frames.shape[1] // v.height).astype(np.intp)
-            xs = (np.arange(v.width) * frames.shape[2] // v.width).astype(np.intp)
-            frames = frames[:, ys][:, :, xs]
         return np.asarray(frames, dtype=np.uint8)
 
-    def prepare_audio(self, samples: np.ndarray | None, sample_rate: int = 0) -> np.ndarray | None:
-        """(N,) samples fitted to the model: resampled if needed, last N kept, silence in front."""
+    def prepare_audio(self, samples: np.ndarray | None, sample_rate: int = 0, stream: str = "") -> np.ndarray | None:
+        """(N,) samples for the model: last N kept, silence in front. Another rate is an error (see
+        ``prepare_video``); ``sample_rate`` 0 means the model's."""
         a = self.contract.audio
         if a is None:
             return None
         if samples is None or len(samples) == 0:
             return np.zeros(a.samples, np.float32)
-        samples = np.asarray(samples, np.float32).reshape(-1)
         if sample_rate and sample_rate != a.sample_rate:
-            n = int(round(len(samples) * a.sample_rate / sample_rate))
-            samples = np.interp(np.arange(n) * (sample_rate / a.sample_rate), np.arange(len(samples)),
-                                samples).astype(np.float32)
+            raise ModelError(f"{self._name()}: takes audio at {a.sample_rate} Hz, a window{_of(stream)} has "
+                             f"{sample_rate} Hz: the node making its windows must deliver the model's rate "
+                             f"(avstream/av_window@v1 does)")
+        samples = np.asarray(samples, np.float32).reshape(-1)
         if len(samples) > a.samples:
             samples = samples[-a.samples :]
         elif len(samples) < a.samples:
@@ -571,12 +577,16 @@ class Runner:
         """Run several windows (any streams) as one batch; per-window outputs without the batch axis."""
         if not windows:
             return []
-        videos = [self.prepare_video(w.frames) for w in windows]
-        audios = [self.prepare_audio(w.audio, w.sample_rate) for w in windows]
+        videos = [self.prepare_video(w.frames, w.stream) for w in windows]
+        audios = [self.prepare_audio(w.audio, w.sample_rate, w.stream) for w in windows]
         video = np.stack([v for v in videos if v is not None]) if self.contract.video else None
         audio = np.stack([a for a in audios if a is not None]) if self.contract.audio else None
         outs = self.run(video, audio)
         return [{k: v[i] for k, v in outs.items()} for i in range(len(windows))]
+
+
+def _of(stream: str) -> str:
+    return f" of stream {stream!r}" if stream else ""
 
 
 def load_contract(path: Path) -> ModelContract:

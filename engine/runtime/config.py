@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avstream.engine.capture.base import LIVE_SCHEMES
 from avstream.engine.errors import ConfigError, ModelError, Problem
-from avstream.engine.items import AV_WINDOW, MEDIA, RESULT
+from avstream.engine.items import AV_WINDOW, MEDIA, RESULT, MediaFit
 from avstream.engine.node import CheckContext, Node, WindowRequirement
 from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, OutputsSpec, PipelineSpec
 from avstream.engine.runtime.registry import Registry, load_registry
@@ -376,25 +376,61 @@ class _Compiler:
             self.nodes[nid].window = self.merge_window(nid, wants)
 
     def pace_sources(self, live: list[str]) -> None:
-        """A source left at its native rate and size delivers only what its window nodes use.
+        """Each source learns what each consumer takes: an edge to a window node carries the model's
+        frame size, frame rate and sample rate (``EdgeSpec.fit``).
 
-        Frames no consumer samples are never converted to BGR nor copied to shared memory, and the
-        others are scaled down during the colour conversion to the largest size a window needs.
+        The source makes each size once, scaled inside the colour conversion, and sends each window
+        only the frames on its model's grid, so frames nobody uses are never converted nor copied.
+        A user's own ``fps`` or ``min_size`` wins: then no fits, and the window nodes resize (and
+        count it). Source types other than the built-in one are also paced through those params, as
+        they may not read the fits.
         """
         for nid, spec in self.nodes.items():
-            consumers = [self.nodes[e.dst] for e in self.edges if e.src == nid]
-            if not spec.is_source or not consumers:
+            out = [e for e in self.edges if e.src == nid]
+            if not spec.is_source or not out:
                 continue
-            rates = [c.window.fps if c.window is not None else 0.0 for c in consumers]
-            if spec.params.get("fps", None) == 0 and all(r > 0 for r in rates):
-                spec.params["fps"] = max(rates)
-            sizes = [(c.window.width, c.window.height) if c.window is not None else (0, 0) for c in consumers]
-            if "min_size" in spec.params and spec.params["min_size"] is None and all(w and h for w, h in sizes):
-                spec.params["min_size"] = [max(w for w, _ in sizes), max(h for _, h in sizes)]
+            windows = [self.nodes[e.dst].window for e in out]
+            user_frames = bool(spec.params.get("fps")) or spec.params.get("min_size") is not None
+            if not user_frames:
+                for edge, window in zip(out, windows, strict=True):
+                    if window is not None:
+                        edge.fit = MediaFit(window.width, window.height, window.fps, window.sample_rate)
+            if user_frames or spec.type_id != SOURCE_TYPE:
+                self.pace_params(spec, windows)
+            self.set_sample_rate(nid, out, windows)
             given: set[str] = getattr(self.validated.get(nid), "model_fields_set", set())
             if spec.params.get("realtime") is False and nid not in live and "audio_chunk_s" not in given:
                 # as fast as possible, nobody waits for a chunk: fewer, larger messages cost less CPU
                 spec.params["audio_chunk_s"] = 0.25
+
+    @staticmethod
+    def pace_params(spec: NodeSpec, windows: list[WindowRequirement | None]) -> None:
+        """Without fits: the highest rate the windows sample, frames covering the largest size."""
+        rates = [w.fps if w is not None else 0.0 for w in windows]
+        if spec.params.get("fps", None) == 0 and all(r > 0 for r in rates):
+            spec.params["fps"] = max(rates)
+        sizes = [(w.width, w.height) if w is not None else (0, 0) for w in windows]
+        if "min_size" in spec.params and spec.params["min_size"] is None and all(w and h for w, h in sizes):
+            spec.params["min_size"] = [max(w for w, _ in sizes), max(h for _, h in sizes)]
+
+    def set_sample_rate(self, nid: str, out: list[EdgeSpec], windows: list[WindowRequirement | None]) -> None:
+        """A source left at its default rate delivers the rate its windows' models take.
+
+        A stream is resampled once, by the source, to one rate: consumers that disagree are an error
+        (unless the user sets the rate, and the window nodes resample what does not fit).
+        """
+        given: set[str] = getattr(self.validated.get(nid), "model_fields_set", set())
+        if "sample_rate" not in self.nodes[nid].params or "sample_rate" in given:
+            return
+        wants = {e.dst: w.sample_rate for e, w in zip(out, windows, strict=True) if w is not None and w.sample_rate}
+        if len(set(wants.values())) > 1:
+            listed = ", ".join(f"'{dst}' {rate} Hz" for dst, rate in wants.items())
+            where: Path_ = ("streams", nid) if nid in self.tree.get("streams", {}) else ("nodes", nid)
+            self.error(where, f"its window nodes take audio at different rates ({listed}); a stream is resampled "
+                              f"once, to one rate: give the models one rate, or set sample_rate here (the window "
+                              f"nodes then resample the others)")
+        elif wants:
+            self.nodes[nid].params["sample_rate"] = next(iter(wants.values()))
 
     def merge_window(self, nid: str, wants: list[tuple[str, WindowRequirement]]) -> WindowRequirement | None:
         params = self.validated[nid]

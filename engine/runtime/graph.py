@@ -84,7 +84,7 @@ class PipelineSpec:
             file=raw["file"],
             base_dir=raw["base_dir"],
             nodes=nodes,
-            edges=[EdgeSpec(**e) for e in raw["edges"]],
+            edges=[EdgeSpec.from_dict(e) for e in raw["edges"]],
             outputs=OutputsSpec(**raw["outputs"]),
             duration=raw["duration"],
             live_streams=raw["live_streams"],

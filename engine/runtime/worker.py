@@ -116,6 +116,7 @@ class NodeRunner:
             node_id=node.id, streams=tuple(node.streams), base_dir=Path(spec.base_dir), stop_event=stop,
             logger=logger, window=node.window, resume_after=resume,
             duration=spec.duration if node.is_source and node.id not in spec.live_streams else None,
+            output_fits=tuple(e.fit for e in spec.outputs_of(node.id)),
         )
         self.node: Node[Any] = cls(self.ctx, cls.Params.model_validate(node.params))
         self.inbox = Inbox()

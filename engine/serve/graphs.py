@@ -38,12 +38,17 @@ class Template:
         """The one-node graph of a serve stream's source, connected to this template's fan-in."""
         template_source = self.spec.nodes[self.source_id]
         params = dict(stream.params)
-        # What the compiler derived for the template's source from its consumers (frame rate and size).
+        # A stream's own frame rate or size wins over what its consumers take (the windows then resize).
+        own_frames = bool(params.get("fps")) or params.get("min_size") is not None
+        # What the compiler derived for the template's source from its consumers.
         for key in ("fps", "min_size"):
             if params.get(key) in (0, None) and template_source.params.get(key) not in (0, None):
                 params[key] = template_source.params[key]
+        if "sample_rate" not in stream.raw and "sample_rate" in template_source.params:
+            params["sample_rate"] = template_source.params["sample_rate"]
         node = NodeSpec(stream.id, template_source.type_id, params, stream.id, [stream.id], is_source=True)
-        edges = [EdgeSpec(stream.id, e.dst, e.kind, e.policy, e.size, e.endpoint, reader=i)
+        edges = [EdgeSpec(stream.id, e.dst, e.kind, e.policy, e.size, e.endpoint, reader=i,
+                          fit=None if own_frames else e.fit)
                  for i, e in enumerate(self.fan_in)]
         live = [stream.id] if any(is_live_uri(str(params.get(k) or "")) for k in ("uri", "video", "audio")) else []
         return PipelineSpec(self.spec.name, self.spec.file, str(base_dir), {stream.id: node}, edges,

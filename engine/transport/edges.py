@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from avstream.engine.items import AudioChunk, AVWindow, Item, VideoFrame
+from avstream.engine.items import NATIVE_FIT, AudioChunk, AVWindow, Item, MediaFit, VideoFrame
 from avstream.engine.transport.shm import FrameRing, RingReader
 from avstream.engine.transport.wire import decode, encode
 
@@ -42,7 +42,13 @@ class EdgeSpec:
     size: int = 8  # receiving queue capacity
     endpoint: str = ""  # filled by the supervisor (the receiver binds it)
     reader: int = 0  # index of this edge among the src node's frame readers
+    fit: MediaFit | None = None  # what the consumer takes from its source (window nodes); None: all as sent
 
+    @staticmethod
+    def from_dict(raw: dict[str, Any]) -> EdgeSpec:
+        """An edge from its ``asdict`` form (a compiled pipeline's JSON)."""
+        fit = raw.get("fit")
+        return EdgeSpec(**{**raw, "fit": MediaFit(**fit) if isinstance(fit, dict) else fit})
 
 
 DROPPABLE = (VideoFrame, AudioChunk, AVWindow)
@@ -71,25 +77,52 @@ class OutputPort:
         if use_shm and frame_edges:
             slots = sum(e.size + 2 * FRAME_HWM + 2 for e in frame_edges) + 2
             self.ring = FrameRing(ring_dir, node_id.replace("/", "_"), readers=len(edges), slots=slots)
+        # which of a fitted frame's images each edge takes, and its flag byte in the ring
+        self.frame_keys = [(e.fit or NATIVE_FIT).frame_key for e in edges]
+        self.readers = [e.reader for e in edges]
         self.sent = 0
 
     def send(self, item: Item) -> bool:
         """Send to every edge; waits under backpressure. False when the engine is stopping."""
+        if isinstance(item, VideoFrame) and item.fitted is not None:
+            return self._send_fitted(item, item.fitted)
         desc = None
         if isinstance(item, VideoFrame) and self.ring is not None:
             desc = self.ring.write(item.image)
         frames = encode(item, desc)
         for sock in self.sockets:
-            while True:
-                try:
-                    sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
-                    break
-                except zmq.Again:
-                    if self.stop.is_set():
-                        return False
-                    sock.poll(POLL_MS, zmq.POLLOUT)
+            if not self._push(sock, frames):
+                return False
         self.sent += 1
         return True
+
+    def _send_fitted(self, frame: VideoFrame, fitted: dict[str, np.ndarray]) -> bool:
+        """Each edge gets the image of its fit; each image goes into the ring once, flagged for the
+        readers that get it; an edge whose fit did not take this frame is sent nothing."""
+        groups: dict[int, tuple[np.ndarray, list[int]]] = {}
+        for i, key in enumerate(self.frame_keys):
+            image = fitted.get(key)
+            if image is not None:
+                groups.setdefault(id(image), (image, []))[1].append(i)
+        # the largest first: a ring that has to grow does so before the smaller images take slots
+        for image, edges in sorted(groups.values(), key=lambda g: -g[0].nbytes):
+            desc = self.ring.write(image, [self.readers[i] for i in edges]) if self.ring is not None else None
+            frames = encode(VideoFrame(frame.stream, frame.t, frame.wall, image), desc)
+            for i in edges:
+                if not self._push(self.sockets[i], frames):
+                    return False
+        self.sent += 1
+        return True
+
+    def _push(self, sock: zmq.Socket[Any], frames: list[Any]) -> bool:
+        while True:
+            try:
+                sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                if self.stop.is_set():
+                    return False
+                sock.poll(POLL_MS, zmq.POLLOUT)
 
     def close(self, linger_ms: int = 2000) -> None:
         for sock in self.sockets:

@@ -2,8 +2,9 @@
 
 A ring is one file in ``/dev/shm`` with a small header and ``slots`` equal slots. The writer copies a
 frame into a free slot and sends only a descriptor (ring name, slot, generation, shape) on the
-socket. Each reader (one per consuming edge) owns one flag byte per slot: the writer sets all the
-flags when it fills the slot, a reader clears its own flag when it releases the frame. Every byte has
+socket. Each reader (one per consuming edge) owns one flag byte per slot: the writer sets the flags
+of the readers it sends the frame to when it fills the slot, a reader clears its own flag when it
+releases the frame. Every byte has
 a single writer at a time, so no cross-process lock is needed.
 
 A slot is reused only when every reader's flag is clear, or when it has been held longer than
@@ -16,6 +17,7 @@ from __future__ import annotations
 import mmap
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +100,21 @@ class FrameRing:
             time.sleep(delay)
             delay = min(delay * 2, 0.005)
 
-    def write(self, image: np.ndarray) -> dict[str, Any]:
-        """Copy ``image`` into a slot and return its descriptor for the socket."""
+    def write(self, image: np.ndarray, readers: Sequence[int] | None = None) -> dict[str, Any]:
+        """Copy ``image`` into a slot and return its descriptor for the socket.
+
+        ``readers``: the readers that get this frame (default: all). Only their flags are set, so a
+        reader that is not sent the frame never holds its slot.
+        """
         image = np.ascontiguousarray(image)
         ring, slot = self.acquire(image.nbytes)
         ring.gens[slot] += 1
         ring.view(slot, image.shape, image.dtype.str)[...] = image
         ring.times[slot] = time.monotonic()
-        ring.flags[slot, :] = 1
+        if readers is None:
+            ring.flags[slot, :] = 1
+        else:
+            ring.flags[slot, list(readers)] = 1  # the slot was free: every other flag is clear
         return {
             "ring": ring.path.name, "slots": ring.slots, "readers": ring.readers, "slot_bytes": ring.slot_bytes,
             "slot": slot, "gen": int(ring.gens[slot]), "shape": list(image.shape), "dtype": image.dtype.str,
@@ -126,18 +135,25 @@ class RingReader:
         self.rings: dict[str, _Mapped] = {}
         self.stale = 0
 
-    def _ring(self, desc: dict[str, Any]) -> _Mapped:
+    def _ring(self, desc: dict[str, Any]) -> _Mapped | None:
         name = str(desc["ring"])
         ring = self.rings.get(name)
         if ring is None:
-            ring = _Mapped(self.folder / name, int(desc["slots"]), int(desc["readers"]),
-                           int(desc["slot_bytes"]), create=False)
+            try:
+                ring = _Mapped(self.folder / name, int(desc["slots"]), int(desc["readers"]),
+                               int(desc["slot_bytes"]), create=False)
+            except FileNotFoundError:  # the writer grew past this ring before we mapped it
+                return None
             self.rings[name] = ring
         return ring
 
     def view(self, desc: dict[str, Any]) -> tuple[np.ndarray, int] | None:
-        """The frame as a numpy view and its slot, or None when the slot was reclaimed."""
+        """The frame as a numpy view and its slot, or None when the slot was reclaimed (or its ring
+        replaced by a larger one before this reader first mapped it)."""
         ring = self._ring(desc)
+        if ring is None:
+            self.stale += 1
+            return None
         slot = int(desc["slot"])
         if int(ring.gens[slot]) != int(desc["gen"]):
             self.stale += 1
@@ -153,5 +169,5 @@ class RingReader:
         """Clear this reader's flag on the descriptor's slot (unless it was reclaimed meanwhile)."""
         ring = self._ring(desc)
         slot = int(desc["slot"])
-        if int(ring.gens[slot]) == int(desc["gen"]):
+        if ring is not None and int(ring.gens[slot]) == int(desc["gen"]):
             ring.flags[slot, self.reader] = 0

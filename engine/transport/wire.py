@@ -28,6 +28,7 @@ from avstream.engine.items import (
 _TYPES: dict[str, type[Any]] = {
     cls.__name__: cls for cls in (StreamInfo, VideoFrame, AudioChunk, AVWindow, Result, Event, EndOfStream)
 }
+_LOCAL_FIELDS = ("release_hook", "fitted")  # meaningful in the producing process only
 _ARRAY_FIELDS = {"VideoFrame": ("image",), "AudioChunk": ("samples",), "AVWindow": ("frames", "audio")}
 
 
@@ -39,7 +40,7 @@ def encode(item: Item, shm_desc: dict[str, Any] | None = None) -> list[Any]:
     arrays: list[dict[str, Any]] = []
     array_fields = _ARRAY_FIELDS.get(name, ())
     for f in fields(item):
-        if f.name == "release_hook":
+        if f.name in _LOCAL_FIELDS:
             continue
         value = getattr(item, f.name)
         if f.name in array_fields:

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from avstream.engine.capture.fit import frame_fits
 from avstream.engine.errors import ConfigError
+from avstream.engine.items import MediaFit
 from avstream.engine.runtime.config import Overrides, load_pipeline
+from avstream.engine.runtime.graph import PipelineSpec
 from tests.conftest import run_cli
 
 GOOD = """\
@@ -168,15 +171,54 @@ def test_publish_endpoint_must_be_a_zeromq_endpoint(tmp_path: Path) -> None:
                    "(e.g. tcp://127.0.0.1:5560 or ipc:///tmp/avstream.sock)"]
 
 
-def test_sources_are_paced_to_what_their_windows_use(tmp_path: Path) -> None:
-    spec = load_pipeline(str(write(tmp_path, GOOD)))
+def test_sources_are_told_what_each_window_takes() -> None:
+    spec = load_pipeline("monitor", Overrides(input_uri="synthetic://scene?seed=1&duration=3",
+                                              sets=["streams.cam0.realtime=false"]))
+    fits = {e.dst: e.fit for e in spec.edges if e.src == "cam0"}
+    assert fits == {"w_highlight": MediaFit(64, 64, 4.0, 16000), "w_violence": MediaFit(112, 112, 8.0, 16000),
+                    "w_localization": MediaFit(112, 112, 4.0, 16000), "w_captions": MediaFit(64, 64, 2.0, 16000)}
+    for dst, fit in fits.items():  # exactly what each window node resolved from its model
+        w = spec.nodes[dst].window
+        assert w is not None and fit == MediaFit(w.width, w.height, w.fps, w.sample_rate)
     src = spec.nodes["cam0"].params
-    window = spec.nodes["window"].window
-    assert window is not None
-    assert src["fps"] == window.fps and src["min_size"] == [window.width, window.height]
-    assert src["audio_chunk_s"] == 0.25  # as fast as possible: larger chunks
+    # the source stays at its native rate and size: the reader makes each size, on each grid
+    assert (src["fps"], src["min_size"], src["sample_rate"], src["audio_chunk_s"]) == (0.0, None, 16000, 0.25)
+    assert {f.size for f in frame_fits(fits.values())} == {(112, 112), (64, 64)}
+    again = PipelineSpec.from_json(spec.to_json())  # what a worker reads
+    assert [e.fit for e in again.edges] == [e.fit for e in spec.edges]
+    assert all(e.fit is None for e in spec.edges if e.src != "cam0")  # only a source's edges carry fits
+
+
+def test_a_users_own_rate_or_size_wins_over_the_fits(tmp_path: Path) -> None:
     given = GOOD.replace("    realtime: false", "    realtime: false\n    fps: 12\n    min_size: [320, 180]\n    audio_chunk_s: 0.02")
-    src = load_pipeline(str(write(tmp_path, given, "given.yaml"))).nodes["cam0"].params
-    assert (src["fps"], src["min_size"], src["audio_chunk_s"]) == (12, [320, 180], 0.02)  # the user's own choice wins
+    spec = load_pipeline(str(write(tmp_path, given, "given.yaml")))
+    src = spec.nodes["cam0"].params
+    assert (src["fps"], src["min_size"], src["audio_chunk_s"]) == (12, [320, 180], 0.02)
+    assert spec.edges[0].fit is None  # the window node resizes (and counts it)
+    only_fps = GOOD.replace("    realtime: false", "    realtime: false\n    fps: 12")
+    spec = load_pipeline(str(write(tmp_path, only_fps, "fps.yaml")))
+    assert spec.nodes["cam0"].params["min_size"] == [64, 64] and spec.edges[0].fit is None  # paced as before
     live = load_pipeline(str(write(tmp_path, GOOD.replace("realtime: false", "realtime: true"), "rt.yaml")))
     assert live.nodes["cam0"].params["audio_chunk_s"] == 0.04
+
+
+def test_windows_wanting_different_sample_rates_from_one_stream(tmp_path: Path) -> None:
+    from avstream.exporters.testing import tiny_model
+
+    tiny_model(tmp_path / "tiny.onnx")  # 80 Hz audio
+    score = '  score:  {type: avstream/highlight@v1, inputs: [window], params: {model: "builtin:highlight"}}\n'
+    text = GOOD.replace(score, score + "  w_tiny: {type: avstream/av_window@v1, inputs: [cam0]}\n"
+                        "  tiny:   {type: avstream/onnx_encoder@v1, inputs: [w_tiny], params: {model: tiny.onnx}}\n")
+    path = write(tmp_path, text)
+    assert problems(path) == [f"{path}:4:3: streams.cam0: its window nodes take audio at different rates ('window' "
+                              "16000 Hz, 'w_tiny' 80 Hz); a stream is resampled once, to one rate: give the models "
+                              "one rate, or set sample_rate here (the window nodes then resample the others)"]
+    spec = load_pipeline(str(path), Overrides(sets=["streams.cam0.sample_rate=16000"]))
+    assert [e.fit.sample_rate for e in spec.edges if e.fit] == [16000, 80]  # the 80 Hz window resamples
+
+
+def test_graph_shows_what_each_edge_takes() -> None:
+    res = run_cli("graph", "monitor", "--input", "synthetic://scene?seed=1&duration=3")
+    assert res.returncode == 0, res.stderr
+    assert "video at native fps, frames made at 112x112, 64x64 (once each), audio 16000 Hz" in res.stdout
+    assert "cam0 -> w_localization  [media, drop_oldest, queue 8, shared memory + ipc, frames 112x112 @ 4 fps]" in res.stdout

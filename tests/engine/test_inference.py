@@ -95,8 +95,8 @@ def test_run_windows_matches_single_runs(model: Path) -> None:
         AVWindow("a", 0.0, 2.0, 10.0, rng.integers(0, 256, (4, 4, 6, 3), dtype=np.uint8),
                  rng.normal(size=160).astype(np.float32), 2.0, 80),
         AVWindow("b", 5.0, 7.0, 11.0, rng.integers(0, 256, (2, 4, 6, 3), dtype=np.uint8), None, 2.0, 80),
-        AVWindow("c", 1.0, 3.0, 12.0, rng.integers(0, 256, (4, 8, 12, 3), dtype=np.uint8),
-                 rng.normal(size=320).astype(np.float32), 2.0, 160),
+        AVWindow("c", 1.0, 3.0, 12.0, rng.integers(0, 256, (4, 4, 6, 3), dtype=np.uint8),
+                 rng.normal(size=320).astype(np.float32), 2.0, 80),
     ]
     batched = runner.run_windows(windows)
     single = [runner.run_windows([w])[0] for w in windows]
@@ -105,12 +105,24 @@ def test_run_windows_matches_single_runs(model: Path) -> None:
         np.testing.assert_allclose(b["activation"], s["activation"], rtol=1e-5)
     # short video: the first frame repeats in front, newest frame last
     fm = batched[1]["frame_mean"]
-    assert fm[0] == fm[1] == fm[2] and runner.resized == 2  # window c (batched and single) was resized
+    assert fm[0] == fm[1] == fm[2]
     short = runner.prepare_audio(np.ones(100, np.float32))
     assert short is not None and short.tolist()[:60] == [0.0] * 60
 
 
-def test_prepare_rgb_and_resample(tmp_path: Path) -> None:
+def test_windows_that_do_not_fit_the_model_are_an_error(model: Path) -> None:
+    """The window node delivers the model's size and rate; the runner checks, it does not resize."""
+    runner = Runner.open(model, providers=["cpu"], threads=1, node_id="score")
+    big = AVWindow("cam9", 1.0, 3.0, 12.0, np.zeros((4, 8, 12, 3), np.uint8), None, 2.0, 80)
+    with pytest.raises(ModelError, match=r"score: .*takes frames of 6x4 BGR, a window of stream 'cam9' has frames "
+                                         r"of shape \[8, 12, 3\]"):
+        runner.run_windows([big])
+    fast = AVWindow("cam9", 1.0, 3.0, 12.0, None, np.zeros(320, np.float32), 0.0, 160)
+    with pytest.raises(ModelError, match="takes audio at 80 Hz, a window of stream 'cam9' has 160 Hz"):
+        runner.run_windows([fast])
+
+
+def test_prepare_rgb_and_audio(tmp_path: Path) -> None:
     from avstream.exporters.testing import contract_variant
 
     path = tiny_model(tmp_path / "rgb.onnx", contract_variant(inputs__video__pixel_format="rgb24"))
@@ -118,5 +130,5 @@ def test_prepare_rgb_and_resample(tmp_path: Path) -> None:
     video = np.zeros((1, 4, 4, 6, 3), np.uint8)
     video[..., 0] = 255  # blue in BGR
     assert runner.run(video, None)["activation"][0] == pytest.approx(85.0)
-    audio = runner.prepare_audio(np.ones(320, np.float32), sample_rate=160)
-    assert audio is not None and audio.shape == (160,) and np.allclose(audio, 1.0)
+    audio = runner.prepare_audio(np.ones(320, np.float32), sample_rate=80)
+    assert audio is not None and audio.shape == (160,) and np.allclose(audio, 1.0)  # the newest 2 s kept

@@ -64,3 +64,16 @@ def test_ring_grows_for_larger_frames(tmp_path: Path) -> None:
     assert got is not None and got[0].shape == (720, 1280, 3) and (got[0] == 5).all()
     ring.close()
     assert not list(tmp_path.glob("*.ring"))
+
+
+def test_a_reader_not_sent_a_frame_never_holds_its_slot(tmp_path: Path) -> None:
+    ring = FrameRing(tmp_path, "n", readers=3, slots=2, stale_after_s=0.2)
+    r0, r2 = RingReader(tmp_path, 0), RingReader(tmp_path, 2)
+    big = ring.write(frame(1, (8, 8, 3)), readers=[0, 2])  # reader 1 is not sent this one
+    assert ring.ring is not None and ring.ring.flags[big["slot"]].tolist() == [1, 0, 1]
+    small = ring.write(frame(2), readers=[1])
+    assert ring.ring.flags[small["slot"]].tolist() == [0, 1, 0]
+    r0.release(big)
+    r2.release(big)  # its readers are done: the slot is free, whatever reader 1 does
+    again = ring.write(frame(3), readers=[1])
+    assert again["slot"] == big["slot"] and ring.full_waits == 0 and ring.stale_reclaims == 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
-from avstream.engine.items import AudioChunk, EndOfStream, Event, VideoFrame
+from avstream.engine.items import NATIVE_FIT, AudioChunk, EndOfStream, Event, MediaFit, VideoFrame
 from avstream.engine.transport.edges import EdgeSpec, Inbox, InputPort, OutputPort
 from avstream.engine.transport.wire import decode, encode
 
@@ -100,5 +100,45 @@ def test_dropping_policies_count_drops_and_keep_the_newest(tmp_path: Path, polic
         f.release()
     stop.set()
     port.thread.join(2)
+    out.close(0)
+    ctx.destroy(linger=0)
+
+
+def test_each_edge_gets_the_image_of_its_fit_written_once_per_size(tmp_path: Path) -> None:
+    fast, slow = MediaFit(12, 10, 8.0, 16000), MediaFit(12, 10, 4.0, 16000)
+    edges = [EdgeSpec("src", f"w{i}", "media", "block", 8, endpoint=f"ipc://{tmp_path}/e{i}", reader=i, fit=fit)
+             for i, fit in enumerate([fast, slow, None])]
+    ctx: zmq.Context[Any] = zmq.Context()
+    stop = threading.Event()
+    inboxes = [Inbox() for _ in edges]
+    ports = [InputPort(ctx, e, box, tmp_path, stop) for e, box in zip(edges, inboxes, strict=True)]
+    assert all(p.ready.wait(5) for p in ports)
+    out = OutputPort(ctx, "src", edges, tmp_path, stop)
+    small, full = np.full((10, 12, 3), 1, np.uint8), np.full((40, 48, 3), 2, np.uint8)
+    # the 4 fps fit does not take this one: its edge is sent nothing and holds no slot
+    out.send(VideoFrame("s", 0.12, 0.0, small, fitted={fast.frame_key: small, NATIVE_FIT.frame_key: full}))
+    assert out.ring is not None and out.ring.ring is not None
+    flags = out.ring.ring.flags
+    assert sorted(map(tuple, flags[flags.any(axis=1)].tolist())) == [(0, 0, 1), (1, 0, 0)]
+    both = np.full((10, 12, 3), 3, np.uint8)
+    out.send(VideoFrame("s", 0.25, 0.0, both, fitted={fast.frame_key: both, slow.frame_key: both}))
+    assert sorted(map(tuple, flags[flags.any(axis=1)].tolist())) == [(0, 0, 1), (1, 0, 0), (1, 1, 0)]  # one slot
+    out.send(VideoFrame("s", 0.5, 0.0, full))  # a plain frame (a source without fits): every edge
+    out.send(EndOfStream("s"))
+    got: list[list[tuple[float, int, tuple[int, ...]]]] = []
+    for box in inboxes:
+        seen: list[tuple[float, int, tuple[int, ...]]] = []
+        while not isinstance(item := (box.get(5) or (0, None))[1], EndOfStream):
+            assert isinstance(item, VideoFrame)
+            seen.append((item.t, int(item.image[0, 0, 0]), item.image.shape))
+            item.release()
+        got.append(seen)
+    assert got[0] == [(0.12, 1, (10, 12, 3)), (0.25, 3, (10, 12, 3)), (0.5, 2, (40, 48, 3))]
+    assert got[1] == [(0.25, 3, (10, 12, 3)), (0.5, 2, (40, 48, 3))]
+    assert got[2] == [(0.12, 2, (40, 48, 3)), (0.5, 2, (40, 48, 3))]
+    assert not out.ring.ring.flags.any()  # every reader released what it was sent
+    stop.set()
+    for p in ports:
+        p.thread.join(2)
     out.close(0)
     ctx.destroy(linger=0)

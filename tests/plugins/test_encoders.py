@@ -156,7 +156,7 @@ def test_builtin_highlight_model(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     scores = []
     for i in range(4):
-        frames = rng.integers(0, 256, (8, 112, 112, 3), dtype=np.uint8)
+        frames = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
         audio = (0.1 * i * rng.normal(size=32000)).astype(np.float32)
         w = AVWindow("cam0", float(i), i + 2.0, 50.0 + i, frames, audio if i % 2 else None, 4.0, 16000)
         (res,) = results(node.process(w))

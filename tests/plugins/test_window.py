@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from avstream.engine.items import AudioChunk, AVWindow, Item, StreamInfo, VideoFrame
 from avstream.engine.node import NodeContext, WindowRequirement
@@ -81,6 +84,7 @@ def test_audio_resampled_to_the_model_rate() -> None:
         out += node.process(AudioChunk("s", t, t, np.full(160, 0.5, np.float32), 8000))
     assert out and isinstance(out[0], AVWindow) and out[0].audio is not None
     assert out[0].audio.shape == (32000,) and abs(float(out[0].audio.mean()) - 0.5) < 1e-3
+    assert node.ctx.counters["resampled"] == 150  # a source that fits audio sends the model's rate
 
 
 def test_windows_inside_a_gap_are_skipped() -> None:
@@ -94,3 +98,48 @@ def test_windows_inside_a_gap_are_skipped() -> None:
     assert not [t for t in starts if 4.0 <= t and t + 2.0 <= 20.0]  # nothing made of the hole alone
     assert 20.0 in starts
     assert node.ctx.counters["gap_windows_skipped"] > 10
+
+
+def test_frames_that_fit_are_kept_as_they_come() -> None:
+    node = make_node()
+    node.process(StreamInfo("s", has_video=True, has_audio=False))
+    out: list[Item] = []
+    for k in range(13):  # 3 s on the 4 fps grid, at the model's size: what a fitting source sends
+        image = np.full((12, 16, 3), k, np.uint8)
+        out += node.process(VideoFrame("s", k / 4, 0.0, image))
+    wins = [w for w in out if isinstance(w, AVWindow)]
+    assert wins and wins[0].frames is not None and [int(f[0, 0, 0]) for f in wins[0].frames] == list(range(8))
+    assert "resized" not in node.ctx.counters and "resampled" not in node.ctx.counters
+
+
+def test_a_source_that_does_not_fit_is_fitted_here_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    node = make_node()
+    with caplog.at_level(logging.WARNING):
+        wins = feed(node, 3.0)  # 48x36 frames at 25 fps
+    assert wins[0].frames is not None and wins[0].frames.shape == (8, 12, 16, 3)
+    assert node.ctx.counters["resized"] == 12  # only the frames on the 4 fps grid (0 .. 2.75 s)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["window: stream 's': frames come at 48x36, the model takes 16x12: resizing them here "
+                        "(counted as 'resized')"]
+
+
+def test_the_window_node_does_not_load_opencv() -> None:
+    code = (
+        "import sys, logging, threading; from pathlib import Path; import numpy as np\n"
+        "from avstream.engine.runtime.registry import load_registry\n"
+        "from avstream.engine.items import VideoFrame, AudioChunk, StreamInfo\n"
+        "from avstream.engine.node import NodeContext, WindowRequirement\n"
+        "cls = load_registry().get('avstream/av_window@v1')\n"
+        "req = WindowRequirement(seconds=2.0, hop=1.0, fps=4.0, frames=8, height=12, width=16, sample_rate=16000,"
+        " audio_samples=32000)\n"
+        "node = cls(NodeContext('w', ('s',), Path('.'), threading.Event(), logging.getLogger('t'), window=req),"
+        " cls.Params())\n"
+        "node.process(StreamInfo('s', True, True))\n"
+        "wins = [w for k in range(12) for w in [*node.process(VideoFrame('s', k / 4, 0.0, np.zeros((12, 16, 3), np.uint8))),"
+        " *node.process(AudioChunk('s', k / 4, 0.0, np.zeros(4000, np.float32), 16000))]]\n"
+        "assert wins, 'no window'\n"
+        "print('cv2' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"

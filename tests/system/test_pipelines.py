@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,32 @@ def test_run_without_an_inference_runtime_names_the_extra(tmp_path: Path) -> Non
     res = run_cli("run", "highlight", "--duration", "1", "--quiet", env={"PYTHONPATH": str(tmp_path)})
     assert res.returncode == 2
     assert "pip install 'avstream[cpu]'" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
+def test_monitor_windows_get_their_models_frames_without_resizing(tmp_path: Path, port: int) -> None:
+    """Four windows of three sizes and four rates on one file source with 48 kHz stereo audio: the source
+    makes each size once, no window resizes or resamples, every model gets its shapes (the runner
+    would fail on any other)."""
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi",
+                    "-i", "sine=frequency=300:sample_rate=48000", "-t", "6", "-ac", "2", "-c:v", "libx264",
+                    "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(clip)], check=True, timeout=60)
+    status = tmp_path / "status.jsonl"
+    res = run_cli("run", "monitor", "--input", str(clip), "--set", "streams.cam0.realtime=false", "--jsonl", "-",
+                  "--quiet", "--publish", f"tcp://127.0.0.1:{port}", "--status-json", str(status), timeout=150)
+    assert res.returncode == 0, res.stderr
+    assert kinds_of(res.stdout) == EXPECTED["monitor"]
+    assert "resizing" not in res.stderr and "resampling" not in res.stderr
+    final = json.loads(status.read_text().splitlines()[-1])
+    nodes = {n["id"]: n for n in final["nodes"]}
+    assert nodes["cam0"]["extra"]["frames_made"] == {"112x112": 48, "64x64": 24}  # 6 s at 8 and at 4 fps
+    frames_in = {}
+    for name in ("w_highlight", "w_violence", "w_localization", "w_captions"):
+        counters = nodes[name]["counters"]
+        assert "resized" not in counters and "resampled" not in counters, (name, counters)
+        frames_in[name] = nodes[name]["items_in"]
+    # each window is sent only its own grid's frames (plus the same audio and stream markers)
+    audio_and_markers = frames_in["w_violence"] - 48
+    assert {k: v - audio_and_markers for k, v in frames_in.items()} == {
+        "w_highlight": 24, "w_violence": 48, "w_localization": 24, "w_captions": 12}
