@@ -140,7 +140,7 @@ class SkipPlanner:
         self._gop = -1
         self._eof = False
         self._last_released_dropped = False
-        self._in_tail = False  # the last packet released was one of a GOP tail not decoded
+        self._undrained = False  # video sent to the decoder since it was last drained
         self.demuxed_t = 0.0  # media time of the latest video packet demuxed, decoded or not
         # frames expected out of the decoder: pts -> kind, and a heap of those pts
         self._expected: dict[int, int] = {}
@@ -269,10 +269,10 @@ class SkipPlanner:
             if e.key and e.gop - 1 in self._gops:
                 self._gops[e.gop - 1].tail_dropped = self._last_released_dropped
                 self._gops.pop(e.gop - 2, None)  # no held packet looks that far back
-            tail = action == DROP and not e.leading
-            if tail and not self._in_tail:
+            if action == DROP and not e.leading and self._undrained:
                 action = DRAIN
-            self._last_released_dropped, self._in_tail = action in (DROP, DRAIN), tail
+            self._last_released_dropped = action in (DROP, DRAIN)
+            self._undrained = action != DRAIN and (self._undrained or not self._last_released_dropped)
             if self._last_released_dropped:
                 self.count("packets_dropped", 1.0)
             elif e.pts is not None and not e.discard and self.active:
