@@ -198,8 +198,8 @@ def _source_decoding(params: dict[str, Any], base_dir: str) -> str:
     """How a source node decodes its video (skip mode, sampled rate, decoder threading)."""
     from pathlib import Path
 
+    from avstream.engine.capture.describe import describe
     from avstream.engine.capture.schemes import resolve_file
-    from avstream.engine.capture.skipping import describe
 
     uri = params.get("video") or params.get("uri")
     if not uri:
