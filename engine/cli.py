@@ -209,8 +209,8 @@ def _source_decoding(params: dict[str, Any], base_dir: str, fit_rates: list[floa
     keeps is its own ``fps`` or, when its consumers each took a grid (``fit_rates``), the fastest."""
     from pathlib import Path
 
+    from avstream.engine.capture.describe import describe
     from avstream.engine.capture.schemes import resolve_file
-    from avstream.engine.capture.skipping import describe
 
     uri = params.get("video") or params.get("uri")
     if not uri:

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from pydantic import Field, model_validator
 
@@ -29,6 +29,7 @@ from avstream.engine.capture.fit import FrameFitter, frame_fits
 from avstream.engine.capture.live import LiveReader, WallClock
 from avstream.engine.capture.schemes import check_uri, open_reader, resolve_file, uri_scheme
 from avstream.engine.capture.settings import LiveSettings
+from avstream.engine.capture.skipping import SkipMode, ThreadingMode
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Event, Item, StreamInfo, VideoFrame
 from avstream.engine.node import CheckContext, Params, SourceNode
@@ -77,7 +78,7 @@ class InputParams(Params):
         default_factory=dict,
         description="FFmpeg options for file and network inputs (e.g. {probesize: '500000'}); override the defaults.",
     )
-    skip: Literal["auto", "nonref", "keyframes", "none"] = Field(
+    skip: SkipMode = Field(
         default="auto",
         description="Video decoding when `fps` keeps fewer frames than the input has. auto: lossless, frames "
         "no kept frame depends on are not decoded (non-reference frames skipped, GOP tails after the last kept "
@@ -85,7 +86,7 @@ class InputParams(Params):
         "only; keyframes: approximate, key frames only (the first at or after each sample time; files and live "
         "inputs); none: decode every frame. Live inputs decode every frame unless keyframes.",
     )
-    decode_threading: Literal["auto", "frame", "slice"] = Field(
+    decode_threading: ThreadingMode = Field(
         default="auto",
         description="Video decoder threading. frame: several frames at once, the most throughput, (threads - 1) "
         "frames of delay; slice: parts of one frame at once, no delay, but one core for streams coded with one "

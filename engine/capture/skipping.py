@@ -10,7 +10,8 @@ decode it (``skip``):
   frame may be kept is sent with ``DEFAULT``. Packets after the last needed frame of a GOP (in
   decode order) up to the next key frame are not decoded at all, unless the next GOP's leading
   pictures (open GOP: decoded after its key frame, shown before it, referencing this GOP) are
-  needed. The frames delivered are exactly those of a full decode.
+  needed, or (H.264, HEVC) the next key frame is not an IDR. The frames delivered are exactly
+  those of a full decode.
 - ``nonref``: the same without dropping GOP tails.
 - ``keyframes`` (approximate): ``skip_frame = NONKEY``; the gate keeps the first key frame at or
   after each grid point.
@@ -18,7 +19,7 @@ decode it (``skip``):
 
 Exactness for files: decode timestamps never decrease and a packet's pts is at least its dts, so
 once a packet with dts D is demuxed, every frame with pts below D has been demuxed too. The planner
-holds packets (audio too, so the interleaving is unchanged) until the pts of each held video packet
+holds packets (audio too, so their interleaving is unchanged) until the pts of each held video packet
 is below the latest dts (or the input ended), runs a copy of the gate over those times in
 presentation order (the decoder's output order) and then releases them. The held packets are
 bounded (:data:`LOOKAHEAD_S` of video); past that the oldest is decoded without dropping.
@@ -41,15 +42,13 @@ MPEG-TS/RTSP), otherwise frame threading. ``decode_threading: frame|slice`` over
 from __future__ import annotations
 
 import heapq
-import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
-from avstream.engine.capture.base import FpsGate
+from avstream.engine.capture.base import log
 
-log = logging.getLogger("avstream.capture")
 
 class RateGate(Protocol):
     """What the planner simulates: FpsGate, or the source's gate followed by its consumers'."""
@@ -57,10 +56,10 @@ class RateGate(Protocol):
     def keep(self, t: float) -> bool: ...
 
 
-SkipMode = Literal["auto", "nonref", "keyframes", "none"]
-ThreadingMode = Literal["auto", "frame", "slice"]
-SKIP_MODES: tuple[str, ...] = ("auto", "nonref", "keyframes", "none")
-THREADING_MODES: tuple[str, ...] = ("auto", "frame", "slice")
+SkipMode = Literal["auto", "nonref", "keyframes", "none"]  # the source param ``skip``
+ThreadingMode = Literal["auto", "frame", "slice"]  # the source param ``decode_threading``
+SKIP_MODES: tuple[str, ...] = get_args(SkipMode)
+THREADING_MODES: tuple[str, ...] = get_args(ThreadingMode)
 
 # Decoders whose skip_frame is read per packet and skips exactly the non-reference frames; the
 # bit-identical tests cover them (others decode every frame).
@@ -119,9 +118,10 @@ class SkipPlanner:
 
     ``plan(packets)`` yields ``(packet, action)`` in demux order: ``action`` is the ``skip_frame``
     to set before decoding a video packet, :data:`DROP` for one not to decode (:data:`DRAIN`: and
-    drain the decoder), or None (audio, the end-of-input flush). ``decoded(pts)`` is told every video frame that comes out of the decoder;
-    ``close()`` counts what the decoder still had. ``time_of(packet)`` is the media time the
-    timeline gives the packet's frame; ``gate`` (a fresh gate of the source's rate) is simulated.
+    drain the decoder), or None (audio, the end-of-input flush). ``decoded(pts)`` is told every
+    video frame that comes out of the decoder; ``close()`` counts what the decoder did not put out.
+    ``time_of(packet)`` is the media time the timeline gives the packet's frame (None: unknown);
+    ``gate`` (a fresh gate of the source's rate) is simulated.
     """
 
     def __init__(self, mode: str, video: Any, gate: RateGate, time_of: Callable[[Any], float | None], *,
@@ -146,7 +146,7 @@ class SkipPlanner:
         self._gop = -1
         self._eof = False
         self._last_released_dropped = False
-        self._in_tail = False  # the last packet released was one of a GOP tail not decoded
+        self._undrained = False  # video sent to the decoder since it was last drained
         self.demuxed_t = 0.0  # media time of the latest video packet demuxed, decoded or not
         # frames expected out of the decoder: pts -> kind, and a heap of those pts
         self._expected: dict[int, int] = {}
@@ -275,10 +275,10 @@ class SkipPlanner:
             if e.key and e.gop - 1 in self._gops:
                 self._gops[e.gop - 1].tail_dropped = self._last_released_dropped
                 self._gops.pop(e.gop - 2, None)  # no held packet looks that far back
-            tail = action == DROP and not e.leading
-            if tail and not self._in_tail:
+            if action == DROP and not e.leading and self._undrained:
                 action = DRAIN
-            self._last_released_dropped, self._in_tail = action in (DROP, DRAIN), tail
+            self._last_released_dropped = action in (DROP, DRAIN)
+            self._undrained = action != DRAIN and (self._undrained or not self._last_released_dropped)
             if self._last_released_dropped:
                 self.count("packets_dropped", 1.0)
             elif e.pts is not None and not e.discard and self.active:
@@ -435,70 +435,3 @@ def set_threading(video: Any, thread_type: str) -> str:
         return "slice"
     video.thread_type = thread_type
     return thread_type.lower()
-
-
-# --------------------------------------------------------------------------------------------------
-# the graph command's description
-
-
-def describe(uri: str, *, fps: float, skip: str, threading: str, options: dict[str, str] | None = None) -> str:
-    """How a source decodes its video, for ``avstream graph``; a file is opened and its first packet read."""
-    from avstream.engine.capture.base import DEVICE_SCHEMES, LIVE_SCHEMES
-    from avstream.engine.capture.schemes import uri_scheme
-
-    scheme = uri_scheme(uri)
-    if scheme in ("sample", "synthetic"):
-        return "decode: none (generated frames)"
-    if scheme in LIVE_SCHEMES:
-        skip_text = "key frames only (approximate)" if skip == "keyframes" else "every frame (live)"
-        if threading != "auto":
-            thread_text = f"{threading} threading"
-        elif scheme in DEVICE_SCHEMES:
-            thread_text = "frame threading unless the camera's frames have several slices"
-        else:
-            thread_text = "slice threading if the first frame has several slices, else frame threading"
-        return f"decode: {skip_text}; {thread_text} ({_FRAME_DELAY})"
-    probe = _probe_file(uri, options)
-    if isinstance(probe, str):
-        return f"decode: cannot probe the file ({probe})"
-    codec, native, slices = probe
-    if not codec:
-        return "decode: no video track"
-    subsampling = fps > 0 and not FpsGate(fps, native).off
-    mode = planned_mode(skip, live=False, codec=codec, subsampling=subsampling)
-    rate = f"{codec}, keeps {min(fps, native) if native else fps:g} of {native:g} fps" if subsampling \
-        else f"{codec}, every frame of {native:g} fps"
-    skip_text = {
-        "auto": "skip auto (lossless: non-reference frames skipped, GOP tails not decoded)",
-        "nonref": "skip nonref (lossless: non-reference frames skipped)",
-        "keyframes": "skip keyframes (approximate: key frames only)",
-        "none": "skip none" if skip == "none" or not subsampling else f"skip {skip} does not apply to {codec}",
-    }[mode]
-    kind = thread_type_for(threading, live=False, slices=slices).lower()
-    return f"decode: {rate}; {skip_text}; {kind} threading ({slices} slice{'s' * (slices != 1)} per frame)"
-
-
-_FRAME_DELAY = "frame threading: (threads - 1) frames of delay"
-
-
-def _probe_file(uri: str, options: dict[str, str] | None) -> tuple[str, float, int] | str:
-    """(codec, native rate, slices in the first packet) of a file's first video track, or why not."""
-    import av
-
-    from avstream.engine.capture.base import file_path
-    from avstream.engine.capture.decode import native_rate
-
-    try:
-        with av.open(file_path(uri), options=dict(options or {})) as c:
-            if not c.streams.video:
-                return "", 0.0, 0
-            vs = c.streams.video[0]
-            codec = vs.codec_context.name
-            slices = 0
-            for packet in c.demux(vs):
-                if packet.size:
-                    slices = slices_in(bytes(packet), codec, vs.codec_context.extradata)
-                    break
-            return codec, native_rate(vs), slices
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        return " ".join(str(getattr(exc, "strerror", None) or exc).split())

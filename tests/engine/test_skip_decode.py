@@ -370,25 +370,31 @@ def test_slices_per_frame_are_counted_in_the_first_packet(tmp_path: Path, ext: s
             assert resets_order(data, name, extra)  # the first key frame is an IDR
 
 
-def test_a_live_stream_with_several_slices_per_frame_gets_slice_threading(tmp_path: Path) -> None:
+def test_live_threading_follows_the_slices_per_frame_and_keyframes_mode_works_live(tmp_path: Path) -> None:
     from avstream.engine.capture.network import NetworkReader
     from tests.live.servers import ffmpeg_server, sync_inputs
 
-    for params, want in (("slices=4", "slice"), ("sliced-threads=0:slices=1", "frame")):
+    for params, want, skip in (("slices=4", "slice", "auto"), ("sliced-threads=0:slices=1", "frame", "keyframes")):
         encode = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-x264-params", params,
                   "-g", "25", "-pix_fmt", "yuv420p", "-an"]
         server, url = ffmpeg_server("tcp", tmp_path, inputs=sync_inputs()[:5], encode=encode)
         server.start()
         try:
-            reader = NetworkReader(url, stream="s", audio=False, fps=5.0, live=None)
-            frames = 0
+            reader = NetworkReader(url, stream="s", audio=False, fps=5.0, skip=skip)
+            times: list[float] = []
             for item in reader.read():
-                frames += isinstance(item, VideoFrame)
-                if frames >= 3:
-                    break
+                if isinstance(item, VideoFrame):
+                    times.append(item.t)
+                    if len(times) >= 3:
+                        break
             reader.close()
             assert reader.decode_threading == want
             assert reader.stats()["decode_threading"] == want
+            if skip == "keyframes":  # one key frame a second (-g 25): only those come
+                assert min(np.diff(times)) > 0.9, times
+                assert reader.counters["frames_skipped"] >= 40
+            else:
+                assert max(np.diff(times)) < 0.5, times
         finally:
             server.stop()
 
