@@ -114,7 +114,7 @@ class NodeRunner:
         logger = logging.getLogger(f"avstream.node.{node.id}")
         self.ctx = NodeContext(
             node_id=node.id, streams=tuple(node.streams), base_dir=Path(spec.base_dir), stop_event=stop,
-            logger=logger, window=node.window, resume_after=resume,
+            logger=logger, window=node.window, resume_after=resume, cpu_consumers=max(1, spec.cpu_consumers),
             duration=spec.duration if node.is_source and node.id not in spec.live_streams else None,
         )
         self.node: Node[Any] = cls(self.ctx, cls.Params.model_validate(node.params))
