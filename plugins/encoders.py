@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 
 from avstream.engine.errors import AvstreamError, ModelError
 from avstream.engine.inference.contract import ModelContract, resolve_model
-from avstream.engine.inference.runners import PROVIDERS, Runner, import_onnxruntime, load_contract
+from avstream.engine.inference.runners import PROVIDERS, Runner, load_contract, require_onnxruntime
 from avstream.engine.inference.threads import (
     AUTO,
     Spin,
@@ -207,7 +207,7 @@ class ModelNode(Node[MP]):
 
     @classmethod
     def preflight(cls, params: Any) -> None:
-        import_onnxruntime()  # names the extra to install when no runtime is there
+        require_onnxruntime()  # names the extra to install when no runtime is there
 
     @property
     def contract(self) -> ModelContract:

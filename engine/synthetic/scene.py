@@ -25,7 +25,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from avstream.engine.synthetic.audio import SOUND_CLASSES, Sound, design_sound, render
@@ -258,6 +257,8 @@ def generate_truth(cfg: SceneConfig) -> dict[str, Any]:
 
 def _background(seed: int, width: int, height: int) -> np.ndarray:
     """(_BG_VARIANTS, H, W, 3) uint8: a low-saturation texture with per-variant camera noise."""
+    import cv2  # only where scenes are drawn: a pipeline that reads a file never maps OpenCV
+
     rng = np.random.default_rng([seed, 1])
     base = np.zeros((height, width, 3), dtype=np.float32)
     for cells, amp in ((4, 30.0), (9, 15.0), (20, 6.0)):  # octaves of smooth noise
@@ -301,6 +302,8 @@ class Scene:
         """Frame ``index`` (t = index / fps) as a new C-contiguous (H, W, 3) uint8 BGR array."""
         if not 0 <= index < self.num_frames:
             raise IndexError(f"frame {index} outside the scene's {self.num_frames} frames")
+        import cv2
+
         w, h = self.cfg.width, self.cfg.height
         img = self._bg[self._variant[index % len(self._variant)]].copy()
         rec = self.truth["frames"][index]
