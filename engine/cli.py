@@ -158,7 +158,11 @@ def cmd_validate(pipeline: str, overrides: dict[str, Any]) -> int:
 
 
 def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
+    from avstream.engine.inference.threads import describe, plan_threads
+    from avstream.engine.runtime.registry import load_registry
+
     spec = _load(pipeline, overrides)
+    registry = load_registry()
     print(f"pipeline {spec.name} ({spec.file})")
     print("nodes:")
     for node in spec.nodes.values():
@@ -179,7 +183,15 @@ def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
         if node.window is not None:
             w = node.window
             extra = f"  window {w.seconds}s hop {w.hop}s, {w.frames} frames @ {w.fps} fps {w.width}x{w.height}, audio {w.sample_rate} Hz"
+        if registry.get(node.type_id).uses_cores and "threads" in node.params:
+            p = node.params  # what the node will ask ONNX Runtime for on this machine (a CPU provider)
+            plan = plan_threads(p["threads"], p.get("spin", "auto"), cpus=float(p.get("cpus") or 0.0),
+                                consumers=spec.cpu_consumers)
+            extra = f"  {describe(plan)}"
         print(f"  {node.id:<14} {node.type_id:<28} process={node.process}  streams={','.join(node.streams)}{extra}")
+        if node.is_source:
+            fit_rates = [e.fit.fps if e.fit is not None else 0.0 for e in spec.outputs_of(node.id)]
+            print(" " * 18 + _source_decoding(node.params, spec.base_dir, fit_rates))
     print("processes:")
     for name, nodes in spec.processes().items():
         print(f"  {name}: {', '.join(nodes)}")
@@ -199,6 +211,25 @@ def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
         print(f"  jsonl    {spec.outputs.jsonl}")
     print("  data/control: ipc:// sockets in a per-run folder, allocated at start")
     return 0
+
+
+def _source_decoding(params: dict[str, Any], base_dir: str, fit_rates: list[float]) -> str:
+    """How a source node decodes its video (skip mode, sampled rate, decoder threading); the rate it
+    keeps is its own ``fps`` or, when its consumers each took a grid (``fit_rates``), the fastest."""
+    from pathlib import Path
+
+    from avstream.engine.capture.describe import describe
+    from avstream.engine.capture.schemes import resolve_file
+
+    uri = params.get("video") or params.get("uri")
+    if not uri:
+        return "decode: no video input"
+    fps = float(params.get("fps") or 0.0)
+    if not fps and fit_rates and all(r > 0 for r in fit_rates):
+        fps = max(fit_rates)
+    return describe(resolve_file(str(uri), Path(base_dir)), fps=fps,
+                    skip=str(params.get("skip") or "auto"), threading=str(params.get("decode_threading") or "auto"),
+                    options={str(k): str(v) for k, v in (params.get("options") or {}).items()})
 
 
 def cmd_plugins() -> int:

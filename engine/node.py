@@ -82,6 +82,7 @@ class NodeContext:
     # sources: what each outgoing edge's consumer takes (in edge order; None: every frame as made);
     # a source that honours them sends VideoFrame.fitted (see avstream.engine.capture.fit)
     output_fits: tuple[MediaFit | None, ...] = ()
+    cpu_consumers: int = 1  # sources and model nodes of the graph, sharing the cores (engine/inference/threads.py)
     resume_after: dict[str, float] = field(default_factory=dict)  # per stream media time, after a restart
     duration: float | None = None  # media-time limit of sources (--duration)
     counters: dict[str, float] = field(default_factory=dict)  # exported in node status
@@ -110,6 +111,9 @@ class Node(Generic[P]):
     Params: ClassVar[type[Params]] = Params
     input_kinds: ClassVar[tuple[str, ...]] = ()  # accepted item kinds; empty for sources
     output_kind: ClassVar[str | None] = None
+    # A node whose work takes cores of its own (model inference): the compiler counts these and the
+    # sources as the graph's CPU consumers, among which such a node shares the cores.
+    uses_cores: ClassVar[bool] = False
 
     def __init__(self, ctx: NodeContext, params: P):
         self.ctx = ctx

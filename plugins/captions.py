@@ -264,7 +264,9 @@ class CaptionNode(ModelNode[CaptionParams]):
         assert self.runner is not None
         dec = resolve_decoder(enc, self.runner.contract, p.decoder, self.ctx.base_dir)
         spec = read_decoder_spec(dec)
-        session = create_session(dec, providers=p.providers, threads=p.threads, node_id=self.ctx.node_id)
+        plan = self.thread_plan()
+        session = create_session(dec, providers=p.providers, threads=plan.intra, spin=plan.spin,
+                                 node_id=self.ctx.node_id)
         self.captioner = ModelCaptioner(self.runner, session, spec, beam=p.beam, max_tokens=p.max_tokens,
                                         min_tokens=p.min_tokens, source=p.source)
         self.ctx.logger.info("%s: decoder %s (%d words), beam %d, a caption every %g s", self.ctx.node_id,

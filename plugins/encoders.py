@@ -19,11 +19,20 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from avstream.engine.errors import AvstreamError, ModelError
 from avstream.engine.inference.contract import ModelContract, resolve_model
-from avstream.engine.inference.runners import PROVIDERS, Runner, import_onnxruntime, load_contract
+from avstream.engine.inference.runners import PROVIDERS, Runner, load_contract, require_onnxruntime
+from avstream.engine.inference.threads import (
+    AUTO,
+    Spin,
+    ThreadPlan,
+    Threads,
+    check_threads,
+    describe,
+    plan_threads,
+)
 from avstream.engine.items import AV_WINDOW, RESULT, AVWindow, Item, Result
 from avstream.engine.node import CheckContext, Node, NodeContext, Params, WindowRequirement
 
@@ -134,9 +143,18 @@ class ModelParams(Params):
     providers: list[str] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS),
                                  description="execution providers in order of preference (tensorrt, cuda, "
                                              "cpu...); unavailable ones are skipped with a logged reason")
-    threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads (0: from the CPU budget `cpus`)")
-    cpus: float = Field(default=0.0, ge=0, description="CPU budget of this node in cores; sets the intra-op "
-                        "threads when `threads` is 0 (0: all CPUs the process may use, cgroup quota aware)")
+    threads: Threads = Field(default=AUTO, description="ONNX Runtime intra-op threads: a number >= 1, or auto "
+                             "(the node's share of the cores: `cpus`, else the cores the process may use divided "
+                             "among the graph's sources and model nodes)")
+    spin: Spin = Field(default=AUTO, description="let idle ONNX Runtime pool threads busy-wait (true/false); auto: "
+                       "only when the node has more than one thread, all within its share of the cores")
+    cpus: float = Field(default=0.0, ge=0, description="CPU budget of this node in cores, for threads: auto "
+                        "(0: an equal share of the cores the process may use, cgroup quota aware)")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _whole_threads(cls, value: Any) -> Threads:
+        return check_threads(value)
     max_batch: int = Field(default=1, ge=1, le=1024, description="batch windows of all streams up to this many "
                            "per model call (1: no batching); also the TensorRT profile's largest batch")
     max_wait_ms: float = Field(default=10.0, ge=0, le=10_000, description="how long a batch waits for more "
@@ -161,6 +179,7 @@ class ModelNode(Node[MP]):
     input_kinds: ClassVar[tuple[str, ...]] = (AV_WINDOW,)
     output_kind: ClassVar[str | None] = RESULT
     required_outputs: ClassVar[tuple[str, ...]] = ()
+    uses_cores: ClassVar[bool] = True
 
     def __init__(self, ctx: NodeContext, params: MP):
         super().__init__(ctx, params)
@@ -188,7 +207,7 @@ class ModelNode(Node[MP]):
 
     @classmethod
     def preflight(cls, params: Any) -> None:
-        import_onnxruntime()  # names the extra to install when no runtime is there
+        require_onnxruntime()  # names the extra to install when no runtime is there
 
     @property
     def contract(self) -> ModelContract:
@@ -196,12 +215,19 @@ class ModelNode(Node[MP]):
             raise AvstreamError(f"{self.ctx.node_id}: model not loaded (on_start not called)")
         return self.runner.contract
 
+    def thread_plan(self) -> ThreadPlan:
+        """ONNX Runtime threads and spinning from the params and the graph's CPU consumers."""
+        p = self.params
+        return plan_threads(p.threads, p.spin, cpus=p.cpus, consumers=self.ctx.cpu_consumers)
+
     def on_start(self) -> None:
         p = self.params
         self.path = resolve_model(p.model, self.ctx.base_dir)
+        plan = self.thread_plan()
+        self.ctx.logger.info("%s: %s", self.ctx.node_id, describe(plan))
         # warmed up at batch 1 and max_batch before the node reports ready
-        self.runner = Runner.open(self.path, providers=p.providers, threads=p.threads, node_id=self.ctx.node_id,
-                                  cpus=p.cpus, precision=p.precision, max_batch=p.max_batch,
+        self.runner = Runner.open(self.path, providers=p.providers, threads=plan.intra, spin=plan.spin,
+                                  node_id=self.ctx.node_id, precision=p.precision, max_batch=p.max_batch,
                                   device_id=p.device_id, backend=p.backend, engine_cache=p.engine_cache)
         missing = [o for o in self.required_outputs if o not in self.runner.contract.outputs]
         if missing:

@@ -29,6 +29,7 @@ from avstream.engine.capture.fit import FrameFitter, frame_fits
 from avstream.engine.capture.live import LiveReader, WallClock
 from avstream.engine.capture.schemes import check_uri, open_reader, resolve_file, uri_scheme
 from avstream.engine.capture.settings import LiveSettings
+from avstream.engine.capture.skipping import SkipMode, ThreadingMode
 from avstream.engine.errors import SourceError
 from avstream.engine.items import AudioChunk, Event, Item, StreamInfo, VideoFrame
 from avstream.engine.node import CheckContext, Params, SourceNode
@@ -76,6 +77,21 @@ class InputParams(Params):
     options: dict[str, str] = Field(
         default_factory=dict,
         description="FFmpeg options for file and network inputs (e.g. {probesize: '500000'}); override the defaults.",
+    )
+    skip: SkipMode = Field(
+        default="auto",
+        description="Video decoding when `fps` keeps fewer frames than the input has. auto: lossless, frames "
+        "no kept frame depends on are not decoded (non-reference frames skipped, GOP tails after the last kept "
+        "frame not decoded; files in H.264, HEVC, MPEG-2 or MPEG-4); nonref: lossless, non-reference frames "
+        "only; keyframes: approximate, key frames only (the first at or after each sample time; files and live "
+        "inputs); none: decode every frame. Live inputs decode every frame unless keyframes.",
+    )
+    decode_threading: ThreadingMode = Field(
+        default="auto",
+        description="Video decoder threading. frame: several frames at once, the most throughput, (threads - 1) "
+        "frames of delay; slice: parts of one frame at once, no delay, but one core for streams coded with one "
+        "slice per frame. auto: frame for files; for live inputs slice when the stream has several slices per "
+        "frame, else frame.",
     )
 
 
@@ -126,7 +142,7 @@ class FileSource(SourceNode[SourceParams]):
 
     def _open(self, uri: str, video: bool, audio: bool) -> MediaReader:
         p = self.params
-        return open_reader(
+        reader = open_reader(
             resolve_file(uri, self.ctx.base_dir),
             stream=self.ctx.streams[0],
             video=video,
@@ -137,8 +153,13 @@ class FileSource(SourceNode[SourceParams]):
             options=p.options or None,
             live=p,  # the params are LiveSettings
             min_size=p.min_size,
+            skip=p.skip,
+            threading=p.decode_threading,
             fitter=self.fitter if video else None,
         )
+        if not getattr(reader, "live", False):  # live readers count through bind()
+            reader.counter = self.ctx.count  # frames decoded, skipped, dropped
+        return reader
 
     def _open_all(self) -> list[MediaReader]:
         p = self.params

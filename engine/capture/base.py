@@ -20,7 +20,7 @@ import math
 import re
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,7 @@ class MediaReader:
 
     info: StreamInfo
     truth: dict[str, Any] | None = None  # ground truth of generated inputs (tests, benchmarks)
+    counter: Callable[[str, float], None] | None = None  # also counts into this (a node's counters)
 
     def read(self) -> Iterator[MediaItem]:
         raise NotImplementedError

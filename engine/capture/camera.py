@@ -112,6 +112,7 @@ class V4L2Reader(NetworkReader):
                             settings=settings, fitter=kw.get("fitter"))
         self.scheme, self.options, self.use_cli = "v4l2", {str(k): str(v) for k, v in (kw.get("options") or {}).items()}, True
         self.pts_is_wall = demuxer == "v4l2"
+        self.skip, self.threading_mode = kw.get("skip", "auto"), kw.get("threading", "auto")
         self._init_decoding()
 
     def cli_input(self) -> tuple[list[str], str]:

@@ -6,7 +6,8 @@ packets (skipping undecodable ones, up to a limit), subsamples video by media ti
 (scaling inside the colour conversion; with a :class:`~avstream.engine.capture.fit.FrameFitter`,
 once per size its consumers need, on each one's frame grid) and resamples audio to mono float32. What differs per
 source is a :class:`Timeline`: how decoded media is placed in media time (a file's own timestamps;
-a live stream's clock mapping, lag and stall checks) and how audio becomes chunks.
+a live stream's clock mapping, lag and stall checks) and how audio becomes chunks. A source that
+subsamples decodes only what it keeps (:mod:`~avstream.engine.capture.skipping`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from avstream.engine.capture.base import FpsGate, MediaItem, log
 from avstream.engine.capture.fit import FrameFitter
+from avstream.engine.capture.skipping import DRAIN, DROP, Count, SkipPlanner
 from avstream.engine.items import AudioChunk, VideoFrame
 
 
@@ -102,6 +104,11 @@ class Timeline(ABC):
     def video_time(self, frame: Any, packet: Any, wall: float) -> float | None:
         """Media time of a decoded video frame; None drops it."""
 
+    def packet_time(self, packet: Any) -> float | None:
+        """The media time :meth:`video_time` will give the frame of a video ``packet`` with a pts,
+        before it is decoded (the skip planner simulates the rate on it); None: not known before."""
+        return None
+
     def video_size(self, frame: Any) -> tuple[int, int]:
         """The (width, height) to deliver ``frame`` at."""
         return frame.width, frame.height
@@ -119,6 +126,18 @@ class Timeline(ABC):
         return iter(())
 
 
+def _drain(video: Any) -> list[Any]:
+    """The frames the decoder of ``video`` still holds; it is then reset for a new key frame."""
+    import av
+
+    end = av.Packet()
+    end.time_base = video.time_base  # decoded frames take the packet's time base
+    try:
+        return video.codec_context.decode(end)
+    finally:
+        video.codec_context.flush_buffers()
+
+
 class MediaDecoder:
     """Decodes the chosen tracks of ``container`` into VideoFrame and AudioChunk items.
 
@@ -128,12 +147,24 @@ class MediaDecoder:
     """
 
     def __init__(self, container: Any, video: Any | None, audio: Any | None, timeline: Timeline, *,
-                 stream: str, fps: float, native: float, sample_rate: int, fitter: FrameFitter | None = None):
+                 stream: str, fps: float, native: float, sample_rate: int, skip: str = "none",
+                 count: Count | None = None, fitter: FrameFitter | None = None):
         import av
 
         self.container, self.video, self.audio, self.timeline = container, video, audio, timeline
         self.stream = stream
         self.gate = FpsGate(fps, native)
+        # ``skip`` as resolved by the reader (skipping.planned_mode): auto, nonref, keyframes or none
+        self.planner: SkipPlanner | None = None
+        self._skip = "DEFAULT"
+        if video is not None and skip != "none":
+            # the planner simulates what _video() will keep: the source's rate, then the consumers'
+            source_gate = FpsGate(fps, native)
+            gate = fitter.simulation(source_gate) if fitter is not None else source_gate
+            self.planner = SkipPlanner(skip, video, gate, timeline.packet_time, stream=stream,
+                                       native=native, count=count)
+            if skip == "keyframes":
+                video.codec_context.skip_frame = self._skip = "NONKEY"
         self.fitter = fitter  # the consumers' sizes and frame grids, when the pipeline gave them
         self.resampler = MonoResampler(sample_rate) if audio is not None else None
         # one converter for the whole input: a frame's own would set up swscale again for every frame
@@ -142,14 +173,21 @@ class MediaDecoder:
     def packets(self) -> Iterator[MediaItem]:
         import av
 
-        timeline = self.timeline
+        timeline, planner, video = self.timeline, self.planner, self.video
         bad = 0
-        for packet in self.container.demux(*[s for s in (self.video, self.audio) if s is not None]):
-            kind = "video" if packet.stream is self.video else "audio"
+        demuxed = self.container.demux(*[s for s in (self.video, self.audio) if s is not None])
+        planned = planner.plan(demuxed) if planner is not None else ((p, None) for p in demuxed)
+        for packet, action in planned:
+            kind = "video" if packet.stream is video else "audio"
             if not timeline.packet(kind, packet):
                 return
+            if action is not None and video is not None:  # a planned video packet: how to decode it
+                if action == DROP:
+                    continue
+                if action != self._skip and action != DRAIN:
+                    video.codec_context.skip_frame = self._skip = action
             try:
-                frames = packet.decode()
+                frames = _drain(video) if action == DRAIN else packet.decode()
             except av.FFmpegError as exc:  # a corrupt packet: skip it, give up after many in a row
                 bad += 1
                 if bad > timeline.max_bad_packets:
@@ -162,12 +200,16 @@ class MediaDecoder:
             for frame in frames:
                 wall = time.time()
                 if isinstance(frame, av.VideoFrame):
+                    if planner is not None:
+                        planner.decoded(frame.pts)
                     item = self._video(frame, packet, wall)
                     if item is not None:
                         yield item
                 elif self.resampler is not None and isinstance(frame, av.AudioFrame):
                     for samples, pts in self.resampler.resample(frame):
                         yield from timeline.audio(samples, pts, frame, wall)
+        if planner is not None:
+            planner.close()
 
     def finish(self) -> Iterator[AudioChunk]:
         if self.resampler is not None and self.timeline.drains_resampler:

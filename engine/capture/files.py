@@ -32,12 +32,17 @@ from avstream.engine.capture.decode import (
     track_kinds,
 )
 from avstream.engine.capture.fit import FrameFitter
+from avstream.engine.capture.skipping import planned_mode, set_threading, thread_type_for
 from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
 from avstream.engine.synthetic.scene import SceneConfig, scene_for, sync_audio, sync_frame, sync_truth
 
 
 class FileReader(MediaReader):
-    """Any container/codec PyAV opens; the first video and the first audio track."""
+    """Any container/codec PyAV opens; the first video and the first audio track.
+
+    ``skip`` and ``threading`` are the source's ``skip`` and ``decode_threading``
+    (:mod:`~avstream.engine.capture.skipping`); ``skip_mode`` and ``decode_threading`` tell what applies.
+    """
 
     def __init__(
         self,
@@ -51,6 +56,8 @@ class FileReader(MediaReader):
         audio_chunk_s: float = 0.04,
         options: dict[str, Any] | None = None,
         min_size: tuple[int, int] | None = None,
+        skip: str = "auto",
+        threading: str = "auto",
         fitter: FrameFitter | None = None,
     ):
         import av  # heavy import kept out of module import time
@@ -78,10 +85,16 @@ class FileReader(MediaReader):
             c.close()
             raise source_error(stream, uri, f"no usable track (wanted {wanted}; file has {has})")
         width = height = 0
+        self.decode_threading, self.skip_mode = "", "none"
+        self._native = native_rate(self._vs)
         if self._vs is not None:
-            # Slice threading (PyAV's default): on 720p H.264 it decoded 1.4x faster than frame
-            # threading on 2 cores (bench/pipeline.py), and adds no frames of delay.
-            self._vs.thread_type = "SLICE"
+            # Frame threading: throughput, where its frames of delay do not matter. PyAV's default,
+            # slice threading, uses one core on streams coded with one slice per frame, as libx264
+            # and most cameras write them (60 s of 720p25 H.264 on 2 cores: 4.5 s frame, 6.7 s slice).
+            self.decode_threading = set_threading(self._vs, thread_type_for(threading, live=False, slices=0))
+            subsampling = (fps > 0 and not FpsGate(fps, self._native).off) or (
+                fitter is not None and fitter.subsamples(self._native))
+            self.skip_mode = planned_mode(skip, live=False, codec=self._vs.codec_context.name, subsampling=subsampling)
             width, height = self._vs.codec_context.width, self._vs.codec_context.height
         starts = [
             float(s.start_time * s.time_base)
@@ -89,8 +102,8 @@ class FileReader(MediaReader):
             if s is not None and s.start_time is not None and s.time_base
         ]
         self._t0 = min(starts) if starts else 0.0
-        self._native = native_rate(self._vs)
         self._fps = fps
+        self.counters: dict[str, float] = {}
         self._rate = sample_rate
         self._chunk = max(1, round(audio_chunk_s * sample_rate))
         self._duration = float(c.duration) / 1e6 if c.duration else 0.0
@@ -110,7 +123,8 @@ class FileReader(MediaReader):
 
         timeline = _FileTimeline(self._t0, self._native, self._min_size, AudioChunker(self.stream, self._rate, self._chunk))
         decoder = MediaDecoder(self._container, self._vs, self._as, timeline, stream=self.stream, fps=self._fps,
-                               native=self._native, sample_rate=self._rate, fitter=self._fitter)
+                               native=self._native, sample_rate=self._rate, skip=self.skip_mode, count=self._count,
+                               fitter=self._fitter)
         delivered = 0
         last_t = 0.0
         try:
@@ -131,7 +145,9 @@ class FileReader(MediaReader):
         yield from decoder.finish()
         if not delivered and not timeline.chunker.emitted:
             raise source_error(self.stream, self.uri, "no decodable media (empty or corrupt input)")
-        if self._duration and last_t < self._duration - 0.5:
+        if decoder.planner is not None:  # frames not decoded still show how far the input went
+            last_t = max(last_t, decoder.planner.demuxed_t)
+        if self._duration and last_t < self._duration - 0.5 - (1.0 / self._fps if self._fps > 0 else 0.0):
             log.warning(
                 "stream %r: %s: input ended at t=%.2f s of a stated %.2f s (truncated?)",
                 self.stream,
@@ -142,6 +158,11 @@ class FileReader(MediaReader):
 
     def close(self) -> None:
         self._container.close()
+
+    def _count(self, name: str, amount: float) -> None:
+        self.counters[name] = self.counters.get(name, 0.0) + amount
+        if self.counter is not None:
+            self.counter(name, amount)
 
 
 class _FileTimeline(Timeline):
@@ -160,6 +181,10 @@ class _FileTimeline(Timeline):
             t = self.frames / (self.native or 25.0)
         self.frames += 1
         return max(0.0, t)
+
+    def packet_time(self, packet: Any) -> float:
+        tb = packet.time_base  # decoded frames carry the packet's time base; same arithmetic as Frame.time
+        return max(0.0, float(packet.pts) * tb.numerator / tb.denominator - self.t0)
 
     def video_size(self, frame: Any) -> tuple[int, int]:
         return scaled_size(frame.width, frame.height, self.min_size)

@@ -11,16 +11,32 @@ image of its fit, and nothing when its fit did not take the frame.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from avstream.engine.capture.base import FpsGate
 from avstream.engine.items import NATIVE_FIT, MediaFit, VideoFrame
 
 FIT_INTERPOLATION = "AREA"  # downscaling to a model's size: area averaging keeps detail
 _EPS = 1e-6
+
+
+class FittedGate:
+    """The source's own rate gate, then the consumers' gates (as MediaDecoder applies them): keeps
+    a frame that the source keeps and at least one consumer takes."""
+
+    def __init__(self, source_gate: FpsGate, gates: list[GridGate], offset: float):
+        self.source_gate, self.gates, self.offset = source_gate, gates, offset
+
+    def keep(self, t: float) -> bool:
+        if not self.source_gate.keep(t):
+            return False
+        taken = [g.keep(t + self.offset) for g in self.gates]  # every gate moves on, as in wanted()
+        return any(taken)
 
 
 class GridGate:
@@ -74,6 +90,15 @@ class FrameFitter:
         """The fits that take a frame at media time ``t`` (each gate moves on when it takes it)."""
         t += self.offset
         return [fit for fit, gate in zip(self.fits, self.gates, strict=True) if gate.keep(t)]
+
+    def simulation(self, source_gate: FpsGate) -> FittedGate:
+        """A copy of the source's gate followed by these gates, from their current state: what a
+        decode planner runs ahead of the decoder to know which frames will be taken."""
+        return FittedGate(source_gate, [copy.copy(g) for g in self.gates], self.offset)
+
+    def subsamples(self, native: float) -> bool:
+        """Whether every consumer takes fewer frames per second than the stream has."""
+        return native > 0 and all(0 < g.fps < native for g in self.gates)
 
     def next_time(self) -> float:
         """The earliest (reader) media time at which some consumer takes a frame next."""

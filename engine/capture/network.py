@@ -46,6 +46,7 @@ from avstream.engine.capture.live import (
     log,
     redact_text,
 )
+from avstream.engine.capture.skipping import planned_mode, set_threading, slices_in, thread_type_for
 from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
 
 PYAV_LACKS = frozenset({"srt"})  # protocols missing from PyAV's wheels: read through the FFmpeg CLI
@@ -128,11 +129,21 @@ def check_net_uri(uri: str) -> str | None:
 
 
 class NetworkReader(LiveReader):
-    """A live stream from a URL, through PyAV or the FFmpeg CLI (``settings.backend``)."""
+    """A live stream from a URL, through PyAV or the FFmpeg CLI (``settings.backend``).
+
+    ``skip``: only ``keyframes`` applies to live inputs (see :mod:`~avstream.engine.capture.skipping`);
+    ``threading``: ``auto`` picks slice threading for streams with several slices per frame (no
+    added delay), else frame threading, from the first video packet of each connection.
+    """
+
+    skip = "none"
+    threading_mode = "auto"
+    decode_threading = ""  # what the decoder of the current connection uses: "frame" or "slice"
 
     def __init__(self, uri: str, *, stream: str, video: bool = True, audio: bool = True, fps: float = 0.0,
                  sample_rate: int = 16000, audio_chunk_s: float = 0.04, options: dict[str, Any] | None = None,
-                 live: LiveSettings | None = None, fitter: FrameFitter | None = None, **_: Any):
+                 live: LiveSettings | None = None, skip: str = "auto", threading: str = "auto",
+                 fitter: FrameFitter | None = None, **_: Any):
         super().__init__(uri, stream=stream, video=video, audio=audio, fps=fps, sample_rate=sample_rate,
                          audio_chunk_s=audio_chunk_s, settings=live, fitter=fitter)
         problem = check_net_uri(uri)
@@ -145,6 +156,7 @@ class NetworkReader(LiveReader):
         backend = self.settings.backend
         self.use_cli = backend == "ffmpeg" or (backend == "auto" and self.scheme in PYAV_LACKS)
         self.pts_is_wall = False  # device timestamps that are already capture wall time
+        self.skip, self.threading_mode = skip, threading
         self._init_decoding()
 
     def _init_decoding(self) -> None:
@@ -260,8 +272,10 @@ class NetworkReader(LiveReader):
         self.clock.grid = 1.0 / native if vs is not None and 0 < native <= 240 else 0.0
         self.clock.video_first = vs is not None and aus is not None and self.wall is None
         timeline = _LiveTimeline(self, vs, dog)
+        skip = planned_mode(self.skip, live=True, codec=vs.codec_context.name if vs is not None else "",
+                            subsampling=True)
         decoder = MediaDecoder(container, vs, aus, timeline, stream=self.stream, fps=self.fps, native=native,
-                               sample_rate=self.rate, fitter=self.fitter)
+                               sample_rate=self.rate, skip=skip, count=self.count, fitter=self.fitter)
         for item in decoder.packets():
             self._deliver(item)
         for chunk in decoder.finish():
@@ -270,15 +284,33 @@ class NetworkReader(LiveReader):
 
     def _setup_video(self, vs: Any | None) -> float:
         """Decoder threads; the first connection's frame size is kept for the whole run. The native rate."""
+        self.decode_threading = ""
         if vs is None:
             return 0.0
-        vs.thread_type = "AUTO"
+        if self.threading_mode != "auto":  # else set from the first packet (pick_threading)
+            self.decode_threading = set_threading(vs, thread_type_for(self.threading_mode, live=True, slices=0))
         if self.settings.decode_threads:
             vs.codec_context.thread_count = self.settings.decode_threads
         size = (vs.codec_context.width, vs.codec_context.height)
         if self._size is None and size[0] > 0:
             self._size = size
         return native_rate(vs)
+
+    def pick_threading(self, vs: Any, packet: Any) -> None:
+        """Slice threading for a stream with several slices per frame, frame threading otherwise.
+
+        Frame threading decodes (threads - 1) frames ahead, which is that many frames of delay;
+        slice threading adds none but only uses more than one core on multi-slice streams.
+        """
+        slices = slices_in(bytes(packet), vs.codec_context.name, vs.codec_context.extradata)
+        self.decode_threading = set_threading(vs, thread_type_for("auto", live=True, slices=slices))
+        log.info("%s: %d slice%s per frame: %s threading", self.where(), slices, "s" * (slices != 1), self.decode_threading)
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        if self.decode_threading:
+            out["decode_threading"] = self.decode_threading
+        return out
 
     def _deliver(self, item: VideoFrame | AudioChunk) -> None:
         """Into the hand-over queue; the next connection continues media time after it."""
@@ -325,6 +357,8 @@ class _LiveTimeline(Timeline):
         if self.dog is not None:
             self.dog.feed()
         if packet.size:
+            if kind == "video" and not self.reader.decode_threading:  # before the decoder opens
+                self.reader.pick_threading(self.video, packet)
             self.last_packet[kind] = now
             for other, seen in self.last_packet.items():
                 if now - seen > self.stall_s:
@@ -344,7 +378,12 @@ class _LiveTimeline(Timeline):
 
     def video_time(self, frame: Any, packet: Any, wall: float) -> float | None:
         reader = self.reader
-        pts = frame.time if frame.time is not None else (packet.pts or 0) * float(self.video.time_base or 0)
+        if frame.time is None and packet.pts is None:
+            # No time at all (RTSP's first frame, before RTCP): taking 0 would misplace the stream's
+            # frame grid, which the first frame sets.
+            reader.count("frames_without_timestamp")
+            return None
+        pts = frame.time if frame.time is not None else packet.pts * float(self.video.time_base or 0)
         x = reader.clock.map("video", pts, wall)
         assert x is not None  # video is never held back
         t = self.to_media("video", x, pts, wall)
@@ -367,7 +406,8 @@ class _LiveTimeline(Timeline):
         if not self.skipping:
             self.reader._warn("lag", f"decoding is {behind:.1f} s behind real time: dropping frames")
         self.skipping = behind > self.max_lag / 2
-        self.video.codec_context.skip_frame = "NONKEY" if self.skipping else "DEFAULT"
+        keyframes_only = self.skipping or self.reader.skip == "keyframes"
+        self.video.codec_context.skip_frame = "NONKEY" if keyframes_only else "DEFAULT"
         return True
 
     def kept_video(self, t: float, wall: float) -> None:

@@ -13,6 +13,7 @@ from avstream.engine.capture.files import SAMPLES, FileReader, _generated, parse
 from avstream.engine.capture.fit import FrameFitter
 from avstream.engine.capture.microphone import MicReader, check_mic_uri
 from avstream.engine.capture.network import NetworkReader, check_net_uri
+from avstream.engine.capture.skipping import SKIP_MODES, THREADING_MODES
 from avstream.engine.errors import SourceError
 from avstream.engine.synthetic.scene import SceneConfig
 
@@ -59,6 +60,8 @@ def open_reader(
     options: dict[str, Any] | None = None,
     live: Any = None,
     min_size: tuple[int, int] | None = None,
+    skip: str = "auto",
+    threading: str = "auto",
     fitter: FrameFitter | None = None,
 ) -> MediaReader:
     """Open ``uri`` for ``stream``: a path or ``file://``, ``sample://<name>``, ``synthetic://...``,
@@ -67,7 +70,9 @@ def open_reader(
     ``video``/``audio`` = False ignore that track; ``fps`` > 0 subsamples video; audio comes mono at
     ``sample_rate`` in chunks of about ``audio_chunk_s``; ``options`` go to FFmpeg (files, network);
     ``live`` (:class:`~avstream.engine.capture.settings.LiveSettings`) goes to the readers of live schemes; ``min_size`` (W, H)
-    lets a file reader deliver frames scaled down to the smallest size covering it; ``fitter``
+    lets a file reader deliver frames scaled down to the smallest size covering it; ``skip`` and
+    ``threading`` choose what video is decoded and how (:mod:`~avstream.engine.capture.skipping`;
+    files and network streams); ``fitter``
     (:class:`~avstream.engine.capture.fit.FrameFitter`) makes each frame once per size its consumers
     take, on each one's frame grid (a registered factory gets it as ``fitter=`` when given).
     """
@@ -77,6 +82,9 @@ def open_reader(
             uri,
             f"bad reader settings: fps={fps} sample_rate={sample_rate} audio_chunk_s={audio_chunk_s}",
         )
+    if skip not in SKIP_MODES or threading not in THREADING_MODES:
+        raise source_error(stream, uri, f"bad decode settings: skip={skip!r} (one of {', '.join(SKIP_MODES)}), "
+                                        f"decode_threading={threading!r} (one of {', '.join(THREADING_MODES)})")
     kw: dict[str, Any] = {
         "video": video,
         "audio": audio,
@@ -86,7 +94,8 @@ def open_reader(
     }
     scheme = uri_scheme(uri)
     if scheme == "file":
-        return FileReader(uri, stream=stream, options=options, min_size=min_size, fitter=fitter, **kw)
+        return FileReader(uri, stream=stream, options=options, min_size=min_size, skip=skip, threading=threading,
+                          fitter=fitter, **kw)
     if scheme == "sample":
         name = uri[len("sample://") :].strip("/")
         sample = SAMPLES.get(name)
@@ -106,7 +115,7 @@ def open_reader(
         kw["live"] = live
     if fitter is not None:
         kw["fitter"] = fitter
-    return factory(uri, stream=stream, options=options, **kw)
+    return factory(uri, stream=stream, options=options, skip=skip, threading=threading, **kw)
 
 
 def check_uri(uri: str, base_dir: Path | None = None) -> str | None:

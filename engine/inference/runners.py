@@ -17,8 +17,10 @@ builds cannot share an environment), so it is imported lazily with a message nam
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +31,7 @@ import numpy as np
 
 from avstream.engine.errors import MissingDependencyError, ModelError
 from avstream.engine.inference.contract import ModelContract, contract_from_dict, read_contract
+from avstream.engine.inference.threads import available_cpus
 from avstream.engine.items import AVWindow
 
 log = logging.getLogger("avstream.inference")
@@ -52,16 +55,30 @@ _ORT_DTYPES = {
 }
 
 
+def _runtime_missing(why: str) -> MissingDependencyError:
+    return MissingDependencyError(f"onnxruntime is not installed ({why}); install an inference runtime: "
+                                  "pip install 'avstream[cpu]' (or 'avstream[gpu]' on an NVIDIA machine)")
+
+
 def import_onnxruntime() -> Any:
     """The onnxruntime module, or MissingDependencyError naming the extra to install."""
     try:
         import onnxruntime
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"onnxruntime is not installed ({exc}); install an inference runtime: "
-            "pip install 'avstream[cpu]' (or 'avstream[gpu]' on an NVIDIA machine)"
-        ) from None
+        raise _runtime_missing(str(exc)) from None
     return onnxruntime
+
+
+def require_onnxruntime() -> None:
+    """MissingDependencyError naming the extra when onnxruntime is not installed, without importing it:
+    ``avstream run`` checks before it starts, and only the processes that run a model load the runtime
+    (~10 MB of memory per process that maps it, the supervisor included)."""
+    if "onnxruntime" in sys.modules:
+        if sys.modules["onnxruntime"] is None:
+            raise _runtime_missing("No module named 'onnxruntime'")
+        return
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise _runtime_missing("No module named 'onnxruntime'")
 
 
 def provider_name(name: str) -> str:
@@ -128,30 +145,8 @@ def describe_fallbacks(reports: Sequence[dict[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# CPU budget → threads
+# CPU budget → threads (the rule for a node: engine/inference/threads.py)
 # ---------------------------------------------------------------------------------------------
-def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs allowed by the cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), None if unlimited."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        p = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return q / p if q > 0 and p > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
-def available_cpus() -> float:
-    """CPUs this process may use: its affinity mask, capped by a cgroup quota (containers)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = cgroup_cpu_quota()
-    return min(float(n), quota) if quota else float(n)
-
-
 def thread_plan(threads: int = 0, cpus: float = 0.0, available: float | None = None) -> tuple[int, int]:
     """(intra-op, inter-op) threads of a session from the node's CPU budget.
 
@@ -275,14 +270,19 @@ class OrtBackend:
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
 
 
-def _session_options(ort: Any, threads: int, cpus: float) -> Any:
+def _session_options(ort: Any, threads: int, cpus: float, spin: bool, cpu_only: bool = False) -> Any:
     opts = ort.SessionOptions()
+    if cpu_only:
+        # The memory pattern keeps each run's planned buffers allocated: 8 MB for the four built-in
+        # models of the monitor pipeline in one process, and no measurable speed-up on the CPU.
+        opts.enable_mem_pattern = False
     intra, inter = thread_plan(threads, cpus)
     opts.intra_op_num_threads = intra
     opts.inter_op_num_threads = inter
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # idle pool threads would spin between windows (one a second): burn no CPU waiting
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # spinning pool threads busy-wait on cores a decoder needs: only a node with cores to itself spins
+    for pool in ("intra_op", "inter_op"):
+        opts.add_session_config_entry(f"session.{pool}.allow_spinning", "1" if spin else "0")
     opts.log_severity_level = 3  # ORT's own warnings go to stderr unformatted; we log what matters
     return opts
 
@@ -294,6 +294,7 @@ def create_session(
     threads: int = 0,
     node_id: str = "",
     cpus: float = 0.0,
+    spin: bool = False,
     device_id: int = 0,
     precision: str = "fp32",
     trt_cache_dir: Path | None = None,
@@ -303,7 +304,7 @@ def create_session(
     """An ORT InferenceSession on the first available providers of ``providers``, warmed up once.
 
     Providers missing from this build are skipped with a logged reason; ``threads``/``cpus`` set the
-    intra-op thread count (``thread_plan``). TensorRT gets an engine cache in ``trt_cache_dir`` and an
+    intra-op thread count (``thread_plan``), ``spin`` lets idle pool threads busy-wait. TensorRT gets an engine cache in ``trt_cache_dir`` and an
     optimisation profile for batch 1..``max_batch``; ``precision`` enables its FP16/INT8 kernels.
     """
     ort = import_onnxruntime()
@@ -324,9 +325,9 @@ def create_session(
         profile = profile_shapes([(t.name, t.shape) for t in header.inputs], max_batch)
     with_opts = [(p, provider_options(p, device_id=device_id, precision=precision, cache_dir=trt_cache_dir,
                                       profile=profile)) for p in chosen]
+    options = _session_options(ort, threads, cpus, spin, cpu_only=chosen == [CPU_EP])
     try:
-        session = ort.InferenceSession(str(path), sess_options=_session_options(ort, threads, cpus),
-                                       providers=with_opts)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=with_opts)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... classes
         raise ModelError(f"{who}{path}: onnxruntime cannot load the model: {exc}") from None
     active = list(session.get_providers())
@@ -335,10 +336,11 @@ def create_session(
     reports = fallback_reports(node_id, Path(path).name, skipped, available, not_initialised, active)
     for report in reports:
         # the record carries the report so that a worker can hand it to the supervisor (one line per run)
-        log.log(logging.WARNING if report["level"] == "warning" else logging.INFO, "%s (intra-op threads: %d)",
-                describe_fallbacks([report]), intra, extra={"provider_fallback": report})
+        log.log(logging.WARNING if report["level"] == "warning" else logging.INFO, "%s (intra-op threads: %d%s)",
+                describe_fallbacks([report]), intra, ", spinning" if spin else "", extra={"provider_fallback": report})
     if not reports:
-        log.info("%s%s: running on %s (intra-op threads: %d)", who, Path(path).name, ", ".join(active), intra)
+        log.info("%s%s: running on %s (intra-op threads: %d%s)", who, Path(path).name, ", ".join(active), intra,
+                 ", spinning" if spin else "")
     if warm_up:
         warm(OrtBackend(session, io_binding=False), (1,))  # first run allocates (and builds TRT engines)
     return session
@@ -395,6 +397,7 @@ class Runner:
         threads: int = 0,
         node_id: str = "",
         cpus: float = 0.0,
+        spin: bool = False,
         precision: str = "fp32",
         max_batch: int = 1,
         device_id: int = 0,
@@ -414,7 +417,7 @@ class Runner:
             tensorrt as trt_mod,  # no GPU import at module level: the helpers are guarded
         )
 
-        opts: dict[str, Any] = dict(threads=threads, node_id=node_id, cpus=cpus, device_id=device_id,
+        opts: dict[str, Any] = dict(threads=threads, node_id=node_id, cpus=cpus, spin=spin, device_id=device_id,
                                     precision=precision, max_batch=max_batch)
         if backend == "tensorrt" or path.suffix in trt_mod.ENGINE_SUFFIXES:
             return trt_mod.open_native(cls, path, providers=providers, engine_cache=engine_cache,

@@ -493,10 +493,11 @@ def _fallback_providers(providers: Sequence[str]) -> list[str]:
 
 
 def open_native(runner_cls: Any, path: Path, *, providers: Sequence[str], engine_cache: Any, background_build: bool,
-                threads: int, node_id: str, cpus: float, device_id: int, precision: str, max_batch: int) -> Any:
+                threads: int, node_id: str, cpus: float, device_id: int, precision: str, max_batch: int,
+                spin: bool = False) -> Any:
     """A Runner on a native engine: cached/valid → load; else serve with ORT and build in the background."""
     who = f"{node_id}: " if node_id else ""
-    ort_opts: dict[str, Any] = dict(threads=threads, node_id=node_id, cpus=cpus, device_id=device_id,
+    ort_opts: dict[str, Any] = dict(threads=threads, node_id=node_id, cpus=cpus, spin=spin, device_id=device_id,
                                     precision=precision, max_batch=max_batch, backend="onnxruntime")
     onnx_path: Path | None = path
     if path.suffix in ENGINE_SUFFIXES:

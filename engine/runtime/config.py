@@ -183,6 +183,7 @@ class _Compiler:
             outputs=outputs,
             duration=overrides.duration,
             live_streams=live,
+            cpu_consumers=sum(1 for nid, n in self.nodes.items() if n.is_source or self.classes[nid].uses_cores),
         )
 
     def stream_is_live(self, stream: dict[str, Any]) -> bool:

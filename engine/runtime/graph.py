@@ -49,6 +49,7 @@ class PipelineSpec:
     outputs: OutputsSpec
     duration: float | None = None
     live_streams: list[str] = field(default_factory=list)  # streams paced by wall time
+    cpu_consumers: int = 0  # sources and nodes that use cores of their own (0: not counted)
 
     def processes(self) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
@@ -88,6 +89,7 @@ class PipelineSpec:
             outputs=OutputsSpec(**raw["outputs"]),
             duration=raw["duration"],
             live_streams=raw["live_streams"],
+            cpu_consumers=raw.get("cpu_consumers", 0),
         )
 
 

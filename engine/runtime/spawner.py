@@ -1,9 +1,10 @@
 """Starting worker processes.
 
-At start-up the supervisor has already imported everything a worker needs (numpy, PyAV, OpenCV,
-ONNX Runtime, the plugins) to validate the pipeline, so the first workers are plain forks of it,
-made before it opens any ZeroMQ socket: milliseconds each instead of a fresh interpreter (~0.3 s of
-CPU per worker). Later restarts, when the supervisor's sockets exist, start a fresh interpreter
+At start-up the supervisor has already imported what every worker needs (numpy, ZeroMQ, pydantic,
+the plugins) to validate the pipeline, so the first workers are plain forks of it, made before it
+opens any ZeroMQ socket: milliseconds each instead of a fresh interpreter (~0.3 s of CPU per
+worker), with the inherited pages shared (``engine/runtime/memory.py``). What only some workers use
+(PyAV, ONNX Runtime, OpenCV) is imported by those workers: mapped where it runs, not everywhere. Later restarts, when the supervisor's sockets exist, start a fresh interpreter
 (``python -m avstream.engine.runtime.worker``), which shares nothing with the supervisor's ZeroMQ state.
 Either way a worker names itself ``avs:<process>`` (``ps -o comm``, ``top``).
 """
@@ -16,6 +17,8 @@ import signal
 import subprocess
 import sys
 from typing import Any
+
+from avstream.engine.runtime.memory import before_fork
 
 
 def _forked_entry(argv: list[str]) -> None:
@@ -33,6 +36,7 @@ class Child:
     def __init__(self, argv: list[str], fork: bool):
         self.proc: Any
         if fork:
+            before_fork()
             self.proc = multiprocessing.get_context("fork").Process(target=_forked_entry, args=(argv,), daemon=False)
             self.proc.start()
             self.pid: int = self.proc.pid or 0

@@ -29,6 +29,7 @@ from avstream.engine.inference.batching import batch_limits, collect_batch
 from avstream.engine.items import AudioChunk, EndOfStream, Event, Item, Result, VideoFrame
 from avstream.engine.node import Node, NodeContext, NodeState, SourceNode
 from avstream.engine.runtime.graph import NodeSpec, PipelineSpec
+from avstream.engine.runtime.memory import limit_malloc_arenas
 from avstream.engine.runtime.registry import load_registry
 from avstream.engine.transport.edges import Inbox, InputLink, InputPort, OutputPort
 
@@ -115,7 +116,7 @@ class NodeRunner:
         logger = logging.getLogger(f"avstream.node.{node.id}")
         self.ctx = NodeContext(
             node_id=node.id, streams=tuple(node.streams), base_dir=Path(spec.base_dir), stop_event=stop,
-            logger=logger, window=node.window, resume_after=resume,
+            logger=logger, window=node.window, resume_after=resume, cpu_consumers=max(1, spec.cpu_consumers),
             duration=spec.duration if node.is_source and node.id not in spec.live_streams else None,
             output_fits=tuple(e.fit for e in spec.outputs_of(node.id)),
         )
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help="shared nodes of `avstream serve`: never end on EOS")
     args = parser.parse_args(argv)
     _die_with_parent()
+    limit_malloc_arenas()  # a fresh interpreter (a restart) has not inherited the supervisor's setting
     set_process_name(f"avs:{args.process}")
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor coordinates a Ctrl-C

@@ -257,7 +257,7 @@ def generate_truth(cfg: SceneConfig) -> dict[str, Any]:
 
 def _background(seed: int, width: int, height: int) -> np.ndarray:
     """(_BG_VARIANTS, H, W, 3) uint8: a low-saturation texture with per-variant camera noise."""
-    import cv2  # drawing only: the processes that import this module for its types never load OpenCV
+    import cv2  # only where scenes are drawn: a pipeline that reads a file never maps OpenCV
 
     rng = np.random.default_rng([seed, 1])
     base = np.zeros((height, width, 3), dtype=np.float32)
@@ -300,10 +300,10 @@ class Scene:
 
     def frame(self, index: int) -> np.ndarray:
         """Frame ``index`` (t = index / fps) as a new C-contiguous (H, W, 3) uint8 BGR array."""
-        import cv2
-
         if not 0 <= index < self.num_frames:
             raise IndexError(f"frame {index} outside the scene's {self.num_frames} frames")
+        import cv2
+
         w, h = self.cfg.width, self.cfg.height
         img = self._bg[self._variant[index % len(self._variant)]].copy()
         rec = self.truth["frames"][index]

@@ -21,7 +21,6 @@ from avstream.engine.inference.runners import (
     TRT_EP,
     OrtBackend,
     Runner,
-    cgroup_cpu_quota,
     create_session,
     load_contract,
     profile_shapes,
@@ -38,6 +37,7 @@ from avstream.engine.inference.tensorrt import (
     ort_trt_cache_dir,
     write_engine_file,
 )
+from avstream.engine.inference.threads import cgroup_cpu_quota
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
