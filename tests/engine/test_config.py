@@ -182,7 +182,7 @@ def test_sources_are_told_what_each_window_takes() -> None:
         assert w is not None and fit == MediaFit(w.width, w.height, w.fps, w.sample_rate)
     src = spec.nodes["cam0"].params
     # the source stays at its native rate and size: the reader makes each size, on each grid
-    assert (src["fps"], src["min_size"], src["sample_rate"], src["audio_chunk_s"]) == (0.0, None, 16000, 0.25)
+    assert (src["fps"], src["min_size"], src["sample_rate"], src["audio_chunk_s"]) == (0.0, None, 16000, 0.1)
     assert {f.size for f in frame_fits(fits.values())} == {(112, 112), (64, 64)}
     again = PipelineSpec.from_json(spec.to_json())  # what a worker reads
     assert [e.fit for e in again.edges] == [e.fit for e in spec.edges]
