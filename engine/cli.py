@@ -158,7 +158,11 @@ def cmd_validate(pipeline: str, overrides: dict[str, Any]) -> int:
 
 
 def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
+    from avstream.engine.inference.threads import describe, plan_threads
+    from avstream.engine.runtime.registry import load_registry
+
     spec = _load(pipeline, overrides)
+    registry = load_registry()
     print(f"pipeline {spec.name} ({spec.file})")
     print("nodes:")
     for node in spec.nodes.values():
@@ -175,6 +179,11 @@ def cmd_graph(pipeline: str, overrides: dict[str, Any]) -> int:
         if node.window is not None:
             w = node.window
             extra = f"  window {w.seconds}s hop {w.hop}s, {w.frames} frames @ {w.fps} fps {w.width}x{w.height}, audio {w.sample_rate} Hz"
+        if registry.get(node.type_id).uses_cores and "threads" in node.params:
+            p = node.params  # what the node will ask ONNX Runtime for on this machine (a CPU provider)
+            plan = plan_threads(p["threads"], p.get("spin", "auto"), cpus=float(p.get("cpus") or 0.0),
+                                consumers=spec.cpu_consumers)
+            extra = f"  {describe(plan)}"
         print(f"  {node.id:<14} {node.type_id:<28} process={node.process}  streams={','.join(node.streams)}{extra}")
     print("processes:")
     for name, nodes in spec.processes().items():

@@ -77,8 +77,16 @@ def require_onnxruntime() -> None:
         if sys.modules["onnxruntime"] is None:
             raise _runtime_missing("No module named 'onnxruntime'")
         return
-    if importlib.util.find_spec("onnxruntime") is None:
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError) as exc:
+        raise _runtime_missing(str(exc)) from None
+    if spec is None:
         raise _runtime_missing("No module named 'onnxruntime'")
+    # an installed runtime has its native extension next to the package (not just a folder of that name)
+    folders = list(spec.submodule_search_locations or [])
+    if not any(any(Path(f, "capi").glob("onnxruntime_pybind11_state*")) for f in folders):
+        raise _runtime_missing(f"no native runtime in {', '.join(folders) or spec.origin}")
 
 
 def provider_name(name: str) -> str:

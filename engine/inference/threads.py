@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-AUTO = "auto"
+AUTO: Literal["auto"] = "auto"
 Threads = int | Literal["auto"]
 Spin = bool | Literal["auto"]
 
