@@ -5,8 +5,8 @@ builds cannot share an environment), so it is imported lazily with a message nam
 
 - Execution providers are chosen per node from a preference list (``tensorrt, cuda, cpu`` by
   default); the ones this build lacks are skipped, reported as one ``provider_fallback`` log record
-  per model (a run's supervisor folds them into one line for the whole run). Intra-op threads come from
-  the node's CPU budget (affinity and cgroup quota aware). On a GPU provider inputs and outputs go
+  per model (a run's supervisor folds them into one line for the whole run). Intra-op threads and spinning
+  come from the node's share of the cores (``engine/inference/threads.py``). On a GPU provider inputs and outputs go
   through ONNX Runtime's IO binding. Every backend is warmed up before the node reports ready.
 - A backend (``OrtBackend`` here, the native ``TensorRTBackend`` in ``engine/inference/tensorrt.py``) maps a
   feed to outputs. ``Runner`` holds one and can swap it for another that was built in the background
@@ -31,7 +31,7 @@ import numpy as np
 
 from avstream.engine.errors import MissingDependencyError, ModelError
 from avstream.engine.inference.contract import ModelContract, contract_from_dict, read_contract
-from avstream.engine.inference.threads import available_cpus
+from avstream.engine.inference.threads import thread_plan
 from avstream.engine.items import AVWindow
 
 log = logging.getLogger("avstream.inference")
@@ -77,8 +77,16 @@ def require_onnxruntime() -> None:
         if sys.modules["onnxruntime"] is None:
             raise _runtime_missing("No module named 'onnxruntime'")
         return
-    if importlib.util.find_spec("onnxruntime") is None:
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError) as exc:
+        raise _runtime_missing(str(exc)) from None
+    if spec is None:
         raise _runtime_missing("No module named 'onnxruntime'")
+    # an installed runtime has its native extension next to the package (not just a folder of that name)
+    folders = list(spec.submodule_search_locations or [])
+    if not any(any(Path(f, "capi").glob("onnxruntime_pybind11_state*")) for f in folders):
+        raise _runtime_missing(f"no native runtime in {', '.join(folders) or spec.origin}")
 
 
 def provider_name(name: str) -> str:
@@ -142,22 +150,6 @@ def describe_fallbacks(reports: Sequence[dict[str, Any]]) -> str:
             for providers, nodes in by_providers.items())
         clauses.append(f"{wanted}: {why}; running on {', '.join(active)}")
     return "execution provider fallback: " + " | ".join(clauses)
-
-
-# ---------------------------------------------------------------------------------------------
-# CPU budget → threads (the rule for a node: engine/inference/threads.py)
-# ---------------------------------------------------------------------------------------------
-def thread_plan(threads: int = 0, cpus: float = 0.0, available: float | None = None) -> tuple[int, int]:
-    """(intra-op, inter-op) threads of a session from the node's CPU budget.
-
-    ``threads`` > 0 is taken as is; otherwise the budget ``cpus`` (0: all CPUs the process may use,
-    which ORT's own default ignores under a cgroup quota) rounded down, at least 1. Inter-op is 1:
-    the sequential executor runs one node of the graph at a time; our graphs are chains.
-    """
-    if threads > 0:
-        return threads, 1
-    budget = cpus if cpus > 0 else (available if available is not None else available_cpus())
-    return max(1, int(budget)), 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,8 +296,9 @@ def create_session(
     """An ORT InferenceSession on the first available providers of ``providers``, warmed up once.
 
     Providers missing from this build are skipped with a logged reason; ``threads``/``cpus`` set the
-    intra-op thread count (``thread_plan``), ``spin`` lets idle pool threads busy-wait. TensorRT gets an engine cache in ``trt_cache_dir`` and an
-    optimisation profile for batch 1..``max_batch``; ``precision`` enables its FP16/INT8 kernels.
+    intra-op thread count (``thread_plan``), ``spin`` lets idle pool threads busy-wait. TensorRT gets
+    an engine cache in ``trt_cache_dir`` and an optimisation profile for batch 1..``max_batch``;
+    ``precision`` enables its FP16/INT8 kernels.
     """
     ort = import_onnxruntime()
     who = f"{node_id}: " if node_id else ""

@@ -48,6 +48,19 @@ def available_cpus() -> float:
     return min(float(n), quota) if quota else float(n)
 
 
+def thread_plan(threads: int = 0, cpus: float = 0.0, available: float | None = None) -> tuple[int, int]:
+    """(intra-op, inter-op) threads of a session from the node's CPU budget.
+
+    ``threads`` > 0 is taken as is; otherwise the budget ``cpus`` (0: all CPUs the process may use,
+    which ORT's own default ignores under a cgroup quota) rounded down, at least 1. Inter-op is 1:
+    the sequential executor runs one node of the graph at a time; our graphs are chains.
+    """
+    if threads > 0:
+        return threads, 1
+    budget = cpus if cpus > 0 else (available if available is not None else available_cpus())
+    return max(1, int(budget)), 1
+
+
 def check_threads(value: object) -> Threads:
     """A ``threads`` value as given in a pipeline: ``auto`` or a whole number >= 1; ValueError otherwise."""
     if value == AUTO:

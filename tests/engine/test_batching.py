@@ -142,7 +142,7 @@ def run_score_node(tmp_path: Path, max_batch: int, items: list[Item]) -> tuple[l
 
 def av_window(stream: str, t0: float, seed: int) -> AVWindow:
     rng = np.random.default_rng(seed)
-    return AVWindow(stream, t0, t0 + 2.0, time.time(), rng.integers(0, 256, (8, 112, 112, 3), dtype=np.uint8),
+    return AVWindow(stream, t0, t0 + 2.0, time.time(), rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8),
                     rng.normal(0, 0.1, 32000).astype(np.float32), 4.0, 16000)
 
 

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from avstream.engine.errors import MissingDependencyError, ModelError
-from avstream.engine.inference.runners import Runner, create_session, import_onnxruntime, select_providers
+from avstream.engine.inference.runners import (
+    Runner,
+    create_session,
+    import_onnxruntime,
+    require_onnxruntime,
+    select_providers,
+)
 from avstream.engine.items import AVWindow
 
 pytest.importorskip("onnxruntime")
@@ -62,6 +68,18 @@ def test_onnxruntime_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'avstream\[cpu\]'"):
         import_onnxruntime()
+
+
+def test_preflight_checks_the_runtime_without_loading_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    require_onnxruntime()  # installed here
+    assert "onnxruntime" not in sys.modules  # checked, not imported: the supervisor never maps it
+    shadow = tmp_path / "onnxruntime"  # a folder of that name is not a runtime
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MissingDependencyError, match=r"no native runtime in .*pip install 'avstream\[cpu\]'"):
+        require_onnxruntime()
 
 
 def test_corrupt_model_is_model_error(tmp_path: Path) -> None:

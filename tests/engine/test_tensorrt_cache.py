@@ -25,7 +25,6 @@ from avstream.engine.inference.runners import (
     load_contract,
     profile_shapes,
     provider_options,
-    thread_plan,
 )
 from avstream.engine.inference.tensorrt import (
     EngineCache,
@@ -37,7 +36,7 @@ from avstream.engine.inference.tensorrt import (
     ort_trt_cache_dir,
     write_engine_file,
 )
-from avstream.engine.inference.threads import cgroup_cpu_quota
+from avstream.engine.inference.threads import cgroup_cpu_quota, thread_plan
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
