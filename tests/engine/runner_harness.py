@@ -26,8 +26,17 @@ class Harness:
     stop: threading.Event
 
 
+@dataclass
+class ControlPlane:
+    zctx: zmq.Context[Any]
+    stop: threading.Event  # the node's stop
+    control: zmq.Socket[Any]  # the supervisor's side of the control link
+    link: ControlLink
+
+
 @contextmanager
-def node_runner(spec: PipelineSpec, node_id: str, run_dir: Path) -> Iterator[Harness]:
+def control_plane(spec: PipelineSpec, node_id: str, run_dir: Path) -> Iterator[ControlPlane]:
+    """ipc:// endpoints for every edge of ``spec`` and a control link for ``node_id``, torn down after."""
     for i, edge in enumerate(spec.edges):
         edge.endpoint = f"ipc://{run_dir}/e{i}"
     zctx: zmq.Context[Any] = zmq.Context()
@@ -36,6 +45,24 @@ def node_runner(spec: PipelineSpec, node_id: str, run_dir: Path) -> Iterator[Har
     control.bind(f"ipc://{run_dir}/control")
     link = ControlLink(zctx, f"ipc://{run_dir}/control", node_id, stop)
     link.thread.start()
+    try:
+        yield ControlPlane(zctx, stop, control, link)
+    finally:
+        stop.set()
+        link.post({"type": "bye"})
+        link.thread.join(2)
+        control.close(0)
+        zctx.destroy(linger=0)
+
+
+@contextmanager
+def node_runner(spec: PipelineSpec, node_id: str, run_dir: Path) -> Iterator[Harness]:
+    with control_plane(spec, node_id, run_dir) as plane:
+        yield from _node_runner(spec, node_id, run_dir, plane)
+
+
+def _node_runner(spec: PipelineSpec, node_id: str, run_dir: Path, plane: ControlPlane) -> Iterator[Harness]:
+    zctx, stop, control, link = plane.zctx, plane.stop, plane.control, plane.link
     (out_edge,) = spec.outputs_of(node_id)
     downstream = Inbox()
     port = InputPort(zctx, out_edge, downstream, run_dir, threading.Event())
@@ -52,7 +79,3 @@ def node_runner(spec: PipelineSpec, node_id: str, run_dir: Path) -> Iterator[Har
         stop.set()
         for p in [port, *runner.inbox.ports]:
             p.thread.join(2)
-        link.post({"type": "bye"})
-        link.thread.join(2)
-        control.close(0)
-        zctx.destroy(linger=0)

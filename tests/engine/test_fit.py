@@ -19,6 +19,8 @@ import pytest
 from avstream.engine.capture.fit import FrameFitter, GridGate, frame_fits
 from avstream.engine.capture.schemes import open_reader
 from avstream.engine.items import NATIVE_FIT, AudioChunk, MediaFit, VideoFrame
+from avstream.engine.runtime.graph import PipelineSpec
+from tests.engine.runner_harness import ControlPlane, control_plane
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
 
@@ -152,26 +154,23 @@ def test_monitor_windows_get_only_their_frames_through_the_transport(clip: Path,
     """The compiled monitor pipeline's source in a real NodeRunner, its four window edges on real
     sockets and one shared-memory ring: each edge gets its model's frames, bit-identical to swscale
     on a full decode, and a window node fed by it cuts the windows it would cut from that full decode."""
-    import threading
+    from avstream.engine.runtime.config import Overrides, load_pipeline
 
-    import zmq
+    spec = load_pipeline("monitor", Overrides(input_uri=str(clip), sets=["streams.cam0.realtime=false"]))
+    with control_plane(spec, "cam0", tmp_path) as plane:
+        _check_fitted_run(spec, clip, tmp_path, plane)
+
+
+def _check_fitted_run(spec: PipelineSpec, clip: Path, tmp_path: Path, plane: ControlPlane) -> None:
+    import threading
 
     from avstream.engine.items import AVWindow, EndOfStream, Item, StreamInfo
     from avstream.engine.node import NodeContext
-    from avstream.engine.runtime.config import Overrides, load_pipeline
-    from avstream.engine.runtime.worker import ControlLink, NodeRunner
+    from avstream.engine.runtime.worker import NodeRunner
     from avstream.engine.transport.edges import Inbox, InputPort
     from avstream.plugins.window import AVWindowNode, WindowParams
 
-    spec = load_pipeline("monitor", Overrides(input_uri=str(clip), sets=["streams.cam0.realtime=false"]))
-    for i, edge in enumerate(spec.edges):
-        edge.endpoint = f"ipc://{tmp_path}/e{i}"
-    zctx: zmq.Context[Any] = zmq.Context()
-    stop = threading.Event()
-    control = zctx.socket(zmq.ROUTER)
-    control.bind(f"ipc://{tmp_path}/control")
-    link = ControlLink(zctx, f"ipc://{tmp_path}/control", "cam0", stop)
-    link.thread.start()
+    zctx, stop, link = plane.zctx, plane.stop, plane.link
     edges = spec.outputs_of("cam0")
     inboxes = {e.dst: Inbox() for e in edges}
     ports = [InputPort(zctx, e, inboxes[e.dst], tmp_path, threading.Event()) for e in edges]
@@ -229,7 +228,3 @@ def test_monitor_windows_get_only_their_frames_through_the_transport(clip: Path,
         for p in ports:
             p.stop.set()
             p.thread.join(2)
-        link.post({"type": "bye"})
-        link.thread.join(2)
-        control.close(0)
-        zctx.destroy(linger=0)
