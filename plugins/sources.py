@@ -90,8 +90,8 @@ class InputParams(Params):
         default="auto",
         description="Video decoder threading. frame: several frames at once, the most throughput, (threads - 1) "
         "frames of delay; slice: parts of one frame at once, no delay, but one core for streams coded with one "
-        "slice per frame. auto: frame for files; for live inputs slice when the stream has several slices per "
-        "frame, else frame.",
+        "slice per frame. auto: frame for files; for live inputs FFmpeg's choice (frame where the decoder has "
+        "it: slice threading fell behind under CPU load).",
     )
 
 

@@ -19,9 +19,9 @@ def describe(uri: str, *, fps: float, skip: str, threading: str, options: dict[s
         if threading != "auto":
             thread_text = f"{threading} threading"
         elif scheme in DEVICE_SCHEMES:
-            thread_text = "frame threading unless the camera's frames have several slices"
+            thread_text = "the camera decoder's default threading"
         else:
-            thread_text = "slice threading if the first frame has several slices, else frame threading"
+            thread_text = "FFmpeg's choice: frame threading where the decoder has it"
         return f"decode: {skip_text}; {thread_text} ({_FRAME_DELAY})"
     probe = _probe_file(uri, options)
     if isinstance(probe, str):
@@ -39,7 +39,7 @@ def describe(uri: str, *, fps: float, skip: str, threading: str, options: dict[s
         "keyframes": "skip keyframes (approximate: key frames only)",
         "none": "skip none" if skip == "none" or not subsampling else f"skip {skip} does not apply to {codec}",
     }[mode]
-    kind = thread_type_for(threading, live=False, slices=slices).lower()
+    kind = thread_type_for(threading, live=False).lower()
     return f"decode: {codec}, {rate}; {skip_text}; {kind} threading ({slices} slice{'s' * (slices != 1)} per frame)"
 
 

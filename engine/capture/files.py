@@ -91,7 +91,7 @@ class FileReader(MediaReader):
             # Frame threading: throughput, where its frames of delay do not matter. PyAV's default,
             # slice threading, uses one core on streams coded with one slice per frame, as libx264
             # and most cameras write them (60 s of 720p25 H.264 on 2 cores: 4.5 s frame, 6.7 s slice).
-            self.decode_threading = set_threading(self._vs, thread_type_for(threading, live=False, slices=0))
+            self.decode_threading = set_threading(self._vs, thread_type_for(threading, live=False))
             subsampling = (fps > 0 and not FpsGate(fps, self._native).off) or (
                 fitter is not None and fitter.subsamples(self._native))
             self.skip_mode = planned_mode(skip, live=False, codec=self._vs.codec_context.name, subsampling=subsampling)

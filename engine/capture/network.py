@@ -132,13 +132,15 @@ class NetworkReader(LiveReader):
     """A live stream from a URL, through PyAV or the FFmpeg CLI (``settings.backend``).
 
     ``skip``: only ``keyframes`` applies to live inputs (see :mod:`~avstream.engine.capture.skipping`);
-    ``threading``: ``auto`` picks slice threading for streams with several slices per frame (no
-    added delay), else frame threading, from the first video packet of each connection.
+    ``threading``: ``auto`` leaves it to FFmpeg (frame threading where the decoder has it); the
+    slices per frame of the first video packet of each connection are shown in the status.
     """
 
     skip = "none"
     threading_mode = "auto"
     decode_threading = ""  # what the decoder of the current connection uses: "frame" or "slice"
+    slices_per_frame = 0  # counted in the connection's first video packet (0: not H.264/HEVC)
+    slices_counted = False
 
     def __init__(self, uri: str, *, stream: str, video: bool = True, audio: bool = True, fps: float = 0.0,
                  sample_rate: int = 16000, audio_chunk_s: float = 0.04, options: dict[str, Any] | None = None,
@@ -284,11 +286,10 @@ class NetworkReader(LiveReader):
 
     def _setup_video(self, vs: Any | None) -> float:
         """Decoder threads; the first connection's frame size is kept for the whole run. The native rate."""
-        self.decode_threading = ""
+        self.decode_threading, self.slices_per_frame, self.slices_counted = "", 0, False
         if vs is None:
             return 0.0
-        if self.threading_mode != "auto":  # else set from the first packet (pick_threading)
-            self.decode_threading = set_threading(vs, thread_type_for(self.threading_mode, live=True, slices=0))
+        self.decode_threading = set_threading(vs, thread_type_for(self.threading_mode, live=True))
         if self.settings.decode_threads:
             vs.codec_context.thread_count = self.settings.decode_threads
         size = (vs.codec_context.width, vs.codec_context.height)
@@ -296,20 +297,20 @@ class NetworkReader(LiveReader):
             self._size = size
         return native_rate(vs)
 
-    def pick_threading(self, vs: Any, packet: Any) -> None:
-        """Slice threading for a stream with several slices per frame, frame threading otherwise.
-
-        Frame threading decodes (threads - 1) frames ahead, which is that many frames of delay;
-        slice threading adds none but only uses more than one core on multi-slice streams.
-        """
-        slices = slices_in(bytes(packet), vs.codec_context.name, vs.codec_context.extradata)
-        self.decode_threading = set_threading(vs, thread_type_for("auto", live=True, slices=slices))
-        log.info("%s: %d slice%s per frame: %s threading", self.where(), slices, "s" * (slices != 1), self.decode_threading)
+    def count_slices(self, vs: Any, packet: Any) -> None:
+        """The slices per frame of the connection's first video packet, for the status: they tell
+        whether ``decode_threading: slice`` could use more than one core."""
+        self.slices_counted = True
+        self.slices_per_frame = slices_in(bytes(packet), vs.codec_context.name, vs.codec_context.extradata)
+        log.info("%s: %d slice%s per frame, %s threading", self.where(), self.slices_per_frame,
+                 "s" * (self.slices_per_frame != 1), self.decode_threading)
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
         if self.decode_threading:
             out["decode_threading"] = self.decode_threading
+        if self.slices_per_frame:
+            out["slices_per_frame"] = self.slices_per_frame
         return out
 
     def _deliver(self, item: VideoFrame | AudioChunk) -> None:
@@ -357,8 +358,8 @@ class _LiveTimeline(Timeline):
         if self.dog is not None:
             self.dog.feed()
         if packet.size:
-            if kind == "video" and not self.reader.decode_threading:  # before the decoder opens
-                self.reader.pick_threading(self.video, packet)
+            if kind == "video" and not self.reader.slices_counted:
+                self.reader.count_slices(self.video, packet)
             self.last_packet[kind] = now
             for other, seen in self.last_packet.items():
                 if now - seen > self.stall_s:

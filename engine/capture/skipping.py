@@ -33,10 +33,14 @@ the frames ``NONREF`` can skip. ``keyframes`` works on live inputs too.
 
 Threading: FFmpeg's frame threading decodes several frames at once (the most throughput, and
 (threads - 1) frames of delay); slice threading splits one frame, so it only helps streams coded
-with several slices per frame, and adds no delay. Files use frame threading; live inputs use slice
-threading when their first frame has more than one slice (counted in the packet: H.264 NAL types 1
-and 5, HEVC VCL types 0-31, length-prefixed as in MP4/MKV or with Annex B start codes as in
-MPEG-TS/RTSP), otherwise frame threading. ``decode_threading: frame|slice`` overrides it.
+with several slices per frame, and adds no delay. Files use frame threading. Live inputs leave the
+choice to FFmpeg (``AUTO``: frame threading where the decoder has it): slice threading on
+multi-slice live streams (libx264's zerolatency writes them) fell behind under CPU load — media time
+after a reconnect and the A/V sync of RTSP/SRT streams drifted by frames on a loaded 2-core machine
+(tests/live/test_network.py), while frame threading held. The slices per frame (counted in the
+first packet: H.264 NAL types 1 and 5, HEVC VCL types 0-31, length-prefixed as in MP4/MKV or with
+Annex B start codes as in MPEG-TS/RTSP) are shown in the status. ``decode_threading: frame|slice``
+overrides it (``slice``: the least latency, given cores to spare).
 """
 
 from __future__ import annotations
@@ -416,13 +420,13 @@ def _annexb_types(data: bytes) -> list[int]:
     return out
 
 
-def thread_type_for(mode: str, *, live: bool, slices: int) -> str:
-    """PyAV's ``thread_type`` for ``decode_threading: mode``: FRAME or SLICE."""
+def thread_type_for(mode: str, *, live: bool) -> str:
+    """PyAV's ``thread_type`` for ``decode_threading: mode``: FRAME, SLICE, or AUTO (live, FFmpeg's choice)."""
     if mode == "frame":
         return "FRAME"
     if mode == "slice":
         return "SLICE"
-    return "SLICE" if live and slices > 1 else "FRAME"
+    return "AUTO" if live else "FRAME"
 
 
 def set_threading(video: Any, thread_type: str) -> str:
@@ -430,8 +434,9 @@ def set_threading(video: Any, thread_type: str) -> str:
     for codecs without frame threads. Returns the kind set ("frame" or "slice")."""
     import av
 
-    if thread_type == "FRAME" and not video.codec_context.codec.capabilities & av.codec.codec.Capabilities.frame_threads:
+    frame_threads = bool(video.codec_context.codec.capabilities & av.codec.codec.Capabilities.frame_threads)
+    if thread_type in ("FRAME", "AUTO") and not frame_threads:
         video.thread_type = "AUTO"
         return "slice"
     video.thread_type = thread_type
-    return thread_type.lower()
+    return "frame" if thread_type == "AUTO" else thread_type.lower()  # AUTO: FFmpeg takes frame threads

@@ -370,17 +370,18 @@ def test_slices_per_frame_are_counted_in_the_first_packet(tmp_path: Path, ext: s
             assert resets_order(data, name, extra)  # the first key frame is an IDR
 
 
-def test_live_threading_follows_the_slices_per_frame_and_keyframes_mode_works_live(tmp_path: Path) -> None:
+def test_live_threading_is_ffmpegs_choice_unless_set_and_keyframes_mode_works_live(tmp_path: Path) -> None:
     from avstream.engine.capture.network import NetworkReader
     from tests.live.servers import ffmpeg_server, sync_inputs
 
-    for params, want, skip in (("slices=4", "slice", "auto"), ("sliced-threads=0:slices=1", "frame", "keyframes")):
+    for params, threading, want, skip in (("slices=4", "auto", "frame", "auto"), ("slices=4", "slice", "slice", "auto"),
+                                          ("sliced-threads=0:slices=1", "auto", "frame", "keyframes")):
         encode = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-x264-params", params,
                   "-g", "25", "-pix_fmt", "yuv420p", "-an"]
         server, url = ffmpeg_server("tcp", tmp_path, inputs=sync_inputs()[:5], encode=encode)
         server.start()
         try:
-            reader = NetworkReader(url, stream="s", audio=False, fps=5.0, skip=skip)
+            reader = NetworkReader(url, stream="s", audio=False, fps=5.0, skip=skip, threading=threading)
             times: list[float] = []
             for item in reader.read():
                 if isinstance(item, VideoFrame):
@@ -390,6 +391,8 @@ def test_live_threading_follows_the_slices_per_frame_and_keyframes_mode_works_li
             reader.close()
             assert reader.decode_threading == want
             assert reader.stats()["decode_threading"] == want
+            slices = reader.stats()["slices_per_frame"]
+            assert slices > 1 if params == "slices=4" else slices == 1, (params, slices)
             if skip == "keyframes":  # one key frame a second (-g 25): only those come
                 assert min(np.diff(times)) > 0.9, times
                 assert reader.counters["frames_skipped"] >= 40
@@ -422,5 +425,5 @@ nodes:
     out = result.output
     assert "decode: h264, keeps 4 of 25 fps; skip auto (lossless" in out
     assert "frame threading (1 slice per frame)" in out
-    assert "decode: key frames only (approximate); slice threading if the first frame has several slices" in out
+    assert "decode: key frames only (approximate); FFmpeg's choice: frame threading where the decoder has it" in out
 
