@@ -75,6 +75,9 @@ class VideoFrame:
     image: np.ndarray
     release_hook: Callable[[], None] | None = field(default=None, repr=False)
     fitted: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    # producer side only: the decoded frame before fitting (an ``av.VideoFrame`` or a BGR array),
+    # attached only while the stream's preview is watched (engine/capture/preview.py)
+    native: Any = field(default=None, repr=False)
 
     def release(self) -> None:
         """Hand the shared-memory slot back to the writer; the image must not be used after."""
@@ -138,10 +141,24 @@ class Event:
 
 
 @dataclass
+class PreviewFrame:
+    """A JPEG of one source frame for a live viewer: media time ``t``, capture wall time ``wall``.
+    Sent by the source's worker to the supervisor only while someone watches the stream; it never
+    reaches the outputs (PUB, JSONL, sinks)."""
+
+    stream: str
+    t: float
+    wall: float
+    width: int
+    height: int
+    jpeg: bytes = field(repr=False)
+
+
+@dataclass
 class EndOfStream:
     """No more items will come from this stream on this edge."""
 
     stream: str
 
 
-Item = StreamInfo | VideoFrame | AudioChunk | AVWindow | Result | Event | EndOfStream
+Item = StreamInfo | VideoFrame | AudioChunk | AVWindow | Result | Event | EndOfStream | PreviewFrame

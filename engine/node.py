@@ -19,12 +19,15 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from avstream.engine.items import Item, MediaFit
 from avstream.engine.timing import Timing
+
+if TYPE_CHECKING:
+    from avstream.engine.capture.preview import PreviewTap
 
 
 class Params(BaseModel):
@@ -87,6 +90,7 @@ class NodeContext:
     duration: float | None = None  # media-time limit of sources (--duration)
     counters: dict[str, float] = field(default_factory=dict)  # exported in node status
     timings: dict[str, Timing] = field(default_factory=dict)  # histograms, exported in node status
+    preview: PreviewTap | None = None  # sources, when the pipeline has a live preview (engine/capture/preview.py)
 
     def count(self, name: str, amount: float = 1.0) -> None:
         self.counters[name] = self.counters.get(name, 0.0) + amount

@@ -27,6 +27,7 @@ from avstream.engine.capture.avclock import JitterBuffer
 from avstream.engine.capture.base import LIVE_SCHEMES, MediaItem, MediaReader, redact_uri
 from avstream.engine.capture.fit import FrameFitter, frame_fits
 from avstream.engine.capture.live import LiveReader, WallClock
+from avstream.engine.capture.preview import is_preview_only
 from avstream.engine.capture.schemes import check_uri, open_reader, resolve_file, uri_scheme
 from avstream.engine.capture.settings import LiveSettings
 from avstream.engine.capture.skipping import SkipMode, ThreadingMode
@@ -157,6 +158,7 @@ class FileSource(SourceNode[SourceParams]):
             threading=p.decode_threading,
             fitter=self.fitter if video else None,
         )
+        reader.preview = self.ctx.preview
         if not getattr(reader, "live", False):  # live readers count through bind()
             reader.counter = self.ctx.count  # frames decoded, skipped, dropped
         return reader
@@ -263,7 +265,8 @@ class FileSource(SourceNode[SourceParams]):
                 if delay > 0 and self.ctx.stop_event.wait(delay):
                     return
                 item.wall = time.time()  # a paced file behaves like a live capture
-            self.ctx.count("frames_out" if kind == "video" else "audio_chunks_out")
+            if not is_preview_only(item):
+                self.ctx.count("frames_out" if kind == "video" else "audio_chunks_out")
             yield item
 
 

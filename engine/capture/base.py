@@ -21,7 +21,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -73,12 +73,25 @@ def source_error(stream: str, uri: str, reason: str) -> SourceError:
     return SourceError(f"stream {stream!r}: {redact_uri(uri)}: {reason}")
 
 
+class PreviewWatch(Protocol):
+    """What a reader asks the source's live preview (``capture.preview.PreviewTap``)."""
+
+    def watching(self, stream: str) -> bool:
+        """Whether a viewer watches ``stream`` now."""
+        ...
+
+    def due(self, stream: str) -> bool:
+        """Whether a frame of ``stream`` offered now would be taken."""
+        ...
+
+
 class MediaReader:
     """An opened input. ``read()`` may be called once; ``close()`` is safe to call twice."""
 
     info: StreamInfo
     truth: dict[str, Any] | None = None  # ground truth of generated inputs (tests, benchmarks)
     counter: Callable[[str, float], None] | None = None  # also counts into this (a node's counters)
+    preview: PreviewWatch | None = None  # the source's live preview (engine/capture/preview.py), set after opening
 
     def read(self) -> Iterator[MediaItem]:
         raise NotImplementedError

@@ -209,9 +209,12 @@ class OpenCvCameraReader(LiveReader):
                     image = cv2.resize(image, (w, h))
                 image = np.ascontiguousarray(image)
                 if self.fitter is not None and wanted:
-                    self.put(self.fitter.frame(self.stream, t, wall, self.fitter.fit_array(image, wanted)))
+                    item = self.fitter.frame(self.stream, t, wall, self.fitter.fit_array(image, wanted))
                 else:
-                    self.put(VideoFrame(self.stream, t, wall, image))
+                    item = VideoFrame(self.stream, t, wall, image)
+                if self.preview is not None and self.preview.watching(self.stream):
+                    item.native = image
+                self.put(item)
             return delivered
         finally:
             cap.release()

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from avstream.engine.capture.base import FpsGate, MediaItem, log
+from avstream.engine.capture.base import FpsGate, MediaItem, PreviewWatch, log
 from avstream.engine.capture.fit import FrameFitter
+from avstream.engine.capture.preview import preview_only
 from avstream.engine.capture.skipping import DRAIN, DROP, Count, SkipPlanner
 from avstream.engine.items import AudioChunk, VideoFrame
 
@@ -166,6 +167,8 @@ class MediaDecoder:
             if skip == "keyframes":
                 video.codec_context.skip_frame = self._skip = "NONKEY"
         self.fitter = fitter  # the consumers' sizes and frame grids, when the pipeline gave them
+        self.preview: PreviewWatch | None = None  # set by the reader when the source has a preview
+        self.preview_between = False  # files: decoded frames no consumer takes may go to the preview
         self.resampler = MonoResampler(sample_rate) if audio is not None else None
         # one converter for the whole input: a frame's own would set up swscale again for every frame
         self._bgr = av.video.reformatter.VideoReformatter()
@@ -223,16 +226,21 @@ class MediaDecoder:
             return None
         fitter = self.fitter
         wanted = fitter.wanted(t) if fitter is not None else None
+        watched = self.preview is not None and self.preview.watching(self.stream)
         if wanted is not None and not wanted:
+            if watched and self.preview_between:  # decoded anyway: the preview may show it
+                return preview_only(self.stream, t, wall, frame)
             return None  # no consumer takes a frame at this time: never converted
         self.timeline.kept_video(t, wall)
         if fitter is not None and wanted:
             # each size a consumer needs made once, scaled inside the colour conversion
             images = fitter.convert(frame, wanted, lambda: self.timeline.video_size(frame), self.timeline.interpolation)
-            return fitter.frame(self.stream, t, wall, images)
+            item = fitter.frame(self.stream, t, wall, images)
+            item.native = frame if watched else None
+            return item
         width, height = self.timeline.video_size(frame)
         # Scaling inside the colour conversion costs a quarter of converting at full size and then
         # resizing, and the frame crosses processes at the size consumers use.
         image = self._bgr.reformat(frame, format="bgr24", width=width, height=height,
                                    interpolation=self.timeline.interpolation, threads=1).to_ndarray()
-        return VideoFrame(self.stream, t, wall, np.ascontiguousarray(image))
+        return VideoFrame(self.stream, t, wall, np.ascontiguousarray(image), native=frame if watched else None)

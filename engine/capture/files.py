@@ -32,6 +32,7 @@ from avstream.engine.capture.decode import (
     track_kinds,
 )
 from avstream.engine.capture.fit import FrameFitter
+from avstream.engine.capture.preview import preview_only
 from avstream.engine.capture.skipping import planned_mode, set_threading, thread_type_for
 from avstream.engine.items import AudioChunk, StreamInfo, VideoFrame
 from avstream.engine.synthetic.scene import SceneConfig, scene_for, sync_audio, sync_frame, sync_truth
@@ -125,6 +126,7 @@ class FileReader(MediaReader):
         decoder = MediaDecoder(self._container, self._vs, self._as, timeline, stream=self.stream, fps=self._fps,
                                native=self._native, sample_rate=self._rate, skip=self.skip_mode, count=self._count,
                                fitter=self._fitter)
+        decoder.preview, decoder.preview_between = self.preview, True
         delivered = 0
         last_t = 0.0
         try:
@@ -269,12 +271,20 @@ class GeneratedReader(MediaReader):
     def _frame(self, index: int, t: float) -> VideoFrame | None:
         """Frame ``index`` at ``t``, rendered only when a consumer takes it, in the sizes they take."""
         fitter = self._fitter
+        watched = self.preview is not None and self.preview.watching(self._stream)
         if fitter is None:
-            return VideoFrame(self._stream, t, time.time(), self._frame_fn(index))
+            image = self._frame_fn(index)
+            return VideoFrame(self._stream, t, time.time(), image, native=image if watched else None)
         wanted = fitter.wanted(t)
         if not wanted:
+            # rendered for the preview only while it is watched and a preview frame is due
+            if watched and self.preview is not None and self.preview.due(self._stream):
+                return preview_only(self._stream, t, time.time(), self._frame_fn(index))
             return None
-        return fitter.frame(self._stream, t, time.time(), fitter.fit_array(self._frame_fn(index), wanted))
+        image = self._frame_fn(index)
+        item = fitter.frame(self._stream, t, time.time(), fitter.fit_array(image, wanted))
+        item.native = image if watched else None
+        return item
 
 
 @dataclass(frozen=True)

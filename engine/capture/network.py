@@ -278,6 +278,7 @@ class NetworkReader(LiveReader):
                             subsampling=True)
         decoder = MediaDecoder(container, vs, aus, timeline, stream=self.stream, fps=self.fps, native=native,
                                sample_rate=self.rate, skip=skip, count=self.count, fitter=self.fitter)
+        decoder.preview = self.preview  # live: only frames delivered anyway go to the preview
         for item in decoder.packets():
             self._deliver(item)
         for chunk in decoder.finish():

@@ -7,6 +7,7 @@ of type ``avstream/source@v1`` (or the ``type:`` it names).
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib.resources
 import re
@@ -21,7 +22,7 @@ from avstream.engine.capture.base import LIVE_SCHEMES
 from avstream.engine.errors import ConfigError, ModelError, Problem
 from avstream.engine.items import AV_WINDOW, MEDIA, RESULT, MediaFit
 from avstream.engine.node import CheckContext, Node, WindowRequirement
-from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, OutputsSpec, PipelineSpec
+from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, OutputsSpec, PipelineSpec, PreviewSpec
 from avstream.engine.runtime.registry import Registry, load_registry
 from avstream.engine.runtime.yamlsrc import Marks, Path_, apply_set, load_yaml_file
 from avstream.engine.sinks import SINK_KINDS
@@ -61,6 +62,7 @@ class Overrides:
     publish: str | None = None
     jsonl: str | None = None
     duration: float | None = None
+    preview: PreviewSpec | None = None  # live preview frames for a viewer (`avstream run --view`)
 
 
 def builtin_pipelines() -> dict[str, Path]:
@@ -184,6 +186,7 @@ class _Compiler:
             duration=overrides.duration,
             live_streams=live,
             cpu_consumers=sum(1 for nid, n in self.nodes.items() if n.is_source or self.classes[nid].uses_cores),
+            preview=copy.copy(overrides.preview),
         )
 
     def stream_is_live(self, stream: dict[str, Any]) -> bool:

@@ -40,6 +40,26 @@ class OutputsSpec:
 
 
 @dataclass
+class PreviewSpec:
+    """Live preview of the sources' video (JPEG frames to the supervisor's viewer): at most ``fps``
+    frames a second per watched stream, at most ``max_width`` wide. Costs nothing until a viewer
+    asks for a stream. ``endpoint`` (the supervisor's results socket) is filled by the supervisor."""
+
+    fps: float = 10.0
+    max_width: int = 640
+    quality: int = 75  # JPEG quality, 1-100
+    endpoint: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fps <= 60:
+            raise ValueError(f"preview fps must be in (0, 60], not {self.fps}")
+        if not 16 <= self.max_width <= 4096:
+            raise ValueError(f"preview max_width must be in [16, 4096], not {self.max_width}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"preview quality must be in [1, 100], not {self.quality}")
+
+
+@dataclass
 class PipelineSpec:
     name: str
     file: str
@@ -50,6 +70,7 @@ class PipelineSpec:
     duration: float | None = None
     live_streams: list[str] = field(default_factory=list)  # streams paced by wall time
     cpu_consumers: int = 0  # sources and nodes that use cores of their own (0: not counted)
+    preview: PreviewSpec | None = None  # None: no preview frames at all (`avstream run` without a viewer)
 
     def processes(self) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
@@ -90,6 +111,7 @@ class PipelineSpec:
             duration=raw["duration"],
             live_streams=raw["live_streams"],
             cpu_consumers=raw.get("cpu_consumers", 0),
+            preview=PreviewSpec(**raw["preview"]) if raw.get("preview") else None,
         )
 
 

@@ -17,14 +17,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
 from avstream.engine.backoff import backoff_delay
 from avstream.engine.errors import AvstreamError
 from avstream.engine.inference.runners import describe_fallbacks
-from avstream.engine.items import Event, Result
+from avstream.engine.items import Event, PreviewFrame, Result
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
 from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
@@ -40,6 +40,18 @@ MAX_RESTARTS = 5  # within RESTART_WINDOW_S; more means the node is broken, not 
 RESTART_WINDOW_S = 60.0
 RESTART_BACKOFF_INITIAL_S = 0.5  # doubles per restart inside the window, up to the cap
 RESTART_BACKOFF_MAX_S = 8.0
+
+
+class PreviewViewer(Protocol):
+    """What takes the live preview (engine/serve/viewer.py): called from the supervisor's thread."""
+
+    def wanted_streams(self) -> set[str]:
+        """The streams someone watches now (cheap, thread-safe)."""
+        ...
+
+    def send_frame(self, frame: PreviewFrame) -> None:
+        """One preview frame; must not block."""
+        ...
 
 
 @dataclass
@@ -80,6 +92,8 @@ class Supervisor:
         self.tracker = StatusTracker(spec, self.id)
         self.fallbacks: dict[tuple[str, str, str], dict[str, Any]] = {}  # (node, model, cause) -> report
         self.fallbacks_logged: set[tuple[str, str, str]] = set()
+        self.viewer: PreviewViewer | None = None  # set before run() by a live viewer
+        self.preview_wanted: frozenset[str] = frozenset()
 
     # --- set-up ---
     def allocate_endpoints(self) -> None:
@@ -93,6 +107,8 @@ class Supervisor:
                 edge.endpoint = shared.setdefault(key, f"ipc://{self.run_dir}/e{i}")
         self.results_endpoint = results
         self.control_endpoint = f"ipc://{self.run_dir}/control"
+        if self.spec.preview is not None:
+            self.spec.preview.endpoint = results  # preview frames come in with the results
         (self.run_dir / "spec.json").write_text(self.spec.to_json())
 
     def worker_args(self, worker: WorkerProc) -> list[str]:
@@ -148,9 +164,28 @@ class Supervisor:
                 self._drain_results()
             else:
                 self._drain_control()
+        self._sync_preview()
         now = time.monotonic()
         self._check_workers(now)
         return now
+
+    # --- live preview ---
+    def _sync_preview(self) -> None:
+        """Tell the source workers when the set of streams a viewer watches has changed."""
+        wanted = frozenset(self.viewer.wanted_streams()) if self.viewer is not None else frozenset()
+        if wanted != self.preview_wanted:
+            self.preview_wanted = wanted
+            for worker in self.workers.values():
+                self._send_preview(worker)
+
+    def source_streams(self, worker: WorkerProc) -> set[str]:
+        """The streams whose source nodes run in ``worker``."""
+        return {s for n in worker.nodes if self.spec.nodes[n].is_source for s in self.spec.nodes[n].streams}
+
+    def _send_preview(self, worker: WorkerProc) -> None:
+        sources = self.source_streams(worker)
+        if sources:  # an empty list stops what it previewed
+            self._send_control(worker.name, {"type": "preview", "streams": sorted(sources & self.preview_wanted)})
 
     def run(self) -> int:
         old_int = signal.signal(signal.SIGINT, self._on_signal)
@@ -282,7 +317,10 @@ class Supervisor:
         while self.results.poll(0):
             frames = self.results.recv_multipart(copy=False)
             item = decode([f.buffer for f in frames])
-            if isinstance(item, Result):
+            if isinstance(item, PreviewFrame):  # for the viewer only: never published
+                if self.viewer is not None:
+                    self.viewer.send_frame(item)
+            elif isinstance(item, Result):
                 self.publisher.publish_result(item)
             elif isinstance(item, Event):
                 self.publisher.publish_event(item)
@@ -297,7 +335,9 @@ class Supervisor:
             self.identities[worker.name] = identity
             worker.last_seen = time.monotonic()
             kind = msg["type"]
-            if kind == "status":
+            if kind == "hello" and self.preview_wanted:  # a (re)started worker: what is watched now
+                self._send_preview(worker)
+            elif kind == "status":
                 worker.status = msg["nodes"]
                 worker.status_at = worker.last_seen
             elif kind == "provider_fallback":

@@ -24,6 +24,7 @@ from typing import Any
 
 import zmq
 
+from avstream.engine.capture.preview import PreviewTap, is_preview_only
 from avstream.engine.errors import ConfigError, MissingDependencyError, ModelError, SourceError
 from avstream.engine.inference.batching import batch_limits, collect_batch
 from avstream.engine.items import AudioChunk, EndOfStream, Event, Item, Result, VideoFrame
@@ -56,6 +57,7 @@ class ControlLink:
         self.ctx, self.endpoint, self.process, self.stop = ctx, endpoint, process, stop
         self.outbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self.status_fn: Any = lambda: {}
+        self.preview_streams: frozenset[str] = frozenset()  # streams a viewer watches (sources preview them)
         self.thread = threading.Thread(target=self._run, name="control", daemon=True)
 
     def post(self, message: dict[str, Any]) -> None:
@@ -88,6 +90,8 @@ class ControlLink:
                 cmd = sock.recv_json()
                 if isinstance(cmd, dict) and cmd.get("type") == "stop":
                     self.stop.set()
+                elif isinstance(cmd, dict) and cmd.get("type") == "preview":
+                    self.preview_streams = frozenset(str(s) for s in cmd.get("streams") or ())
 
 
 class ForwardingHandler(logging.Handler):
@@ -120,6 +124,10 @@ class NodeRunner:
             duration=spec.duration if node.is_source and node.id not in spec.live_streams else None,
             output_fits=tuple(e.fit for e in spec.outputs_of(node.id)),
         )
+        if node.is_source and spec.preview is not None and spec.preview.endpoint:
+            p = spec.preview
+            self.ctx.preview = PreviewTap(fps=p.fps, max_width=p.max_width, quality=p.quality, endpoint=p.endpoint,
+                                          zctx=zctx, wanted=lambda: link.preview_streams, stop=stop)
         self.node: Node[Any] = cls(self.ctx, cls.Params.model_validate(node.params))
         self.inbox = Inbox()
         self.in_edges = spec.inputs_of(node.id)
@@ -183,7 +191,14 @@ class NodeRunner:
                 log.exception("node %s: on_stop failed", self.node_spec.id)
 
     def run_source(self, node: SourceNode[Any]) -> None:
+        preview = self.ctx.preview
         for item in node.produce():
+            if isinstance(item, VideoFrame) and item.native is not None:
+                if preview is not None:
+                    preview.offer(item)  # after pacing: the wall time the consumers see
+                item.native = None
+                if is_preview_only(item):
+                    continue  # a decoded frame no consumer takes
             if not self.emit(item) or self.stop.is_set():
                 return
         for stream in self.ctx.streams:
@@ -260,6 +275,7 @@ class NodeRunner:
             "latency_ms": round(self.latency_ms, 1), "last_t": self.last_t,
             "counters": dict(self.ctx.counters), "extra": self.node.status(),
             "timings": {name: t.snapshot() for name, t in self.ctx.timings.items()},
+            **({"preview": self.ctx.preview.status()} if self.ctx.preview is not None else {}),
         }
 
 

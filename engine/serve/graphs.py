@@ -17,7 +17,7 @@ from pathlib import Path
 
 from avstream.engine.errors import ConfigError, Problem
 from avstream.engine.runtime.config import is_live_uri, load_pipeline
-from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, PipelineSpec
+from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, PipelineSpec, PreviewSpec
 from avstream.engine.serve.config import StreamEntry
 from avstream.engine.transport.edges import EdgeSpec
 
@@ -30,6 +30,7 @@ class Template:
     source_id: str  # the template's own stream id (never run)
     fan_in: list[EdgeSpec] = field(default_factory=list)  # edges a serve stream's source feeds
     processes: dict[str, list[str]] = field(default_factory=dict)  # shared process -> node ids
+    results_endpoint: str = ""  # the supervisor's results socket (preview frames go there too)
 
     def spec_file(self, run_dir: Path) -> Path:
         return run_dir / f"template-{self.key}.json"
@@ -51,8 +52,10 @@ class Template:
                           fit=None if own_frames else e.fit)
                  for i, e in enumerate(self.fan_in)]
         live = [stream.id] if any(is_live_uri(str(params.get(k) or "")) for k in ("uri", "video", "audio")) else []
+        # the preview is always there: it costs nothing until a viewer watches the stream
         return PipelineSpec(self.spec.name, self.spec.file, str(base_dir), {stream.id: node}, edges,
-                            copy.deepcopy(self.spec.outputs), None, live)
+                            copy.deepcopy(self.spec.outputs), None, live,
+                            preview=PreviewSpec(endpoint=self.results_endpoint))
 
 
 def compile_template(file: Path, key: str, run_dir: Path, results_endpoint: str) -> Template:
@@ -63,7 +66,7 @@ def compile_template(file: Path, key: str, run_dir: Path, results_endpoint: str)
         raise ConfigError([Problem(str(file), 1, 1, "streams",
                                    f"a pipeline shared by `serve` streams has exactly one stream (this one has {len(sources)})")])
     source = sources[0]
-    template = Template(key, file, spec, source.id)
+    template = Template(key, file, spec, source.id, results_endpoint=results_endpoint)
     shared: dict[tuple[str, str], str] = {}  # (producer, consumer process): one socket for its edges
     for i, edge in enumerate(spec.edges):
         if edge.dst == OUTPUTS_NODE:

@@ -32,7 +32,13 @@ from avstream.engine.items import EndOfStream, Event
 from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.snapshot import NodeEntries
 from avstream.engine.runtime.status import StatusView
-from avstream.engine.runtime.supervisor import MAX_RESTARTS, RESTART_WINDOW_S, Supervisor, WorkerProc
+from avstream.engine.runtime.supervisor import (
+    MAX_RESTARTS,
+    RESTART_WINDOW_S,
+    PreviewViewer,
+    Supervisor,
+    WorkerProc,
+)
 from avstream.engine.serve.config import ServeConfig, StreamEntry, load_serve_config
 from avstream.engine.serve.graphs import Template, compile_template, write_spec
 from avstream.engine.serve.notify import sd_notify
@@ -116,6 +122,8 @@ class ServiceSupervisor(Supervisor):
         self.api_started: Callable[[], bool] = lambda: True
         self.api_failed: Callable[[], bool] = lambda: False
         self.started = time.monotonic()
+        self.viewer: PreviewViewer | None = None  # set before run() by a live viewer
+        self.preview_wanted: frozenset[str] = frozenset()
 
     # --- graphs ---
     def template_for(self, entry: StreamEntry) -> Template:
@@ -131,6 +139,9 @@ class ServiceSupervisor(Supervisor):
                 if hasattr(self, "control"):
                     self.spawn(self.workers[process])
         return template
+
+    def source_streams(self, worker: WorkerProc) -> set[str]:
+        return {worker.name} if worker.name in self.streams else set()  # a stream's source runs alone
 
     def worker_args(self, worker: WorkerProc) -> list[str]:
         args = ["--spec", str(self.spec_files[worker.name])]

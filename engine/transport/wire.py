@@ -22,15 +22,17 @@ from avstream.engine.items import (
     EndOfStream,
     Event,
     Item,
+    PreviewFrame,
     Result,
     StreamInfo,
     VideoFrame,
 )
 
 _TYPES: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (StreamInfo, VideoFrame, AudioChunk, AVWindow, Result, Event, EndOfStream)
+    cls.__name__: cls for cls in (StreamInfo, VideoFrame, AudioChunk, AVWindow, Result, Event, EndOfStream,
+                          PreviewFrame)
 }
-_LOCAL_FIELDS = ("release_hook", "fitted")  # meaningful in the producing process only
+_LOCAL_FIELDS = ("release_hook", "fitted", "native")  # meaningful in the producing process only
 _ARRAY_FIELDS = {"VideoFrame": ("image",), "AudioChunk": ("samples",), "AVWindow": ("frames", "audio")}
 
 
@@ -52,6 +54,9 @@ def encode(item: Item, shm_desc: dict[str, Any] | None = None, to: list[int] | N
             arr = np.ascontiguousarray(value)
             arrays.append({"field": f.name, "dtype": arr.dtype.str, "shape": list(arr.shape)})
             buffers.append(arr)
+        elif f.name == "jpeg":  # bytes travel as a frame of their own, never inside the JSON
+            arrays.append({"bytes": f.name})
+            buffers.append(value)
         elif f.name == "payloads":
             for key, arr in value.items():
                 arr = np.ascontiguousarray(arr)
@@ -101,6 +106,9 @@ def parse(frames: list[Any]) -> Message:
     to = header.pop("to", None)
     payloads: dict[str, np.ndarray] = {}
     for spec, buf in zip(arrays, frames[1:], strict=True):
+        if "bytes" in spec:
+            header[spec["bytes"]] = bytes(buf)
+            continue
         arr = np.frombuffer(memoryview(buf), dtype=np.dtype(spec["dtype"])).reshape(spec["shape"])
         if "payload" in spec:
             payloads[spec["payload"]] = arr
