@@ -163,3 +163,37 @@ def test_a_file_gives_the_same_results_with_preview_and_skipping_intact(tmp_path
         assert c_watched.get(key) == c_plain.get(key), key
     status = watched.workers[watched.by_node["cam0"].name].status["cam0"]["preview"]
     assert status["encoded"] >= len(frames) and status["failed"] == 0
+
+
+def test_serve_streams_are_previewed_when_watched(tmp_path: Path) -> None:
+    """`avstream serve` sources always have a preview; only the watched stream sends frames."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from avstream.engine.serve.config import load_serve_config
+    from avstream.engine.serve.service import ServiceSupervisor
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        version: 1
+        server: {{listen: "127.0.0.1:1", publish: "ipc://{tmp_path}/pub"}}
+        streams:
+          a: {{pipeline: highlight, uri: "synthetic://scene?seed=1&duration=30", realtime: true}}
+          b: {{pipeline: highlight, uri: "synthetic://scene?seed=2&duration=30", realtime: true}}
+        """))
+    service = ServiceSupervisor(load_serve_config(config), quiet=True)
+
+    class StopAfter(Viewer):
+        def send_frame(self, frame: PreviewFrame) -> None:
+            super().send_frame(frame)
+            if len(self.frames) == 15:
+                service.request_stop("enough frames")  # the supervisor's own thread calls this
+
+    viewer = StopAfter({"a"})
+    service.viewer = viewer
+    started = time.time()
+    service.run()
+    frames = [f for _, f in viewer.frames]
+    assert len(frames) >= 15 and {f.stream for f in frames} == {"a"}
+    check_frames(frames, PreviewSpec(), (640, 360))
+    at_most_fps([a for a, _ in viewer.frames], PreviewSpec().fps)
+    assert all(started <= f.wall <= arrival for arrival, f in viewer.frames)
+    assert service.workers["b"].status["b"]["preview"]["encoded"] == 0
