@@ -98,6 +98,12 @@ class PreviewTap:
             self._thread = threading.Thread(target=self._run, name="preview", daemon=True)
             self._thread.start()
 
+    def join(self, timeout: float) -> None:
+        """Wait for the encoder thread (it ends within a poll interval of ``stop``), before the
+        worker's ZeroMQ context is terminated and its interpreter exits."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
     def status(self) -> dict[str, Any]:
         return {"watched": sorted(self.wanted()), "encoded": self.encoded, "dropped": self.dropped,
                 "failed": self.failed}

@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in runners:
         for port in r.inbox.ports:
             port.thread.join(1)
+        if r.ctx.preview is not None:
+            r.ctx.preview.join(1)
     link.post({"type": "status", "nodes": link.status_fn()})
     link.post({"type": "bye", "failed": failed})
     link.thread.join(3)
