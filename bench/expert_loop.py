@@ -59,9 +59,12 @@ def main() -> None:
     vs.thread_count = len(os.sched_getaffinity(0))
     scaler = VideoReformatter()
     resampler = av.AudioResampler(format="flt", layout="mono", rate=need.sample_rate)
-    native = float(vs.average_rate or 25)
-    tol = 0.49 * need.fps / native  # just under half a source frame: PTS rounding never skips a point
-    next_slot = 0
+    # The model's frame grid is k / fps; each point takes the first frame at or after it (the rule of
+    # the window picks below and of the contract). A tolerance here (keeping a frame up to half a
+    # source frame before a point) would keep a frame the picks then skip for that point, so the point
+    # got the next point's frame twice: at 25 fps the frame at 0.24 s for 0.25 s, 0.52 s for both 0.25
+    # and 0.5, two duplicated frames in every 2 s window.
+    next_point = 0.0  # media time of the next grid point a frame is kept for
     frames: list[tuple[float, np.ndarray]] = []  # sampled frames of the windows still to come
     audio: list[np.ndarray] = []
     audio_start, audio_len = 0, 0  # sample index of audio[0], samples held
@@ -96,10 +99,9 @@ def main() -> None:
             if isinstance(frame, av.VideoFrame):
                 t = float(frame.time or 0.0)
                 video_end = t
-                pos = t * need.fps
-                if pos + tol < next_slot:
+                if t < next_point - 1e-6:
                     continue
-                next_slot = math.floor(pos + tol) + 1
+                next_point = (math.floor(t * need.fps + 1e-6) + 1) / need.fps
                 image = scaler.reformat(frame, format=video_in.pixel_format, width=need.width, height=need.height,
                                         interpolation="AREA").to_ndarray()
                 frames.append((t, image))

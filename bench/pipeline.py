@@ -17,8 +17,9 @@ The rows alternate within each repeat; medians of wall time and of CPU time (use
 child and its descendants) are reported, with the ratios and their targets: engine wall <= 0.8x the
 expert's, CPU <= 1.0x, and >= 1.2x faster than the full-decode floor when the model samples <= 8 fps
 of a 25 fps input. The expert loop must give as many windows as the engine; the largest difference
-of their model outputs and of the highlight scores is printed (frames scaled by another route give
-small differences: the loop scales straight to the model's size with area interpolation).
+of their model outputs and of the highlight scores is printed: 0 (both feed the model the same
+frames, the first at or after each point of its 4 fps grid, scaled by swscale with area
+interpolation, and the same PyAV-resampled audio; tests/test_bench_expert_loop.py).
 
 ``--spin`` adds the engine with 2 intra-op threads, spinning on and off (docs/models.md).
 

@@ -109,14 +109,19 @@ class MediaReader:
 class FpsGate:
     """Keep a frame when its timestamp reaches the next slot of ``fps``; never duplicates.
 
-    ``native`` (the source rate, if known) sets a tolerance of just under half a source frame, so a
-    target equal to the native rate keeps every frame despite PTS rounding.
+    The frame kept for slot k is the first at or after ``k / fps``, up to ``TIMESTAMP_SLACK_S`` of
+    timestamp rounding (a millisecond time base). Models are trained on exactly that grid; a wider
+    tolerance (half a source frame) kept the frame before a grid point, which the window node then
+    skips, so windows got the same frame twice.
     """
+
+    TIMESTAMP_SLACK_S = 0.002
 
     def __init__(self, fps: float, native: float = 0.0):
         self.fps = fps
         self.off = fps <= 0 or (native > 0 and fps >= native * 0.999)
-        self.tol = 0.49 * fps / native if native > 0 and not self.off else 1e-3
+        slack = self.TIMESTAMP_SLACK_S * fps
+        self.tol = min(0.49 * fps / native, slack) if native > 0 and not self.off else slack
         self.slot = 0
 
     def keep(self, t: float) -> bool:

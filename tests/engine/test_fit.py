@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from avstream.engine.capture.base import FpsGate
 from avstream.engine.capture.fit import FrameFitter, GridGate, frame_fits
 from avstream.engine.capture.schemes import open_reader
 from avstream.engine.items import NATIVE_FIT, AudioChunk, MediaFit, VideoFrame
@@ -228,3 +229,15 @@ def _check_fitted_run(spec: PipelineSpec, clip: Path, tmp_path: Path, plane: Con
         for p in ports:
             p.stop.set()
             p.thread.join(2)
+
+
+def test_source_rate_gate_keeps_the_first_frame_at_or_after_each_grid_point() -> None:
+    # 25 fps sampled at 4 fps: the frame at 0.24 s lies before the 0.25 s point and must not be kept
+    # (the window node would skip it and use the next frame twice).
+    gate = FpsGate(4.0, 25.0)
+    kept = [round(i / 25, 2) for i in range(50) if gate.keep(i / 25)]
+    assert kept == [0.0, 0.28, 0.52, 0.76, 1.0, 1.28, 1.52, 1.76]
+    # timestamps rounded to a millisecond time base still land on their grid point
+    gate = FpsGate(10.0, 30.0)
+    assert [gate.keep(t) for t in (0.0, 0.033, 0.067, 0.0999, 0.133, 0.167, 0.2)] == [
+        True, False, False, True, False, False, True]
