@@ -89,9 +89,10 @@ def run_command(pipeline: str, quiet: bool, status_json: str | None, view: bool,
 
     PIPELINE is a pipeline YAML file or the name of a built-in pipeline (highlight, localization,
     violence, captions, monitor). It runs until its input ends, --duration passes, or SIGINT/SIGTERM
-    (exit 0); a configuration error exits 2, a runtime failure 1.
+    (exit 0); a configuration error exits 2, a runtime failure 1. With --view, the live web viewer of
+    `avstream serve` shows this run at the URL printed at start (a fresh token each run).
     """
-    return cmd_run(pipeline, overrides, quiet=quiet, status_json=status_json)
+    return cmd_run(pipeline, overrides, quiet=quiet, status_json=status_json, view_port=port if view else None)
 
 
 @main.command("validate", epilog=examples("avstream validate my_pipeline.yaml"))

@@ -25,7 +25,7 @@ PIPELINE = """\
 version: 1
 name: viewer-test
 streams:
-  cam0: {uri: "%s", realtime: true, process: models}
+  cam0: {uri: "SCENE_URI", realtime: true, process: models}
 nodes:
   w_highlight:    {type: avstream/av_window@v1, inputs: [cam0], process: models}
   w_violence:     {type: avstream/av_window@v1, inputs: [cam0], process: models}
@@ -36,7 +36,7 @@ nodes:
              params: {model: "builtin:violence", threads: 1, on_threshold: 0.0, off_threshold: 0.0}}
   localization: {type: avstream/localization@v1, inputs: [w_localization], process: models,
                  params: {model: "builtin:localization", threads: 1}}
-""" % SCENE_URI
+""".replace("SCENE_URI", SCENE_URI)
 
 
 def has_preview() -> bool:

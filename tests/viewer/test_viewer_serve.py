@@ -3,7 +3,6 @@ scene with known ground truth, the page as a user opens it."""
 
 from __future__ import annotations
 
-import asyncio
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -152,10 +151,10 @@ def test_wrong_token_is_refused(daemon: Daemon, browser: Any) -> None:
     finally:
         page.close()
     # the right token from another site's page (Origin) is refused; the cookie never authorises a change
-    assert asyncio.run(ws_close_code(daemon, {"Authorization": f"Bearer {daemon.token}",
-                                              "Origin": "http://evil.example"})) == 4401
-    assert asyncio.run(ws_close_code(daemon, {"Authorization": "Bearer wrong"})) == 4401
-    assert asyncio.run(ws_close_code(daemon, {"Authorization": f"Bearer {daemon.token}"})) is None
+    assert ws_close_code(daemon, {"Authorization": f"Bearer {daemon.token}",
+                                       "Origin": "http://evil.example"}) == 4401
+    assert ws_close_code(daemon, {"Authorization": "Bearer wrong"}) == 4401
+    assert ws_close_code(daemon, {"Authorization": f"Bearer {daemon.token}"}) is None
     req = urllib.request.Request(daemon.url + "/api/streams/cam/restart", method="POST",
                                  headers={"Cookie": f"avstream_token={daemon.token}"})
     try:
@@ -165,15 +164,16 @@ def test_wrong_token_is_refused(daemon: Daemon, browser: Any) -> None:
         assert exc.code == 401
 
 
-async def ws_close_code(daemon: Daemon, headers: dict[str, str]) -> int | None:
+def ws_close_code(daemon: Daemon, headers: dict[str, str]) -> int | None:
     """The close code the live feed answers with, or None when it sent its hello."""
-    import websockets
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
 
     url = daemon.url.replace("http", "ws") + "/api/live"
-    async with websockets.connect(url, additional_headers=headers, open_timeout=10) as ws:
+    with connect(url, additional_headers=headers, open_timeout=10) as ws:
         try:
-            first = await asyncio.wait_for(ws.recv(), 10)
-        except websockets.ConnectionClosed as exc:
+            first = ws.recv(10)
+        except ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd is not None else -1
         assert '"hello"' in str(first)
         return None
