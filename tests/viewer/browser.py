@@ -16,7 +16,7 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 # A scene whose sounding object and violence segment are known (docs/synthetic.md), long enough to never end
 # during the tests; realtime so the page sees it live.
-SCENE = {"seed": 3, "duration": 300.0, "fps": 25.0, "width": 640, "height": 360, "objects": 2, "violence": True}
+SCENE: dict[str, Any] = {"seed": 3, "duration": 300.0, "fps": 25.0, "width": 640, "height": 360, "objects": 2, "violence": True}
 SCENE_URI = ("synthetic://scene?seed=3&duration=300&fps=25&width=640&height=360&objects=2&violence=1")
 
 # highlight + violence + localization in one shared process. The violence thresholds at 0 turn the
