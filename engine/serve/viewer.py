@@ -81,12 +81,11 @@ class HealthTracker:
             source: dict[str, Any] = next((n for n in nodes if n.get("id") == sid), {})
             extra = source.get("extra") or {}
             frames = float((source.get("counters") or {}).get("frames_out") or 0.0)
-            fps = stream.get("fps_in")  # serve computes it; a run's status has the source's counters
+            # video frames a second from the source's counter; serve's fps_in (all items) without one
             before = self.frames.get(sid)
-            if fps is None:
-                fps = 0.0
-                if before is not None and wall > before[0] and frames >= before[1]:
-                    fps = (frames - before[1]) / (wall - before[0])
+            fps = float(stream.get("fps_in") or 0.0) if "frames_out" not in (source.get("counters") or {}) else 0.0
+            if before is not None and wall > before[0] and frames > before[1]:
+                fps = (frames - before[1]) / (wall - before[0])
             self.frames[sid] = (wall, frames)
             serving = [n for n in nodes if sid in (n.get("streams") or [])]
             drops = stream.get("drops")
