@@ -79,15 +79,20 @@ def pipeline_options(command: F) -> F:
 @click.option("--quiet", is_flag=True, help="no status view, only warnings and errors")
 @click.option("--status-json", metavar="PATH|-", help="write per-node counters and per-stream state as JSON lines, "
               "once per second, to PATH or standard output")
+@click.option("--view", is_flag=True, help="serve the live web viewer of this run on 127.0.0.1 (URL with a "
+              "fresh token printed at start)")
+@click.option("--port", type=click.IntRange(1, 65535), default=8760, show_default=True, help="the viewer's port")
 @reports_errors("avstream", failure=1)
-def run_command(pipeline: str, quiet: bool, status_json: str | None, **overrides: Any) -> int:
+def run_command(pipeline: str, quiet: bool, status_json: str | None, view: bool, port: int,
+                **overrides: Any) -> int:
     """Run a pipeline (a YAML file or a built-in name).
 
     PIPELINE is a pipeline YAML file or the name of a built-in pipeline (highlight, localization,
     violence, captions, monitor). It runs until its input ends, --duration passes, or SIGINT/SIGTERM
-    (exit 0); a configuration error exits 2, a runtime failure 1.
+    (exit 0); a configuration error exits 2, a runtime failure 1. With --view, the live web viewer of
+    `avstream serve` shows this run at the URL printed at start (a fresh token each run).
     """
-    return cmd_run(pipeline, overrides, quiet=quiet, status_json=status_json)
+    return cmd_run(pipeline, overrides, quiet=quiet, status_json=status_json, view_port=port if view else None)
 
 
 @main.command("validate", epilog=examples("avstream validate my_pipeline.yaml"))
@@ -136,9 +141,14 @@ def _load(pipeline: str, overrides: dict[str, Any]) -> Any:
     return load_pipeline(pipeline, Overrides(**{**overrides, "sets": list(overrides["sets"])}))
 
 
-def cmd_run(pipeline: str, overrides: dict[str, Any], quiet: bool, status_json: str | None) -> int:
+def cmd_run(pipeline: str, overrides: dict[str, Any], quiet: bool, status_json: str | None,
+            view_port: int | None = None) -> int:
     from avstream.engine.runtime.supervisor import Supervisor
 
+    if view_port is not None:
+        from avstream.engine.runtime.graph import PreviewSpec
+
+        overrides = {**overrides, "preview": PreviewSpec()}
     spec = _load(pipeline, overrides)
     from avstream.engine.runtime.registry import load_registry
 
@@ -148,6 +158,10 @@ def cmd_run(pipeline: str, overrides: dict[str, Any], quiet: bool, status_json: 
         cls.preflight(cls.Params.model_validate(node.params))
     if quiet:
         logging.getLogger().setLevel(logging.WARNING)
+    if view_port is not None:
+        from avstream.engine.serve.run_view import run_with_viewer
+
+        return run_with_viewer(spec, view_port, quiet=quiet, status_json=status_json)
     return Supervisor(spec, quiet=quiet, status_json=status_json).run()
 
 

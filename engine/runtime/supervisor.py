@@ -30,7 +30,7 @@ from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
 from avstream.engine.runtime.spawner import Child
 from avstream.engine.runtime.status import StatusView
-from avstream.engine.sinks import SinkContext, build_sinks
+from avstream.engine.sinks import Sink, SinkContext, build_sinks
 from avstream.engine.transport.wire import decode
 
 log = logging.getLogger("avstream.supervisor")
@@ -235,6 +235,8 @@ class Supervisor:
         except (AvstreamError, OSError) as exc:
             self.view.line(f"error: cannot start the outputs: {exc}", important=True)
             return 1
+        if isinstance(self.viewer, Sink):  # the live viewer takes every published message too
+            sinks.sinks.append(self.viewer)
         try:
             self.publisher = ResultPublisher(self.ctx, self.spec.outputs.publish, self.spec.outputs.jsonl,
                                              self.spec.outputs.jsonl_fsync, sinks)

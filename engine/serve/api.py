@@ -6,7 +6,6 @@ Handlers never touch the graph themselves: they hand a function to the superviso
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -18,13 +17,13 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from avstream.engine.errors import ConfigError
 from avstream.engine.serve.config import validate_request_stream
 from avstream.engine.serve.service import ServiceSupervisor, redact_text
-
-OPEN_PATHS = ("/healthz", "/readyz")
+from avstream.engine.serve.viewer import ViewerHub
+from avstream.engine.serve.web import add_clip_routes, add_viewer_routes, install_guard
 
 
 def load_or_create_token(path: Path) -> str:
@@ -48,19 +47,9 @@ def create_app(service: ServiceSupervisor, token: str) -> FastAPI:
     server = service.config.server
     app = FastAPI(title="avstream serve", description="Streams, events, clips and metrics of one avstream daemon.")
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        open_path = path in OPEN_PATHS or (path == "/metrics" and not server.metrics_auth)
-        if not open_path:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > server.max_body_bytes):
-            return JSONResponse({"detail": f"request body larger than {server.max_body_bytes} bytes"}, status_code=413)
-        response: Response = await call_next(request)
-        return response
+    install_guard(app, token, open_path=lambda path: path == "/metrics" and not server.metrics_auth,
+                  max_body_bytes=server.max_body_bytes,
+                  login_hint=f"The token is in {service.config.path(server.token_file)}.")
 
     @app.exception_handler(TimeoutError)
     async def busy(_request: Request, _exc: TimeoutError) -> Response:
@@ -151,29 +140,9 @@ def create_app(service: ServiceSupervisor, token: str) -> FastAPI:
             and (since is None or e.get("wall", 0) > since)])
         return json.loads(redact_text(json.dumps(found)))
 
-    def recorder() -> Any:
-        return service.named_sinks.get("record")
-
-    @app.get("/api/clips")
-    def clips(stream: str | None = None) -> Any:
-        sink = recorder()
-        return sink.list_clips(stream) if sink is not None else []
-
-    @app.get("/api/clips/{clip}")
-    def clip(clip: str) -> Response:
-        sink = recorder()
-        clip_id, _, ext = clip.rpartition(".") if clip.endswith((".mp4", ".json")) else (clip, "", "")
-        path = sink.clip_path(clip_id) if sink is not None else None
-        if path is None:
-            return JSONResponse({"detail": f"no clip '{clip_id}'"}, status_code=404)
-        path = Path(path)
-        if ext == "mp4":
-            return FileResponse(path, media_type="video/mp4")
-        sidecar = path.with_suffix(".json")
-        if ext == "json":
-            return FileResponse(sidecar, media_type="application/json")
-        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        return JSONResponse({"id": clip_id, "mp4": f"/api/clips/{clip_id}.mp4", "json": f"/api/clips/{clip_id}.json", **meta})
+    add_clip_routes(app, lambda: service.named_sinks.get("record"))
+    if isinstance(service.viewer, ViewerHub):
+        add_viewer_routes(app, service.viewer, token, title="avstream serve")
 
     @app.get("/metrics")
     def metrics() -> Response:

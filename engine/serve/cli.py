@@ -11,6 +11,7 @@ from avstream.engine.errors import ConfigError
 from avstream.engine.serve.api import ApiServer, create_app, load_or_create_token  # needs avstream[serve]
 from avstream.engine.serve.config import load_serve_config
 from avstream.engine.serve.service import ServiceSupervisor
+from avstream.engine.serve.viewer import ViewerHub
 
 
 @click.command("serve", epilog=examples(
@@ -44,6 +45,8 @@ def serve_command(config: str, quiet: bool) -> None:
     if token_path.stat().st_mode & 0o077:
         click.echo(f"warning: {token_path} is readable by other users: chmod 600 it", err=True)
     service = ServiceSupervisor(cfg, quiet=quiet)
+    if cfg.server.viewer:
+        service.viewer = ViewerHub(list(cfg.streams))
     try:
         api = ApiServer(create_app(service, token), cfg.server.listen)
     except OSError as exc:
@@ -53,7 +56,8 @@ def serve_command(config: str, quiet: bool) -> None:
     service.api_started = api.started
     service.api_failed = api.failed
     api.start()
-    service.view.line(f"REST API on http://{cfg.server.listen} (token in {token_path})")
+    service.view.line(f"REST API on http://{cfg.server.listen} (token in {token_path})"
+                      + (f"; viewer at http://{cfg.server.listen}/" if cfg.server.viewer else ""))
     if cfg.server.listen.rpartition(":")[0] not in ("127.0.0.1", "localhost", "::1", "[::1]"):
         service.view.line("warning: the REST API listens beyond this machine over plain HTTP: "
                           "put a TLS proxy in front of it", important=True)

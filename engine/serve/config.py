@@ -38,6 +38,7 @@ class ServerSettings(BaseModel):
     failed_retry_s: float = Field(60.0, gt=0, description="how often a failed stream is tried again")
     max_body_bytes: int = Field(65536, ge=1024, description="largest accepted request body")
     events_history: int = Field(1000, ge=1, description="events kept for GET /api/events")
+    viewer: bool = Field(True, description="serve the live web viewer at / and WS /api/live")
 
 
 @dataclass

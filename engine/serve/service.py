@@ -42,6 +42,7 @@ from avstream.engine.runtime.supervisor import (
 from avstream.engine.serve.config import ServeConfig, StreamEntry, load_serve_config
 from avstream.engine.serve.graphs import Template, compile_template, write_spec
 from avstream.engine.serve.notify import sd_notify
+from avstream.engine.serve.viewer import ViewerHub
 from avstream.engine.sinks import SINK_KINDS, Sink, SinkContext, SinkFanout, build_sinks
 from avstream.engine.transport.wire import encode
 
@@ -166,6 +167,7 @@ class ServiceSupervisor(Supervisor):
                 add = getattr(sink, "add_stream", None)
                 if callable(add):
                     add(entry.id, self.inputs[entry.id])
+        self._viewer_streams()
         self.view.line(f"stream '{entry.id}' added: {redact_uri(str(entry.params.get('uri') or entry.params.get('video')))} "
                        f"through '{entry.pipeline}'")
         return run
@@ -195,7 +197,12 @@ class ServiceSupervisor(Supervisor):
                 self.add_stream(run.readd)
             else:
                 self.publisher.sinks.remove_stream(sid)
+                self._viewer_streams()
                 self.view.line(f"stream '{sid}' removed")
+
+    def _viewer_streams(self) -> None:
+        if isinstance(self.viewer, ViewerHub):  # pages show a stream added over REST without a reload
+            self.viewer.set_streams(list(self.streams))
 
     def _push(self, endpoint: str, item: Any) -> None:
         sock = self.fan_in_push.get(endpoint)
@@ -381,8 +388,12 @@ class ServiceSupervisor(Supervisor):
         sinks = list(self.named_sinks.values())
         for sink in sinks:
             sink.attach(sinks)
-        self.publisher.sinks.sinks = [self.event_log, *sinks]
+        self.publisher.sinks.sinks = [*self.own_sinks(), *sinks]
         return changed
+
+    def own_sinks(self) -> list[Sink]:
+        """The service's sinks besides the configured outputs: the event history, the live viewer."""
+        return [self.event_log, *([self.viewer] if isinstance(self.viewer, Sink) else [])]
 
     # --- main loop ---
     def run(self) -> int:
@@ -405,7 +416,7 @@ class ServiceSupervisor(Supervisor):
                                 .model_dump(mode="json"))
         built = build_sinks(sections, context)  # built together: the metrics sink reads the others' counters
         self.named_sinks.update(zip(sections, built.sinks, strict=True))
-        return SinkFanout([self.event_log, *self.named_sinks.values()])
+        return SinkFanout([*self.own_sinks(), *self.named_sinks.values()])
 
     def _run(self) -> int:
         try:
