@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, run_cli
-from tests.viewer.browser import PIPELINE, WatchedPage, browser, has_preview, screenshot
+from tests.viewer.browser import PIPELINE, WatchedPage, browser, screenshot
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 pytestmark = pytest.mark.timeout(240)
@@ -36,8 +36,7 @@ def test_run_view_serves_the_run_and_says_when_it_ended(tmp_path: Path, browser:
         watched.page.goto(match.group(1))
         watched.page.wait_for_selector('section.card[data-stream="cam0"]', timeout=30_000)
         watched.wait_for(lambda: watched.hooks(".streams.cam0.points.violence") >= 2, "violence points")
-        if has_preview():
-            watched.wait_for(lambda: watched.hooks(".streams.cam0.framesDrawn") >= 5, "video frames")
+        watched.wait_for(lambda: watched.hooks(".streams.cam0.framesDrawn") >= 5, "video frames")
         screenshot(watched.page, "viewer-run")
         watched.wait_for(lambda: watched.hooks(".ended"), "the run's end", timeout=60)
         assert "run ended" in watched.page.inner_text("#banner")
