@@ -235,7 +235,8 @@ class StreamCard {
   event(header) {
     const li = el("li", `event-${header.name}`);
     const when = new Date(header.wall * 1000).toLocaleTimeString();
-    const media = typeof header.t0 === "number" ? ` at ${fmt(header.t0)} s` : "";
+    const span = typeof header.t1 === "number" && header.t1 > header.t0 ? `${fmt(header.t0)}–${fmt(header.t1)}` : fmt(header.t0);
+    const media = typeof header.t0 === "number" ? ` at ${span} s` : "";
     li.append(el("span", "t", when), document.createTextNode(`${header.name}${media}`));
     this.eventList.prepend(li);
     while (this.eventList.children.length > 50) this.eventList.lastChild.remove();
@@ -282,7 +283,14 @@ class StreamCard {
   render() {
     if (!this.dirty) return;
     this.dirty = false;
-    for (const kind of ["highlight", "violence"]) this.charts[kind].setData(this.data[kind]);
+    // One media-time axis for both charts, so an alert lines up with the highlight curve under it.
+    const xs = ["highlight", "violence"].map((kind) => this.data[kind][0]).filter((x) => x.length);
+    if (!xs.length) return;
+    const lo = Math.min(...xs.map((x) => x[0])), hi = Math.max(...xs.map((x) => x.at(-1)));
+    for (const kind of ["highlight", "violence"]) {
+      this.charts[kind].setData(this.data[kind], false);
+      this.charts[kind].setScale("x", { min: lo, max: hi > lo ? hi : lo + 1 });
+    }
   }
 
   remove() {
