@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # qemu-user: the INT8 check on an emulated AVX2 CPU without VNNI (tests/exporters/test_quantize_avx2.py)
   need=""
-  for pkg in ffmpeg libportaudio2 sox espeak-ng openssl python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good pulseaudio pulseaudio-utils libasound2-plugins qemu-user mosquitto; do
+  for pkg in ffmpeg libportaudio2 sox espeak-ng openssl python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good pulseaudio pulseaudio-utils libasound2-plugins qemu-user mosquitto chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   if [ -n "$need" ]; then
@@ -25,7 +25,7 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # The CPU build of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[cpu,export,dev,mic,serve]"
+"$VENV/bin/python" -m pip install -q -e ".[cpu,export,dev,mic,serve,report]"
 
 set +e
 # Lint and the whole-tree type check ([tool.mypy] in pyproject.toml); the suite runs whatever they find.
