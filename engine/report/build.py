@@ -15,7 +15,6 @@ from avstream.engine.report.page import StreamSection, write_page
 from avstream.engine.report.reader import ReportInputError, RunData, StreamRecord, read_run
 from avstream.engine.report.thumbnails import VideoFile, write_thumbnails
 
-
 Drawer = Callable[[RunData, StreamRecord, Path], "FigureInfo | None"]
 DRAWERS: dict[str, Drawer] = {
     "scores": lambda _run, record, path: draw_scores(record, path),

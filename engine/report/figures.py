@@ -111,12 +111,14 @@ def _save(fig: Figure, path: Path, info: FigureInfo, axes: list[Axes]) -> Figure
 
 
 def _event_times(record: StreamRecord) -> list[tuple[float, str]]:
-    """Events on the media clock: their ``t0`` where they have one, else their wall time mapped onto it."""
+    """Events on the media clock: their ``t0`` where they have one (``t1`` for an ``..._end`` event, whose
+    span is the episode it closes), else their wall time mapped onto it."""
     walls, media = media_clock(record)
     out = []
     for event in record.events:
         if "t0" in event:
-            out.append((float(event["t0"]), str(event["name"])))
+            name = str(event["name"])
+            out.append((float(event["t1"] if name.endswith("_end") else event["t0"]), name))
         elif walls.size:
             out.append((float(np.interp(float(event["wall"]), walls, media)), str(event["name"])))
     return out

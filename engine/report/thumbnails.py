@@ -54,7 +54,7 @@ class VideoFile:
     def frame_at(self, t: float) -> tuple[np.ndarray, float] | None:
         """The RGB frame shown at media time ``t`` (the last one at or before it) and its time."""
         target = self.start + max(0.0, t)
-        time_base = float(self.stream.time_base)
+        time_base = float(self.stream.time_base or 1)
         self.container.seek(int(target / time_base), stream=self.stream, backward=True, any_frame=False)
         best: tuple[np.ndarray, float] | None = None
         for frame in self.container.decode(self.stream):
