@@ -227,9 +227,11 @@ def draw_latency(record: StreamRecord, path: Path) -> FigureInfo | None:
     if not kinds:
         return None
     others = [k for k in kinds if k not in KIND_COLORS]
-    fig = Figure(figsize=(WIDTH_IN, 2.3 * ((len(kinds) + 1) // 2)), dpi=DPI, layout="constrained")
+    columns = 1 if len(kinds) == 1 else 2
+    rows = (len(kinds) + columns - 1) // columns
+    fig = Figure(figsize=(WIDTH_IN, 2.3 * rows), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.subplots((len(kinds) + 1) // 2, 2, squeeze=False).ravel()
+    grid = fig.subplots(rows, columns, squeeze=False).ravel()
     axes = list(grid[: len(kinds)])
     for spare in grid[len(kinds):]:
         spare.set_visible(False)
@@ -276,7 +278,9 @@ def draw_drops(run: RunData, record: StreamRecord, path: Path) -> FigureInfo | N
         top = 1.0
         for label, color, series in lines:
             order = np.argsort(series.t, kind="stable")
-            ax.step(series.t[order], series.y[order], where="post", color=color, linewidth=1.6, label=label)
+            few = series.t.size < 30  # a short run's few status samples: a marker each, or nothing shows
+            ax.step(series.t[order], series.y[order], where="post", color=color, linewidth=1.6, label=label,
+                    marker="o" if few else None, markersize=3)
             ax_info.series.append(SeriesInfo(label, color, int(series.t.size)))
             top = max(top, float(series.y.max()) if series.y.size else 0.0)
         ax.set_ylim(-0.06 * top, top * 1.25 + 0.2)

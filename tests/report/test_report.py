@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.report.conftest import SEGMENT_S, SEGMENTS, RunFiles
-from tests.report.pixels import colour_pixels, figure, load_rgb, manifest, rgb
+from tests.report.pixels import colour_pixels, figure, load_rgb, manifest
 
 pytestmark = pytest.mark.timeout(180)
 
