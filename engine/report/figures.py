@@ -127,8 +127,12 @@ def _event_times(record: StreamRecord) -> list[tuple[float, str]]:
 def _mark_alerts_and_events(ax: Axes, alerts: list[Interval], events: list[tuple[float, str]]) -> None:
     for interval in alerts:
         ax.axvspan(interval.t0, interval.t1, color=ALERT_COLOR, alpha=0.12, linewidth=0, zorder=0)
+    by_name: dict[str, list[float]] = {}
     for t, name in events:
-        ax.axvline(t, color=EVENT_COLORS.get(name, OTHER_EVENT_COLOR), linewidth=1.0, linestyle="--", zorder=1)
+        by_name.setdefault(name, []).append(t)
+    for name, times in by_name.items():  # one collection per name: a long run has thousands of events
+        ax.vlines(times, 0.0, 1.0, transform=ax.get_xaxis_transform(), colors=EVENT_COLORS.get(name, OTHER_EVENT_COLOR),
+                  linewidth=1.0, linestyles="--", zorder=1)
 
 
 def draw_scores(record: StreamRecord, path: Path) -> FigureInfo | None:
@@ -197,20 +201,22 @@ def draw_captions(record: StreamRecord, path: Path) -> FigureInfo | None:
     px_per_s = (WIDTH_IN * DPI * 0.9) / max(span, 1e-6)
     info = FigureInfo(path.name, record.id, "captions", [AxesInfo("captions", [])])
     counts = {s: 0 for s in sources}
+    bars: dict[tuple[str, float], list[tuple[float, float]]] = {}  # one collection per row: fast on long runs
     for caption, offset in _caption_rows(captions):
         source = str(caption.get("source", ""))
-        lane = sources.index(source)
-        color = SOURCE_COLORS.get(source, OTHER_COLORS[lane % len(OTHER_COLORS)])
         t0, t1 = float(caption["t0"]), float(caption["t1"])
-        y = lane + offset * 0.5
-        ax.broken_barh([(t0, max(t1 - t0, 1e-3))], (y - 0.2, 0.4), facecolors=color, edgecolors="white",
-                       linewidth=0.5)
+        y = sources.index(source) + offset * 0.5
+        bars.setdefault((source, y), []).append((t0, max(t1 - t0, 1e-3)))
         chars = int((t1 - t0) * px_per_s / 6.0)  # what fits in the span at this font size
         text = str(caption["text"])
         if chars >= 4:
             shown = text if len(text) <= chars else text[: chars - 1] + "…"
-            ax.text(t0 + 0.01 * (t1 - t0), y, shown, fontsize=7, va="center", ha="left", color="white", clip_on=True)
+            ax.text(t0 + 0.01 * (t1 - t0), y, shown, fontsize=7, va="center", ha="left", color="white", clip_on=True, zorder=2)
         counts[source] += 1
+    for (source, y), spans in bars.items():
+        lane = sources.index(source)
+        ax.broken_barh(spans, (y - 0.2, 0.4), facecolors=SOURCE_COLORS.get(source, OTHER_COLORS[lane % len(OTHER_COLORS)]),
+                       edgecolors="white", linewidth=0.5, zorder=1)
     for lane, source in enumerate(sources):
         color = SOURCE_COLORS.get(source, OTHER_COLORS[lane % len(OTHER_COLORS)])
         info.axes[0].series.append(SeriesInfo(f"{source} captions", color, counts[source]))
