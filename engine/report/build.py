@@ -75,10 +75,7 @@ def assign_videos(specs: list[str], streams: list[str]) -> dict[str, Path]:
 def make_report(paths: list[Path], video_specs: list[str], out_dir: Path, top: int,
                 progress: Progress | None = None) -> Outcome:
     progress = progress or Progress()
-    for path in paths:
-        if not path.is_file():
-            raise ReportInputError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    total = sum(p.stat().st_size for p in paths)
+    total = sum(p.stat().st_size for p in paths if p.is_file())  # read_run names a missing one
     run = read_run(paths, progress.reading(total))
     streams = sorted(run.streams)
     videos = {stream: VideoFile(path) for stream, path in assign_videos(video_specs, streams).items()}

@@ -19,7 +19,6 @@ from typing import Any
 from avstream.engine.errors import AvstreamError
 
 SCHEMA_VERSION = 1
-NOT_RESULTS = ("event", "status")
 
 
 class ReportInputError(AvstreamError, ValueError):
