@@ -28,6 +28,9 @@ COMMANDS = {
     "serve": LazyCommand("avstream.engine.serve.cli:serve_command",
                          "Run many streams as one daemon with a REST API.",
                          extra="serve"),
+    "report": LazyCommand("avstream.engine.report.cli:report_command",
+                          "Write an HTML + PNG report of a finished run.",
+                          extra="report"),
 }
 EVAL_TASKS = {
     "localization": LazyCommand("avstream.exporters.eval_tasks:localization_command",

@@ -15,8 +15,8 @@ from avstream.engine.cli import COMMANDS, EVAL_TASKS, main
 from avstream.engine.cli_common import LazyGroup
 from tests.conftest import invoke_cli, run_cli
 
-TOP_LEVEL = ["run", "validate", "graph", "plugins", "eval", "export", "models", "serve"]
-HEAVY_MODULES = ("numpy", "av", "cv2", "onnxruntime", "torch")
+TOP_LEVEL = ["run", "validate", "graph", "plugins", "eval", "export", "models", "serve", "report"]
+HEAVY_MODULES = ("numpy", "av", "cv2", "onnxruntime", "torch", "matplotlib")
 
 
 def command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
