@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -11,15 +10,13 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import bench_module
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def bench_clips() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_clips", REPO / "bench" / "clips.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("clips")
 
 
 clips = bench_clips()

@@ -10,12 +10,10 @@ node); the engine's and the expert's activations then agree exactly too.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -24,6 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import bench_module, make_h264_clip
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "builtin:highlight"
 
@@ -31,21 +31,12 @@ pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs th
 
 
 def expert_loop() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_expert_loop", REPO / "bench" / "expert_loop.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("expert_loop")
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("expert") / "clip.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "4", "-ac", "2",
-                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac",
-                    str(path)], check=True, timeout=60)
-    return path
+    return make_h264_clip(tmp_path_factory.mktemp("expert") / "clip.mp4")
 
 
 def expert_feeds(clip: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from avstream.engine.capture.fit import FrameFitter, GridGate, frame_fits
 from avstream.engine.capture.schemes import open_reader
 from avstream.engine.items import NATIVE_FIT, AudioChunk, MediaFit, VideoFrame
 from avstream.engine.runtime.graph import PipelineSpec
+from tests.conftest import make_h264_clip
 from tests.engine.runner_harness import ControlPlane, control_plane
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
@@ -31,12 +31,7 @@ FITS = [MediaFit(112, 112, 8.0), MediaFit(112, 112, 4.0), MediaFit(64, 64, 4.0),
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 s of 320x240 25 fps H.264 (B-frames) with 48 kHz stereo AAC."""
-    path = tmp_path_factory.mktemp("fit") / "clip.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "4", "-ac", "2",
-                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac",
-                    str(path)], check=True, timeout=60)
-    return path
+    return make_h264_clip(tmp_path_factory.mktemp("fit") / "clip.mp4")
 
 
 def decoded(path: Path) -> list[tuple[float, Any]]:
