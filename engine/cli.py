@@ -31,6 +31,8 @@ COMMANDS = {
     "report": LazyCommand("avstream.engine.report.cli:report_command",
                           "Write an HTML + PNG report of a finished run.",
                           extra="report"),
+    "keys": LazyCommand("avstream.engine.transport.keys_cli:keys_command",
+                        "Write CURVE key pairs for publishing results over the network."),
 }
 EVAL_TASKS = {
     "localization": LazyCommand("avstream.exporters.eval_tasks:localization_command",

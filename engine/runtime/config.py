@@ -26,6 +26,7 @@ from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, OutputsSpec, P
 from avstream.engine.runtime.registry import Registry, load_registry
 from avstream.engine.runtime.yamlsrc import Marks, Path_, apply_set, load_yaml_file
 from avstream.engine.sinks import SINK_KINDS
+from avstream.engine.transport.curve import PublishSecurity, check_publish
 from avstream.engine.transport.edges import POLICIES, EdgeSpec
 
 SOURCE_TYPE = "avstream/source@v1"
@@ -34,9 +35,17 @@ NODE_KEYS = ("type", "inputs", "params", "process", "restart")
 STREAM_FRAME_KEYS = ("type", "process")
 
 
+class CurveOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    secret_key: str = Field(description="the publisher's secret key file (`avstream keys`: server.key_secret)")
+    clients: str = Field(description="folder of the public keys (*.key) of the subscribers let in")
+
+
 class PublishOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     endpoint: str = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the results go to")
+    curve: CurveOptions | None = Field(None, description="CURVE authentication and encryption (SPEC §9)")
+    insecure: bool = Field(False, description="allow publishing unauthenticated on a non-loopback tcp endpoint")
     wait_for_subscribers: int = Field(0, ge=0, description="wait for this many subscribers before the first result")
     wait_timeout_s: float = Field(10.0, gt=0, description="give up waiting for subscribers after this long")
 
@@ -490,7 +499,11 @@ class _Compiler:
             wait_for_subscribers=opts.publish.wait_for_subscribers,
             wait_timeout_s=opts.publish.wait_timeout_s,
             sinks=sinks,
+            insecure=opts.publish.insecure,
         )
+        if opts.publish.curve is not None:
+            out.curve_secret_key = str(self.base_dir / opts.publish.curve.secret_key)
+            out.curve_clients = str(self.base_dir / opts.publish.curve.clients)
         if not re.match(r"^(tcp|ipc|ws|wss)://.+", out.publish):
             where = ("<--publish>", 1, 1) if overrides.publish else None
             message = f"not a ZeroMQ endpoint: {out.publish!r} (e.g. tcp://127.0.0.1:5560 or ipc:///tmp/avstream.sock)"
@@ -498,6 +511,8 @@ class _Compiler:
                 self.problems.append(Problem(*where, "outputs.publish.endpoint", message))
             else:
                 self.error(("outputs", "publish", "endpoint"), message)
+        else:
+            self.check_publish_security(out, from_cli=bool(overrides.publish))
         if opts.jsonl is not None:
             path = opts.jsonl.path
             out.jsonl = path if path == "-" or Path(path).is_absolute() else str(self.base_dir / path)
@@ -507,6 +522,15 @@ class _Compiler:
         if overrides.duration is not None and overrides.duration <= 0:
             self.problems.append(Problem("<--duration>", 1, 1, "", "--duration must be > 0"))
         return out
+
+    def check_publish_security(self, out: OutputsSpec, from_cli: bool) -> None:
+        """SPEC §9: no unauthenticated publishing on the network unless asked for."""
+        security = PublishSecurity(out.curve_secret_key, out.curve_clients, out.insecure)
+        for key, message in check_publish(out.publish, security):
+            path: Path_ = ("outputs", "publish", *key.split(".")) if key else ("outputs", "publish")
+            if from_cli and not key:
+                message = f"--publish {message}"
+            self.error(path, message)
 
     def compile_sinks(self, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """The ``outputs.<kind>`` sections of registered sinks (MQTT, webhooks, ...), each validated by

@@ -37,6 +37,10 @@ class OutputsSpec:
     jsonl: str | None = None
     jsonl_fsync: str = "batch"  # "line" or "batch"
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)  # outputs.<kind>: validated settings (JSON)
+    # outputs.publish.curve (absolute paths) and .insecure: see engine/transport/curve.py
+    curve_secret_key: str | None = None
+    curve_clients: str | None = None
+    insecure: bool = False
 
 
 @dataclass

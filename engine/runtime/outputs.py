@@ -19,18 +19,26 @@ import zmq
 
 from avstream.engine.items import Event, Result
 from avstream.engine.sinks import SinkFanout
+from avstream.engine.transport.curve import CurveServer, PublishSecurity, secure_server_socket
 
 SCHEMA_VERSION = 1
 
 
-def make_pub_socket(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
-    """The results socket. XPUB so a run can wait for subscribers; behaves as PUB for them."""
+def make_pub_socket(ctx: zmq.Context[Any], endpoint: str,
+                    security: PublishSecurity | None = None) -> tuple[zmq.Socket[Any], CurveServer | None]:
+    """The results socket. XPUB so a run can wait for subscribers; behaves as PUB for them. CURVE
+    (and its authenticator, returned to be stopped with the socket) when ``security`` has keys."""
     sock = ctx.socket(zmq.XPUB)
     sock.setsockopt(zmq.XPUB_VERBOSE, 1)
     sock.setsockopt(zmq.SNDHWM, 10000)
     sock.setsockopt(zmq.LINGER, 500)
-    sock.bind(endpoint)
-    return sock
+    try:
+        curve = secure_server_socket(ctx, sock, endpoint, security)
+        sock.bind(endpoint)
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    return sock, curve
 
 
 def _dtype_name(arr: np.ndarray) -> str:
@@ -39,8 +47,8 @@ def _dtype_name(arr: np.ndarray) -> str:
 
 class ResultPublisher:
     def __init__(self, ctx: zmq.Context[Any], endpoint: str, jsonl: str | None = None, fsync: str = "batch",
-                 sinks: SinkFanout | None = None):
-        self.sock = make_pub_socket(ctx, endpoint)
+                 sinks: SinkFanout | None = None, security: PublishSecurity | None = None):
+        self.sock, self.curve = make_pub_socket(ctx, endpoint, security)
         self.sinks = sinks or SinkFanout([])
         self.endpoint = endpoint
         self.seq: dict[tuple[str, str], int] = {}
@@ -159,3 +167,5 @@ class ResultPublisher:
             self.jsonl = None
         self.sinks.close()
         self.sock.close()
+        if self.curve is not None:
+            self.curve.stop()

@@ -31,6 +31,7 @@ from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
 from avstream.engine.runtime.spawner import Child
 from avstream.engine.runtime.status import StatusView
 from avstream.engine.sinks import Sink, SinkContext, build_sinks
+from avstream.engine.transport.curve import PublishSecurity
 from avstream.engine.transport.wire import decode
 
 log = logging.getLogger("avstream.supervisor")
@@ -238,9 +239,10 @@ class Supervisor:
         if isinstance(self.viewer, Sink):  # the live viewer takes every published message too
             sinks.sinks.append(self.viewer)
         try:
-            self.publisher = ResultPublisher(self.ctx, self.spec.outputs.publish, self.spec.outputs.jsonl,
-                                             self.spec.outputs.jsonl_fsync, sinks)
-        except zmq.ZMQError as exc:
+            out = self.spec.outputs
+            self.publisher = ResultPublisher(self.ctx, out.publish, out.jsonl, out.jsonl_fsync, sinks,
+                                             PublishSecurity(out.curve_secret_key, out.curve_clients, out.insecure))
+        except (zmq.ZMQError, ValueError) as exc:
             self.view.line(f"error: cannot bind the output socket {self.spec.outputs.publish}: {exc}", important=True)
             return 1
         except OSError as exc:

@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avstream.engine.errors import ConfigError, Problem
 from avstream.engine.node import CheckContext
-from avstream.engine.runtime.config import _Compiler, builtin_pipelines
+from avstream.engine.runtime.config import CurveOptions, _Compiler, builtin_pipelines
 from avstream.engine.runtime.registry import Registry, load_registry
 from avstream.engine.runtime.yamlsrc import Marks, Path_, load_yaml_file
 from avstream.engine.sinks import SINK_KINDS
+from avstream.engine.transport.curve import PublishSecurity, check_publish
 
 TOP_KEYS = ("version", "server", "streams", "mqtt", "webhooks", "record", "annotate")
 SINK_SECTIONS = ("mqtt", "webhooks", "record", "annotate")
@@ -35,6 +36,8 @@ class ServerSettings(BaseModel):
     metrics_auth: bool = Field(False, description="require the token on /metrics too")
     watch: bool = Field(False, description="re-read the config when the file changes (as on SIGHUP)")
     publish: str = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint of all streams' results")
+    publish_curve: CurveOptions | None = Field(None, description="CURVE keys of the PUB endpoint (SPEC §9)")
+    publish_insecure: bool = Field(False, description="allow an unauthenticated non-loopback tcp PUB endpoint")
     failed_retry_s: float = Field(60.0, gt=0, description="how often a failed stream is tried again")
     max_body_bytes: int = Field(65536, ge=1024, description="largest accepted request body")
     events_history: int = Field(1000, ge=1, description="events kept for GET /api/events")
@@ -62,6 +65,11 @@ class ServeConfig:
         """A path of the config, relative to its folder."""
         p = Path(value)
         return p if p.is_absolute() else self.base_dir / p
+
+    def publish_security(self) -> PublishSecurity:
+        curve = self.server.publish_curve
+        return PublishSecurity(str(self.path(curve.secret_key)) if curve else None,
+                               str(self.path(curve.clients)) if curve else None, self.server.publish_insecure)
 
 
 def resolve_template(ref: str, base_dir: Path) -> Path | None:
@@ -148,6 +156,10 @@ def load_serve_config(file: str | Path) -> ServeConfig:
             msg = "unknown key" if err["type"] == "extra_forbidden" else f"{err['msg']} (got {err.get('input')!r})"
             problems.append(marks.problem(("server", *err["loc"]), msg))
     config = ServeConfig(path, base_dir, server)
+    for key, message in check_publish(server.publish, config.publish_security(), "server.publish_curve",
+                                      "server.publish_insecure"):
+        where = ("publish_" + key).split(".") if key else ["publish"]
+        problems.append(marks.problem(("server", *where), message))
     streams = tree.get("streams") or {}
     if not isinstance(streams, dict):
         problems.append(marks.problem(("streams",), "must be a mapping of stream id to stream entry"))

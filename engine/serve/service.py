@@ -431,8 +431,9 @@ class ServiceSupervisor(Supervisor):
         self._open_control_sockets()
         try:
             sinks = self.build_sinks()
-            self.publisher = ResultPublisher(self.ctx, self.config.server.publish, sinks=sinks)
-        except (AvstreamError, OSError, zmq.ZMQError) as exc:
+            self.publisher = ResultPublisher(self.ctx, self.config.server.publish, sinks=sinks,
+                                             security=self.config.publish_security())
+        except (AvstreamError, OSError, zmq.ZMQError, ValueError) as exc:
             self.view.line(f"error: cannot start the outputs: {exc}", important=True)
             return 1
         self.view.line(f"serving {len(self.streams)} stream(s) through {len(self.templates)} pipeline(s); "

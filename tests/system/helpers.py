@@ -37,9 +37,12 @@ class LineReader:
 
 
 class Subscriber(LineReader):
-    def __init__(self, endpoint: str, prefix: str = ""):
-        proc = subprocess.Popen([sys.executable, str(HERE / "subscriber.py"), endpoint, prefix],
-                                stdout=subprocess.PIPE, text=True)
+    def __init__(self, endpoint: str, prefix: str = "", keys: list[str] | None = None,
+                 wrap: list[str] | None = None):
+        """``keys``: ``["--server-key", F, "--client-key", F]`` for CURVE; ``wrap``: a command prefix
+        the subscriber runs under (``ip netns exec NAME``)."""
+        proc = subprocess.Popen([*(wrap or []), sys.executable, str(HERE / "subscriber.py"), endpoint, prefix,
+                                 *(keys or [])], stdout=subprocess.PIPE, text=True)
         super().__init__(proc)
         assert json.loads(self.next(20)) == {"ready": True}
 
@@ -61,8 +64,9 @@ class Subscriber(LineReader):
         self.proc.wait()
 
 
-def start_run(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "avstream.engine.cli", "run", *args], stdout=subprocess.PIPE,
+def start_run(*args: str, env: dict[str, str] | None = None, wrap: list[str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([*(wrap or []), sys.executable, "-m", "avstream.engine.cli", "run", *args],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, **(env or {})))
 
 
