@@ -31,7 +31,7 @@ import zmq
 
 from avstream.engine.items import NATIVE_FIT, AudioChunk, AVWindow, Item, MediaFit, VideoFrame
 from avstream.engine.transport.shm import FrameRing, RingReader
-from avstream.engine.transport.wire import encode, parse
+from avstream.engine.transport.wire import Rejects, WireError, encode, parse
 
 POLICIES = ("block", "drop_oldest", "latest")
 
@@ -185,7 +185,9 @@ class Inbox:
         return sum(len(p.queue) for p in self.ports)
 
     def drops(self) -> int:
-        return sum(p.dropped + p.reader.stale for p in self.ports)
+        # ports of one link share its count (a port being set up may not have its link yet)
+        links = {id(link): link for p in self.ports if (link := getattr(p, "link", None)) is not None}.values()
+        return sum(p.dropped + p.reader.stale for p in self.ports) + sum(link.rejects.count for link in links)
 
 
 class InputLink:
@@ -200,6 +202,7 @@ class InputLink:
         self.ctx, self.endpoint, self.kind, self.stop = ctx, endpoint, kind, stop
         self.ports: dict[int, InputPort] = {}  # by reader index
         self.ready = threading.Event()
+        self.rejects = Rejects(f"edge socket {endpoint}")  # malformed messages, dropped
         self.thread = threading.Thread(target=self._run, name=f"in:{endpoint.rsplit('/', 1)[-1]}", daemon=True)
 
     def add(self, port: InputPort) -> None:
@@ -237,10 +240,18 @@ class InputLink:
                 continue
             if not poller.poll(POLL_MS):
                 continue
-            msg = parse([f.buffer for f in sock.recv_multipart(copy=False)])
+            try:
+                msg = parse([f.buffer for f in sock.recv_multipart(copy=False)])
+            except WireError as exc:
+                self.rejects.note(exc)
+                continue
             for port in ports if msg.to is None else [self.ports[r] for r in msg.to if r in self.ports]:
                 port.received += 1
-                item = msg.item(port.attach if msg.shm is not None else None)
+                try:
+                    item = msg.item(port.attach if msg.shm is not None else None)
+                except WireError as exc:  # a descriptor outside the ring, or for no ring of ours
+                    self.rejects.note(exc)
+                    continue
                 if item is not None:  # None: its shared-memory slot was reclaimed, counted as stale
                     port.put(item)
 

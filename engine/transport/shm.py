@@ -14,8 +14,10 @@ generation, and a reader that later sees a changed generation drops the frame as
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +25,38 @@ from typing import Any
 
 import numpy as np
 
+from avstream.engine.transport.wire import WireError, check_shape
+
 HEADER_ALIGN = 4096
+RING_NAME = re.compile(r"^[^/\x00]{1,250}\.ring$")  # a file name of this folder, never a path
+MAX_SLOTS = 1 << 16
+MAX_READERS = 1 << 12
+MAX_SLOT_BYTES = 1 << 34
+
+
+def check_descriptor(desc: Any, reader: int) -> None:
+    """Raise WireError unless ``desc`` is a descriptor :meth:`FrameRing.write` could have made for a
+    ring this reader (index ``reader``) has a flag in: a name inside the ring folder, a slot inside
+    the ring, and a frame that fits its slot."""
+    if not isinstance(desc, dict):
+        raise WireError("shared-memory descriptor is not an object")
+    ints = {k: desc.get(k) for k in ("slots", "readers", "slot_bytes", "slot", "gen")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints.values()):
+        raise WireError(f"bad shared-memory descriptor numbers {ints!r}")
+    name = desc.get("ring")
+    if not isinstance(name, str) or not RING_NAME.match(name) or name.startswith("."):
+        raise WireError(f"bad ring name {name!r:.80}")
+    if not (0 < ints["slots"] <= MAX_SLOTS and 0 < ints["readers"] <= MAX_READERS
+            and 0 < ints["slot_bytes"] <= MAX_SLOT_BYTES):
+        raise WireError(f"absurd ring layout {ints!r}")
+    if not ints["slot"] < ints["slots"] or not reader < ints["readers"]:
+        raise WireError(f"slot {ints['slot']} / reader {reader} outside a ring of {ints['slots']} x {ints['readers']}")
+    dtype = desc.get("dtype")
+    if dtype != "|u1":  # the rings carry video frames: uint8 only
+        raise WireError(f"bad frame dtype {dtype!r:.40} in a ring")
+    shape = check_shape(desc.get("shape"))
+    if len(shape) != 3 or math.prod(shape) > ints["slot_bytes"]:
+        raise WireError(f"frame {list(shape)} does not fit a {ints['slot_bytes']}-byte slot")
 
 
 def _layout(slots: int, readers: int) -> tuple[int, int, int]:
@@ -136,6 +169,7 @@ class RingReader:
         self.stale = 0
 
     def _ring(self, desc: dict[str, Any]) -> _Mapped | None:
+        check_descriptor(desc, self.reader)
         name = str(desc["ring"])
         ring = self.rings.get(name)
         if ring is None:
@@ -144,7 +178,11 @@ class RingReader:
                                int(desc["slot_bytes"]), create=False)
             except FileNotFoundError:  # the writer grew past this ring before we mapped it
                 return None
+            except (OSError, ValueError) as exc:  # not a ring file, or smaller than the layout says
+                raise WireError(f"cannot map ring {name}: {exc}") from exc
             self.rings[name] = ring
+        elif (ring.slots, ring.readers, ring.slot_bytes) != (desc["slots"], desc["readers"], desc["slot_bytes"]):
+            raise WireError(f"descriptor does not match the layout of ring {name}")
         return ring
 
     def view(self, desc: dict[str, Any]) -> tuple[np.ndarray, int] | None:
@@ -163,7 +201,7 @@ class RingReader:
 
     def still_valid(self, desc: dict[str, Any]) -> bool:
         ring = self.rings.get(str(desc["ring"]))
-        return ring is not None and int(ring.gens[int(desc["slot"])]) == int(desc["gen"])
+        return ring is not None and int(ring.gens[int(desc["slot"])]) == int(desc["gen"])  # desc checked on view
 
     def release(self, desc: dict[str, Any]) -> None:
         """Clear this reader's flag on the descriptor's slot (unless it was reclaimed meanwhile)."""

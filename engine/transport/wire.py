@@ -5,13 +5,21 @@ frames (described in ``header["arrays"]``), sent with ``copy=False``. Video fram
 shared-memory ring travel as a descriptor only (``header["shm"]``). On a socket that several edges
 share, ``header["to"]`` lists the reader indices of the edges that take the item (absent: all);
 a receiver parses a message once (:func:`parse`) and builds each edge its own item.
+
+Decoding trusts nothing it receives: a message whose frames, JSON, field types, array dtypes or
+shapes do not match what :func:`encode` makes raises :class:`WireError` (and only that), so a
+receiver drops it and counts it (:class:`Rejects`) instead of crashing or reading out of bounds.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import types
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -34,6 +42,17 @@ _TYPES: dict[str, type[Any]] = {
 }
 _LOCAL_FIELDS = ("release_hook", "fitted", "native")  # meaningful in the producing process only
 _ARRAY_FIELDS = {"VideoFrame": ("image",), "AudioChunk": ("samples",), "AVWindow": ("frames", "audio")}
+# what each array field may be: (dtype kinds, number of dimensions)
+_ARRAY_RULES = {"image": ("u", 3), "samples": ("f", 1), "frames": ("u", 4), "audio": ("f", 1)}
+_BYTES_FIELDS = {"PreviewFrame": ("jpeg",)}
+MAX_HEADER_BYTES = 1 << 22  # a header is a few hundred bytes; anything near this is not ours
+MAX_NDIM = 8
+NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: never object, void or structured dtypes
+log = logging.getLogger("avstream.wire")
+
+
+class WireError(ValueError):
+    """A received message that is not a well-formed item message."""
 
 
 def encode(item: Item, shm_desc: dict[str, Any] | None = None, to: list[int] | None = None) -> list[Any]:
@@ -86,11 +105,11 @@ class Message:
 
     def item(self, attach: Attach | None = None) -> Item | None:
         """The item (its own object: nodes on one socket never share one). None for a shared-memory
-        frame whose slot was reclaimed."""
+        frame whose slot was reclaimed. Raises WireError for a descriptor the ring reader refuses."""
         values = dict(self.fields)
         if self.shm is not None:
             if attach is None:
-                raise ValueError("shared-memory frame received on an edge without a ring reader")
+                raise WireError("shared-memory frame received on an edge without a ring reader")
             got = attach(self.shm)
             if got is None:
                 return None
@@ -98,29 +117,167 @@ class Message:
         return self.cls(**values)
 
 
+class Rejects:
+    """Malformed messages dropped on one socket: counted, and logged the first time only."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.count = 0
+
+    def note(self, exc: Exception) -> None:
+        self.count += 1
+        if self.count == 1:
+            log.warning("dropped a malformed message on %s: %s (further ones are counted, not logged)",
+                        self.where, exc)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether a JSON value fits a field annotation of the item dataclasses."""
+    if tp is Any:
+        return True
+    if tp is float:
+        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    if tp is int:
+        return _is_int(value)
+    if tp in (str, bool):
+        return isinstance(value, tp)
+    if tp is type(None):
+        return value is None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if origin is dict or tp is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return False
+
+
+@dataclass(frozen=True)
+class _Schema:
+    hints: dict[str, Any]
+    required: frozenset[str]
+    scalars: frozenset[str]
+
+
+def _schema(cls: type[Any]) -> _Schema:
+    hints = typing.get_type_hints(cls)
+    own = [f for f in fields(cls) if f.name not in _LOCAL_FIELDS]
+    required = frozenset(f.name for f in own if f.default is MISSING and f.default_factory is MISSING)
+    skip = set(_ARRAY_FIELDS.get(cls.__name__, ())) | set(_BYTES_FIELDS.get(cls.__name__, ())) | {"payloads"}
+    return _Schema(hints, required, frozenset(f.name for f in own if f.name not in skip))
+
+
+_SCHEMAS = {name: _schema(cls) for name, cls in _TYPES.items()}
+
+
+def _dtype(spec: dict[str, Any]) -> np.dtype[Any]:
+    raw = spec.get("dtype")
+    if not isinstance(raw, str) or len(raw) > 8:
+        raise WireError(f"bad dtype {raw!r}")
+    try:
+        dtype = np.dtype(raw)
+    except (TypeError, ValueError, SyntaxError) as exc:
+        raise WireError(f"bad dtype {raw!r}") from exc
+    if dtype.kind not in NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise WireError(f"dtype {raw!r} is not a plain numeric type")
+    return dtype
+
+
+def check_shape(raw: Any) -> tuple[int, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_NDIM or not all(_is_int(d) and 0 <= d < 1 << 40 for d in raw):
+        raise WireError(f"bad shape {raw!r}")
+    return tuple(raw)
+
+
+def _array(spec: dict[str, Any], buf: Any) -> np.ndarray:
+    dtype = _dtype(spec)
+    shape = check_shape(spec.get("shape"))
+    view = memoryview(buf)
+    if math.prod(shape) * dtype.itemsize != view.nbytes:
+        raise WireError(f"shape {list(shape)} of {dtype.str} does not match a {view.nbytes}-byte frame")
+    return np.frombuffer(view, dtype=dtype).reshape(shape)
+
+
+def _header(frame: Any) -> dict[str, Any]:
+    raw = memoryview(frame)
+    if raw.nbytes > MAX_HEADER_BYTES:
+        raise WireError(f"header of {raw.nbytes} bytes")
+    try:
+        header = json.loads(bytes(raw))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise WireError(f"header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise WireError("header is not a JSON object")
+    return header
+
+
 def parse(frames: list[Any]) -> Message:
-    header = json.loads(bytes(frames[0]))
-    cls = _TYPES[header.pop("type")]
-    arrays = header.pop("arrays")
+    """The message in ``frames``; raises WireError (only) when it is not one :func:`encode` makes."""
+    if not isinstance(frames, list) or not frames:
+        raise WireError("no frames")
+    try:
+        header = _header(frames[0])
+    except TypeError as exc:
+        raise WireError(f"frame is not bytes: {exc}") from exc
+    name = header.pop("type", None)
+    cls = _TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise WireError(f"unknown item type {name!r}")
+    arrays = header.pop("arrays", None)
     shm = header.pop("shm", None)
     to = header.pop("to", None)
+    if not isinstance(arrays, list) or len(arrays) != len(frames) - 1:
+        raise WireError(f"{len(frames) - 1} data frames for array specs {arrays!r}")
+    if shm is not None and (cls is not VideoFrame or not isinstance(shm, dict)):
+        raise WireError("a shared-memory descriptor on something other than a video frame")
+    if to is not None and not (isinstance(to, list) and all(_is_int(r) and 0 <= r < 1 << 16 for r in to)):
+        raise WireError(f"bad reader list {to!r}")
+    schema = _SCHEMAS[cls.__name__]
+    for key, value in header.items():
+        if key not in schema.scalars:
+            raise WireError(f"{cls.__name__} has no field {key!r}")
+        if not _matches(value, schema.hints[key]):
+            raise WireError(f"{cls.__name__}.{key} = {value!r:.80} has the wrong type")
     payloads: dict[str, np.ndarray] = {}
-    for spec, buf in zip(arrays, frames[1:], strict=True):
-        if "bytes" in spec:
-            header[spec["bytes"]] = bytes(buf)
-            continue
-        arr = np.frombuffer(memoryview(buf), dtype=np.dtype(spec["dtype"])).reshape(spec["shape"])
-        if "payload" in spec:
-            payloads[spec["payload"]] = arr
-        else:
-            header[spec["field"]] = arr
+    array_fields = _ARRAY_FIELDS.get(cls.__name__, ())
+    try:
+        for spec, buf in zip(arrays, frames[1:], strict=True):
+            if not isinstance(spec, dict):
+                raise WireError(f"bad array spec {spec!r}")
+            if "bytes" in spec:
+                if spec["bytes"] not in _BYTES_FIELDS.get(cls.__name__, ()):
+                    raise WireError(f"bad bytes field {spec['bytes']!r}")
+                header[spec["bytes"]] = bytes(memoryview(buf))
+            elif "payload" in spec and cls is Result and isinstance(spec["payload"], str):
+                payloads[spec["payload"]] = _array(spec, buf)
+            elif spec.get("field") in array_fields and spec["field"] not in header:
+                arr = _array(spec, buf)
+                kinds, ndim = _ARRAY_RULES[spec["field"]]
+                if arr.dtype.kind not in kinds or arr.ndim != ndim:
+                    raise WireError(f"{spec['field']} of dtype {arr.dtype.str} and {arr.ndim} dimensions")
+                header[spec["field"]] = arr
+            else:
+                raise WireError(f"bad array spec {spec!r:.80}")
+    except TypeError as exc:  # a frame that is not a buffer
+        raise WireError(f"frame is not bytes: {exc}") from exc
     if cls is Result:
         header["payloads"] = payloads
-    for name in _ARRAY_FIELDS.get(cls.__name__, ()):
-        header.setdefault(name, None)
+    for field_name in array_fields:
+        header.setdefault(field_name, None)
+    missing = schema.required - header.keys() - ({"image"} if shm is not None else set())
+    if missing or (cls is VideoFrame and header.get("image") is None and shm is None):
+        raise WireError(f"{cls.__name__} without {sorted(missing) or ['image']}")
+    if cls is VideoFrame and shm is not None and header.get("image") is not None:
+        raise WireError("a video frame with both pixels and a shared-memory descriptor")
+    if cls is VideoFrame and shm is not None:
+        header.pop("image", None)
     return Message(cls, header, shm, to)
 
 
 def decode(frames: list[Any], attach: Attach | None = None) -> Item | None:
-    """Rebuild an item. Returns None for a shared-memory frame whose slot was reclaimed."""
+    """Rebuild an item. Returns None for a shared-memory frame whose slot was reclaimed; raises
+    WireError (only) for a malformed message."""
     return parse(frames).item(attach)
