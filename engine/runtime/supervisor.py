@@ -25,6 +25,7 @@ from avstream.engine.backoff import backoff_delay
 from avstream.engine.errors import AvstreamError
 from avstream.engine.inference.runners import describe_fallbacks
 from avstream.engine.items import Event, PreviewFrame, Result
+from avstream.engine.runtime.control import MAX_CONTROL_BYTES, ControlGate
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
 from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
@@ -32,7 +33,7 @@ from avstream.engine.runtime.spawner import Child
 from avstream.engine.runtime.status import StatusView
 from avstream.engine.sinks import Sink, SinkContext, build_sinks
 from avstream.engine.transport.curve import PublishSecurity
-from avstream.engine.transport.wire import decode
+from avstream.engine.transport.wire import Rejects, WireError, decode
 
 log = logging.getLogger("avstream.supervisor")
 HEARTBEAT_TIMEOUT_S = 10.0
@@ -147,6 +148,7 @@ class Supervisor:
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
+        self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)  # a peer sending more is disconnected
         self.control.bind(self.control_endpoint)
         self.results = self.ctx.socket(zmq.PULL)
         self.results.setsockopt(zmq.LINGER, 0)
@@ -318,9 +320,15 @@ class Supervisor:
         self.view.line(describe_fallbacks(reports), important=any(r.get("level") == "warning" for r in reports))
 
     def _drain_results(self) -> None:
+        if not hasattr(self, "result_rejects"):
+            self.result_rejects = Rejects("the results socket")
         while self.results.poll(0):
             frames = self.results.recv_multipart(copy=False)
-            item = decode([f.buffer for f in frames])
+            try:
+                item = decode([f.buffer for f in frames])
+            except WireError as exc:  # dropped and counted: one bad sender never stops the outputs
+                self.result_rejects.note(exc)
+                continue
             if isinstance(item, PreviewFrame):  # for the viewer only: never published
                 if self.viewer is not None:
                     self.viewer.send_frame(item)
@@ -329,16 +337,22 @@ class Supervisor:
             elif isinstance(item, Event):
                 self.publisher.publish_event(item)
 
+    def _spawned_pid(self, process: str) -> int | None:
+        worker = self.workers.get(process)
+        return worker.popen.pid if worker is not None and worker.popen is not None else None
+
     def _drain_control(self) -> None:
+        if not hasattr(self, "gate"):
+            self.gate = ControlGate(self.identities)
         while self.control.poll(0):
-            identity, raw = self.control.recv_multipart()
-            msg = json.loads(raw)
-            worker = self.workers.get(msg.get("process", ""))
-            if worker is None:
+            admitted = self.gate.admit(self.control.recv_multipart(), self._spawned_pid)
+            if admitted is None:  # malformed, or not from the worker it names: dropped and counted
                 continue
-            self.identities[worker.name] = identity
+            worker, msg = self.workers.get(admitted.process), admitted.body
+            if worker is None:  # a stream `avstream serve` has just removed
+                continue
             worker.last_seen = time.monotonic()
-            kind = msg["type"]
+            kind = admitted.type
             if kind == "hello" and self.preview_wanted:  # a (re)started worker: what is watched now
                 self._send_preview(worker)
             elif kind == "status":
@@ -356,10 +370,11 @@ class Supervisor:
             elif kind == "error":
                 worker.error_reported = True
                 if msg.get("fatal"):
-                    worker.fatal = msg["message"].split(": ", 1)[-1]
+                    worker.fatal = (msg.get("message") or "failed").split(": ", 1)[-1]
                     self.view.line(f"error: node '{msg['node']}': {worker.fatal}", important=True)
                 else:
-                    self.view.line(f"node '{msg['node']}' failed:\n{msg['traceback'].rstrip()}", important=True)
+                    self.view.line(f"node '{msg['node']}' failed:\n{(msg.get('traceback') or '').rstrip()}",
+                                   important=True)
 
     def _check_workers(self, now: float) -> None:
         for worker in self.workers.values():

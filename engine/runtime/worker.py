@@ -87,7 +87,10 @@ class ControlLink:
                 sock.send_json({"type": "status", "process": self.process, "nodes": status})
                 next_status = now + STATUS_EVERY_S
             if sock.poll(20):
-                cmd = sock.recv_json()
+                try:
+                    cmd = sock.recv_json()
+                except ValueError:  # only the supervisor can send here; still, a bad message is no command
+                    continue
                 if isinstance(cmd, dict) and cmd.get("type") == "stop":
                     self.stop.set()
                 elif isinstance(cmd, dict) and cmd.get("type") == "preview":

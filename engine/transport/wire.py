@@ -127,7 +127,8 @@ class Rejects:
     def note(self, exc: Exception) -> None:
         self.count += 1
         if self.count == 1:
-            log.warning("dropped a malformed message on %s: %s (further ones are counted, not logged)",
+            log.warning("dropped a message on %s that is malformed or not from a node of this run: %s "
+                        "(further ones are counted, not logged)",
                         self.where, exc)
 
 
