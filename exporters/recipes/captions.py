@@ -619,11 +619,11 @@ def load_checkpoint(path: str | Path) -> tuple[CaptionNet, Vocabulary]:
     from avstream.engine.errors import ModelError
 
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
+        state = torch.load(str(path), map_location="cpu", weights_only=True)  # tensors and plain data: never code
         vocab = Vocabulary.from_json(state["vocabulary"], str(path))
         net = build_model(len(vocab))
         net.load_state_dict(state["state_dict"])
-    except (OSError, KeyError, RuntimeError, TypeError) as exc:
+    except Exception as exc:  # a foreign or unsafe file: torch raises many kinds (UnpicklingError, RuntimeError...)
         raise ModelError(f"--checkpoint {path}: not a captions checkpoint ({type(exc).__name__}: {exc})") from None
     return net.eval(), vocab
 

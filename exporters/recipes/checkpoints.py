@@ -24,7 +24,7 @@ def load_training(path: Path | None, model: torch.nn.Module, opt: Any, sched: An
     """Restore a saved state into the given objects; None when there is none (or it is for another config)."""
     if path is None or not path.exists():
         return None
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)  # never code
     if config is not None and state.get("config") != config:
         return None
     model.load_state_dict(state["model"])
