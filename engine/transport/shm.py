@@ -40,9 +40,10 @@ def check_descriptor(desc: Any, reader: int) -> None:
     the ring, and a frame that fits its slot."""
     if not isinstance(desc, dict):
         raise WireError("shared-memory descriptor is not an object")
-    ints = {k: desc.get(k) for k in ("slots", "readers", "slot_bytes", "slot", "gen")}
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints.values()):
-        raise WireError(f"bad shared-memory descriptor numbers {ints!r}")
+    raw = {k: desc.get(k) for k in ("slots", "readers", "slot_bytes", "slot", "gen")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw.values()):
+        raise WireError(f"bad shared-memory descriptor numbers {raw!r}")
+    ints: dict[str, int] = {k: int(v) for k, v in raw.items() if v is not None}
     name = desc.get("ring")
     if not isinstance(name, str) or not RING_NAME.match(name) or name.startswith("."):
         raise WireError(f"bad ring name {name!r:.80}")
