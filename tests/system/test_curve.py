@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from avstream.engine.transport.keys_cli import write_keys
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 from tests.system.helpers import Subscriber, start_run, stop
 
 pytestmark = pytest.mark.timeout(150)
@@ -226,3 +226,33 @@ def test_keys_files_modes_and_no_overwrite(tmp_path: Path) -> None:
     assert (out / "clients" / "viewer2.key").is_file()
     assert (out / "viewer2.key_secret").stat().st_mode & 0o777 == 0o600
     assert not list(out.glob("tmp*")), "a temporary folder was left behind"
+
+
+def test_the_daemon_publishes_over_curve_only_to_listed_clients(netns: list[str], tmp_path: Path, port: int) -> None:
+    keys = tmp_path / "keys"
+    write_keys(keys)
+    config = tmp_path / "serve.yaml"
+    config.write_text(textwrap.dedent(f"""
+        version: 1
+        server:
+          listen: "127.0.0.1:{free_port()}"
+          publish: "tcp://{ADDRESS}:{port}"
+          publish_curve: {{secret_key: keys/server.key_secret, clients: keys/clients}}
+          viewer: false
+        streams:
+          cam0: {{pipeline: highlight, uri: "synthetic://scene?seed=2&duration=30", realtime: true}}
+    """))
+    endpoint = f"tcp://{ADDRESS}:{port}"
+    plain = Subscriber(endpoint, "", wrap=netns)
+    right = Subscriber(endpoint, "highlight.", ["--server-key", str(keys / "server.key"),
+                                                "--client-key", str(keys / "client.key_secret")], wrap=netns)
+    daemon = subprocess.Popen([*netns, sys.executable, "-m", "avstream.engine.cli", "serve", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        msgs = right.until(lambda m: m["header"]["kind"] == "highlight", timeout=90)
+        assert msgs[-1]["header"]["stream"] == "cam0"
+    finally:
+        out, err = stop(daemon)
+        right.close()
+    assert lines_of(plain) == []
+    assert "Traceback" not in err
