@@ -258,7 +258,7 @@ class Supervisor:
                            important=True)
             return 1
         self.view.line(f"pipeline '{self.spec.name}': {len(self.spec.nodes)} nodes in {len(self.workers)} processes, "
-                       f"publishing on {self.spec.outputs.publish}")
+                       f"publishing on {self.spec.outputs.publish}{' (CURVE)' if self.publisher.curve else ''}")
         if self.spec.outputs.wait_for_subscribers:
             n = self.spec.outputs.wait_for_subscribers
             self.view.line(f"waiting for {n} subscriber(s) on {self.spec.outputs.publish}")

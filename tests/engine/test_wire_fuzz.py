@@ -5,6 +5,8 @@ own error type, never anything else, and never reads outside a ring."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +240,14 @@ def test_control_gate_binds_the_spawned_pid_only() -> None:
     assert gate.admit([b"good", msg({"type": "status", "nodes": {}}).encode()], pids.get) is not None
     assert gate.admit([b"good", msg({"type": "status", "nodes": {"n": {"in": "x"}}}).encode()], pids.get) is None
     assert gate.rejects.count == 4
+
+
+def test_atheris_finds_no_crash_in_the_decoders(tmp_path: Path) -> None:
+    """Coverage-guided, bounded: 30 000 inputs or 60 s, whichever comes first (tests/engine/wire_atheris.py)."""
+    pytest.importorskip("atheris")
+    harness = Path(__file__).with_name("wire_atheris.py")
+    res = subprocess.run([sys.executable, str(harness), "-runs=30000", "-max_total_time=60"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Done 30000 runs" in res.stderr or "DONE" in res.stderr
+    assert not list(tmp_path.glob("crash-*"))
