@@ -153,6 +153,9 @@ class Supervisor:
         self.results = self.ctx.socket(zmq.PULL)
         self.results.setsockopt(zmq.LINGER, 0)
         self.results.bind(self.results_endpoint)
+        # what the two sockets drop: malformed messages, or control messages not from the worker they name
+        self.gate = ControlGate(self.identities)
+        self.result_rejects = Rejects("the results socket")
 
     def _control_poller(self) -> zmq.Poller:
         poller = zmq.Poller()
@@ -295,6 +298,7 @@ class Supervisor:
                 break
         self._log_fallbacks(final=True)
         self._publish_status(final=True)
+        self._report_rejects()
         reason = self.stop_reason or "end of input"
         self.view.line(f"stopped ({reason}): {self.publisher.published} messages published")
         return 1 if self.failed else 0
@@ -320,8 +324,6 @@ class Supervisor:
         self.view.line(describe_fallbacks(reports), important=any(r.get("level") == "warning" for r in reports))
 
     def _drain_results(self) -> None:
-        if not hasattr(self, "result_rejects"):
-            self.result_rejects = Rejects("the results socket")
         while self.results.poll(0):
             frames = self.results.recv_multipart(copy=False)
             try:
@@ -337,13 +339,18 @@ class Supervisor:
             elif isinstance(item, Event):
                 self.publisher.publish_event(item)
 
+    def _report_rejects(self) -> None:
+        """At the end: how many malformed or foreign messages the supervisor's sockets dropped."""
+        counts = {"control": self.gate.rejects.count, "results": self.result_rejects.count}
+        if any(counts.values()):
+            self.view.line("dropped malformed messages: " + ", ".join(f"{n} on the {k} socket"
+                                                                     for k, n in counts.items() if n), important=True)
+
     def _spawned_pid(self, process: str) -> int | None:
         worker = self.workers.get(process)
         return worker.popen.pid if worker is not None and worker.popen is not None else None
 
     def _drain_control(self) -> None:
-        if not hasattr(self, "gate"):
-            self.gate = ControlGate(self.identities)
         while self.control.poll(0):
             admitted = self.gate.admit(self.control.recv_multipart(), self._spawned_pid)
             if admitted is None:  # malformed, or not from the worker it names: dropped and counted

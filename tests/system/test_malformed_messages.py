@@ -125,3 +125,4 @@ def test_garbage_on_every_socket_leaves_the_run_correct(tmp_path: Path) -> None:
     for where in ("the control socket", "the results socket", "edge socket"):
         assert f"on {where}" in err, f"nothing was dropped on {where}: {err[-2000:]}"
     assert "forged" not in err  # the stranger's 'fatal error' was not believed
+    assert "dropped malformed messages: " in err  # and the counts are reported at the end
