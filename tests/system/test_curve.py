@@ -188,12 +188,19 @@ def test_curve_keys_that_are_missing_are_located_errors(tmp_path: Path, port: in
 
 
 def test_insecure_true_starts_and_warns_once(netns: list[str], port: int) -> None:
-    run = start_run("highlight", "--input", "synthetic://scene?duration=2", *FAST,
-                    "--publish", f"tcp://{ADDRESS}:{port}", "--set", "outputs.publish.insecure=true", "--quiet",
-                    wrap=netns)
-    out, err = stop_after_exit(run)
+    endpoint = f"tcp://{ADDRESS}:{port}"
+    plain = Subscriber(endpoint, "highlight.", wrap=netns)
+    run = start_run("highlight", "--input", "synthetic://scene?duration=3", *FAST, "--publish", endpoint,
+                    "--set", "outputs.publish.insecure=true", "--set", "outputs.publish.wait_for_subscribers=1",
+                    "--quiet", wrap=netns)
+    try:
+        out, err = stop_after_exit(run)
+        got = plain.until(lambda m: m["header"]["t0"] >= 2.0, timeout=20)  # plain TCP, as asked for
+    finally:
+        plain.close()
     assert run.returncode == 0, err
     assert err.count("WITHOUT authentication") == 1, err
+    assert [m["header"]["t0"] for m in got] == [0.0, 1.0, 2.0]
 
 
 def stop_after_exit(run: subprocess.Popen[str]) -> tuple[str, str]:
