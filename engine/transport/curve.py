@@ -37,11 +37,15 @@ class PublishSecurity:
         return self.secret_key is not None
 
 
+NETWORK_SCHEMES = ("tcp://", "ws://", "wss://")  # ws(s): where libzmq is built with it, the same rule as tcp
+
+
 def endpoint_host(endpoint: str) -> str | None:
-    """The host part of a ``tcp://`` endpoint (brackets of IPv6 removed); None for other transports."""
-    if not endpoint.startswith("tcp://"):
+    """The host part of a network endpoint (brackets of IPv6 removed); None for ipc and inproc."""
+    scheme = next((s for s in NETWORK_SCHEMES if endpoint.startswith(s)), None)
+    if scheme is None:
         return None
-    address = endpoint[len("tcp://"):]
+    address = endpoint[len(scheme):].split("/", 1)[0]  # a ws path follows the port
     address = address.rsplit(";", 1)[-1]  # "tcp://source;dest": the destination counts
     if address.startswith("["):
         return address[1:address.find("]")] if "]" in address else address[1:]
@@ -58,7 +62,7 @@ def is_loopback_host(host: str) -> bool:
 
 
 def needs_curve(endpoint: str) -> bool:
-    """True for a tcp endpoint anyone on the network could reach."""
+    """True for a tcp (or ws) endpoint anyone on the network could reach."""
     host = endpoint_host(endpoint)
     return host is not None and not is_loopback_host(host)
 

@@ -12,6 +12,7 @@ from avstream.engine.transport.curve import PublishSecurity, check_publish, need
     ("tcp://[::1]:5560", False), ("ipc:///tmp/x.sock", False), ("inproc://x", False),
     ("tcp://0.0.0.0:5560", True), ("tcp://*:5560", True), ("tcp://[::]:5560", True), ("tcp://eth0:5560", True),
     ("tcp://192.0.2.10:5560", True), ("tcp://example.org:5560", True), ("tcp://127.0.0.1:0;192.0.2.1:5560", True),
+    ("ws://0.0.0.0:8080/results", True), ("ws://127.0.0.1:8080/results", False), ("wss://[::1]:443/r", False),
 ])
 def test_loopback_or_not(endpoint: str, needs: bool) -> None:
     assert needs_curve(endpoint) is needs
