@@ -19,6 +19,7 @@ import zmq
 
 from avstream.engine.items import Event, Result
 from avstream.engine.sinks import SinkFanout
+from avstream.engine.transport.private import bind_private
 
 SCHEMA_VERSION = 1
 
@@ -29,7 +30,7 @@ def make_pub_socket(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
     sock.setsockopt(zmq.XPUB_VERBOSE, 1)
     sock.setsockopt(zmq.SNDHWM, 10000)
     sock.setsockopt(zmq.LINGER, 500)
-    sock.bind(endpoint)
+    bind_private(sock, endpoint)
     return sock
 
 

@@ -23,7 +23,7 @@ _NOT_STARTED = ("", "created", "starting")
 
 
 def node_state(worker: Any, status: dict[str, Any]) -> str:
-    if worker.fatal:
+    if worker.fatal or worker.loop.failed:  # an input error, or a crash loop (retried slowly)
         return "failed"
     if worker.done:
         return "done"
@@ -63,7 +63,7 @@ class NodeEntries:
             "state": state, "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2),
             "items_in": n_in, "items_out": n_out, "queue": int(st.get("queue", 0)),
             "drops": int(st.get("drops", 0)), "latency_ms": float(st.get("latency_ms", 0.0)),
-            "restarts": worker.restart_count, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
+            "restarts": worker.restart_count, "failures": worker.loop.failures, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
             "timings": st.get("timings", {}), "streams": streams,
         }
 

@@ -21,25 +21,22 @@ from typing import Any, Protocol
 
 import zmq
 
-from avstream.engine.backoff import backoff_delay
 from avstream.engine.errors import AvstreamError
 from avstream.engine.inference.runners import describe_fallbacks
 from avstream.engine.items import Event, PreviewFrame, Result
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
 from avstream.engine.runtime.outputs import ResultPublisher
+from avstream.engine.runtime.restarts import CrashLoop, RestartPolicy
 from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
 from avstream.engine.runtime.spawner import Child
 from avstream.engine.runtime.status import StatusView
 from avstream.engine.sinks import Sink, SinkContext, build_sinks
+from avstream.engine.transport.private import bind_private, make_private_dir
 from avstream.engine.transport.wire import decode
 
 log = logging.getLogger("avstream.supervisor")
 HEARTBEAT_TIMEOUT_S = 10.0
 STOP_GRACE_S = 3.0
-MAX_RESTARTS = 5  # within RESTART_WINDOW_S; more means the node is broken, not unlucky
-RESTART_WINDOW_S = 60.0
-RESTART_BACKOFF_INITIAL_S = 0.5  # doubles per restart inside the window, up to the cap
-RESTART_BACKOFF_MAX_S = 8.0
 
 
 class PreviewViewer(Protocol):
@@ -62,8 +59,8 @@ class WorkerProc:
     last_seen: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
     status_at: float = 0.0  # arrival of the last status report (rates are taken between two)
-    restarts: list[float] = field(default_factory=list)
-    restart_count: int = 0  # over the whole run (``restarts`` holds the recent ones only)
+    loop: CrashLoop = field(default_factory=lambda: CrashLoop(RestartPolicy()))  # crash history, failed state
+    restart_count: int = 0  # over the whole run (``loop.restarts`` holds the recent ones only)
     restart_at: float | None = None
     done: bool = False
     fatal: str | None = None
@@ -82,8 +79,11 @@ class Supervisor:
         self.run_dir = Path(tempfile.mkdtemp(prefix="avs-"))
         shm_root = Path("/dev/shm")
         self.ring_dir = shm_root / f"avstream-{self.id}" if shm_root.is_dir() else self.run_dir / "rings"
-        self.ring_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.ring_dir)
         self.workers = {name: WorkerProc(name, nodes) for name, nodes in spec.processes().items()}
+        for worker in self.workers.values():
+            policies = [RestartPolicy.model_validate(spec.nodes[n].restart) for n in worker.nodes]
+            worker.loop = CrashLoop(RestartPolicy.combined(policies))
         self.by_node = {n: w for w in self.workers.values() for n in w.nodes}
         self.stopping = False
         self.stop_reason = ""
@@ -123,6 +123,7 @@ class Supervisor:
         # Forking is safe only before this process has ZeroMQ sockets (the first start).
         worker.popen = Child(argv, fork=not hasattr(self, "control"))
         worker.last_seen = time.monotonic()
+        worker.loop.on_spawn(worker.last_seen)
         worker.restart_at = None
         worker.drained = worker.released = False
 
@@ -146,10 +147,10 @@ class Supervisor:
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
-        self.control.bind(self.control_endpoint)
+        bind_private(self.control, self.control_endpoint)
         self.results = self.ctx.socket(zmq.PULL)
         self.results.setsockopt(zmq.LINGER, 0)
-        self.results.bind(self.results_endpoint)
+        bind_private(self.results, self.results_endpoint)
 
     def _control_poller(self) -> zmq.Poller:
         poller = zmq.Poller()
@@ -293,7 +294,10 @@ class Supervisor:
         self._publish_status(final=True)
         reason = self.stop_reason or "end of input"
         self.view.line(f"stopped ({reason}): {self.publisher.published} messages published")
-        return 1 if self.failed else 0
+        still_failed = [w.name for w in self.workers.values() if w.loop.failed]
+        if still_failed:
+            self.view.line(f"ended with failed process(es): {', '.join(still_failed)}", important=True)
+        return 1 if self.failed or still_failed else 0
 
     def _publish_status(self, final: bool = False) -> None:
         """Once a second: the status object to the PUB socket, the --status-json sink and the view."""
@@ -364,11 +368,15 @@ class Supervisor:
             if worker.done:
                 continue
             if worker.popen is None:
-                if worker.restart_at is not None and now >= worker.restart_at and not self.stopping:
+                if self.stopping:  # waiting for a restart: nothing left to stop
+                    worker.done = True
+                elif worker.restart_at is not None and now >= worker.restart_at:
                     self.spawn(worker)
                 continue
             rc = worker.popen.poll()
             if rc is None:
+                if worker.loop.failed and self._recovered(worker, now):
+                    continue
                 if not self.stopping and now - worker.last_seen > HEARTBEAT_TIMEOUT_S:
                     self.view.line(f"process '{worker.name}' sent no heartbeat for {HEARTBEAT_TIMEOUT_S:.0f} s: killing it", important=True)
                     worker.popen.kill()
@@ -398,27 +406,46 @@ class Supervisor:
                 self._send_control(worker.name, {"type": "stop"})
 
     def _handle_crash(self, worker: WorkerProc, rc: int, now: float) -> None:
-        how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
         if worker.fatal:
             self.view.line(f"process '{worker.name}' stopped: {worker.fatal}", important=True)
             worker.done = True
             self.failed = True
             return
-        worker.restarts = [t for t in worker.restarts if now - t < RESTART_WINDOW_S] + [now]
-        if len(worker.restarts) > MAX_RESTARTS:
-            self.view.line(f"process '{worker.name}' failed {len(worker.restarts)} times in {RESTART_WINDOW_S:.0f} s ({how}): giving up", important=True)
-            worker.done = True
-            self.failed = True
-            return
-        delay = backoff_delay(len(worker.restarts), initial=RESTART_BACKOFF_INITIAL_S, cap=RESTART_BACKOFF_MAX_S)
+        decision = worker.loop.on_crash(rc, now)
+        how = worker.loop.last_exit
         worker.restart_count += 1
-        worker.restart_at = now + delay
+        worker.restart_at = now + decision.delay_s
         worker.error_reported = False
-        self.view.line(f"process '{worker.name}' ended with {how}: restarting in {delay:.1f} s", important=True)
+        policy = worker.loop.policy
+        if decision.failed:
+            self.view.line(f"process '{worker.name}' failed: restarted {decision.restarts - 1} times in "
+                           f"{policy.window_s:g} s, last {how}; retrying every {policy.failed_retry_s:g} s",
+                           important=True)
+            for node in worker.nodes:
+                self.publisher.publish_event(Event("node_failed", "", worker.loop.failed_detail(node, worker.name, decision)))
+            return
+        if decision.still_failed:
+            self.view.line(f"process '{worker.name}' is still failing ({how}): next retry in {decision.delay_s:g} s",
+                           important=True)
+            return
+        self.view.line(f"process '{worker.name}' ended with {how}: restarting in {decision.delay_s:.1f} s", important=True)
         for node in worker.nodes:
             self.publisher.publish_event(Event(
                 "node_restarted", "", {"node": node, "process": worker.name, "reason": how,
-                                       "restarts": len(worker.restarts), "delay_s": delay}))
+                                       "restarts": decision.restarts, "delay_s": decision.delay_s}))
+
+    def _recovered(self, worker: WorkerProc, now: float) -> bool:
+        """A retry of a failed process that stayed up: announce it (``node_recovered``)."""
+        running = worker.status_at >= worker.loop.spawned_at and all(
+            worker.status.get(n, {}).get("state") in ("running", "draining", "stopped") for n in worker.nodes)
+        failed_since = worker.loop.failed_since or now
+        if not worker.loop.check_recovered(True, running, now):
+            return False
+        self.view.line(f"process '{worker.name}' recovered", important=True)
+        for node in worker.nodes:
+            self.publisher.publish_event(Event("node_recovered", "", {
+                "node": node, "process": worker.name, "failed_for_s": round(now - failed_since, 3)}))
+        return True
 
     def _cleanup(self) -> None:
         for worker in self.workers.values():
