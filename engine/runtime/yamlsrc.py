@@ -122,7 +122,10 @@ def load_yaml(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
     problems: list[Problem] = []
     if len(text) > MAX_YAML_BYTES:
         return None, marks, [Problem(file, 1, 1, "", f"file larger than {MAX_YAML_BYTES} bytes")]
-    loader = LimitedLoader(text)
+    try:
+        loader = LimitedLoader(text)  # the reader checks the characters here already
+    except yaml.YAMLError as exc:
+        return None, marks, [Problem(file, 1, 1, "", f"YAML error: {_one_line(exc)}")]
     try:
         root = loader.get_single_node()
     except YamlLimitError as exc:
@@ -132,18 +135,26 @@ def load_yaml(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
         line, col = _mark_position(exc)
         return None, marks, [Problem(file, line, col, "", f"YAML syntax error: {exc.problem or exc}")]
     except yaml.YAMLError as exc:
-        return None, marks, [Problem(file, 1, 1, "", f"YAML error: {exc}")]
+        return None, marks, [Problem(file, 1, 1, "", f"YAML error: {_one_line(exc)}")]
     finally:
         loader.dispose()
     if root is None:
         return {}, marks, []
+
+    def construct(node: yaml.Node, path: Path_) -> Any:
+        try:
+            return loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp 2020-02-30
+            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+            problems.append(Problem(file, line, col, dotted(path), f"cannot read this value: {exc}"))
+            return None
 
     def build(node: yaml.Node, path: Path_) -> Any:
         marks.set(path, node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key = str(loader.construct_object(key_node))
+                key = str(construct(key_node, path))
                 if key in out:
                     line = key_node.start_mark.line + 1
                     problems.append(Problem(file, line, key_node.start_mark.column + 1, dotted((*path, key)), "duplicate key"))
@@ -154,16 +165,23 @@ def load_yaml(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = loader.construct_object(node, deep=True)
+        value = construct(node, path)
         if isinstance(value, str) and "${" in value:
             value = substitute_env(value, path, marks, problems)
         return value
 
     try:
         tree = build(root, ())
+    except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag
+        line, col = _mark_position(exc)
+        return None, marks, [Problem(file, line, col, "", f"YAML error: {exc.problem or _one_line(exc)}")]
     except yaml.YAMLError as exc:
-        return None, marks, [Problem(file, 1, 1, "", f"YAML error: {exc}")]
+        return None, marks, [Problem(file, 1, 1, "", f"YAML error: {_one_line(exc)}")]
     return tree, marks, problems
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _mark_position(exc: yaml.MarkedYAMLError) -> tuple[int, int]:
