@@ -56,13 +56,14 @@ class LimitedLoader(yaml.SafeLoader):
             if target is not None and id(target) not in self._sizes:
                 raise self._refuse(f"alias *{anchor} refers to the collection that contains it")
             return super().compose_node(parent, index)
-        self._depth += 1
+        level = 1 if self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent) else 0
+        self._depth += level
         if self._depth > MAX_YAML_DEPTH:
             raise self._refuse(f"nesting deeper than {MAX_YAML_DEPTH} levels")
         try:
             node = super().compose_node(parent, index)
         finally:
-            self._depth -= 1
+            self._depth -= level
         if node is None:
             return None
         size = 1
