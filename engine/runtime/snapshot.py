@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -82,7 +83,8 @@ class StatusTracker(NodeEntries):
                 for stream in node.streams:
                     self.sources.setdefault(stream, []).append(node.id)
 
-    def snapshot(self, workers: dict[str, Any], publisher: ResultPublisher, final: bool = False) -> dict[str, Any]:
+    def snapshot(self, workers: dict[str, Any], publisher: ResultPublisher, final: bool = False,
+                 replayed: Callable[[str], dict[str, int]] | None = None) -> dict[str, Any]:
         """The status object (without the header fields the publisher stamps: seq, wall...)."""
         nodes = []
         states: dict[str, str] = {}
@@ -96,7 +98,7 @@ class StatusTracker(NodeEntries):
             latest = {kind: {k: v for k, v in header.items() if k not in _HEADER_ONLY}
                       for kind, header in sorted(publisher.latest.get(stream, {}).items())}
             streams.append({"id": stream, "state": self._stream_state(stream, [states[n] for n in sources], publisher),
-                            "latest": latest})
+                            "latest": latest, "replayed": replayed(stream) if replayed else {}})
         return {"run": self.spec.name, "run_id": self.run_id, "uptime_s": round(time.monotonic() - self.started, 3),
                 "final": final, "nodes": nodes, "streams": streams}
 

@@ -26,6 +26,7 @@ from avstream.engine.inference.runners import describe_fallbacks
 from avstream.engine.items import Event, PreviewFrame, Result
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
 from avstream.engine.runtime.outputs import ResultPublisher
+from avstream.engine.runtime.replay import ReplayGuard
 from avstream.engine.runtime.restarts import CrashLoop, RestartPolicy
 from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
 from avstream.engine.runtime.spawner import Child
@@ -94,6 +95,8 @@ class Supervisor:
         self.fallbacks_logged: set[tuple[str, str, str]] = set()
         self.viewer: PreviewViewer | None = None  # set before run() by a live viewer
         self.preview_wanted: frozenset[str] = frozenset()
+        self.replay = ReplayGuard()
+        self.resume: dict[str, dict[str, float]] = {}  # node -> stream -> furthest media time it reported
 
     # --- set-up ---
     def allocate_endpoints(self) -> None:
@@ -116,7 +119,7 @@ class Supervisor:
         return ["--spec", str(self.run_dir / "spec.json")]
 
     def spawn(self, worker: WorkerProc) -> None:
-        resume = {n: worker.status.get(n, {}).get("last_t", {}) for n in worker.nodes}
+        resume = {n: self.resume.get(n, {}) for n in worker.nodes}
         argv = [*self.worker_args(worker), "--process", worker.name, "--control",
                 self.control_endpoint, "--run-dir", str(self.ring_dir), "--resume", json.dumps(resume),
                 "--parent", str(os.getpid())]
@@ -280,6 +283,8 @@ class Supervisor:
             if now >= next_tick:
                 next_tick = now + 1.0
                 self.publisher.tick()
+                for line in self.replay.report():
+                    self.view.line(line)
                 self._log_fallbacks(final=False)
                 self._publish_status()
             if all(w.done for w in self.workers.values()):
@@ -301,7 +306,8 @@ class Supervisor:
 
     def _publish_status(self, final: bool = False) -> None:
         """Once a second: the status object to the PUB socket, the --status-json sink and the view."""
-        status = self.publisher.publish_status(self.tracker.snapshot(self.workers, self.publisher, final))
+        status = self.publisher.publish_status(self.tracker.snapshot(self.workers, self.publisher, final,
+                                                                     replayed=self.replay.replayed))
         if self.status_sink is not None:
             self.status_sink.write(status)
         self.view.update(status, final=final)
@@ -327,7 +333,8 @@ class Supervisor:
                 if self.viewer is not None:
                     self.viewer.send_frame(item)
             elif isinstance(item, Result):
-                self.publisher.publish_result(item)
+                if self.replay.admit(item.stream, item.kind, item.t1):
+                    self.publisher.publish_result(item)
             elif isinstance(item, Event):
                 self.publisher.publish_event(item)
 
@@ -346,6 +353,7 @@ class Supervisor:
             elif kind == "status":
                 worker.status = msg["nodes"]
                 worker.status_at = worker.last_seen
+                self._note_progress(msg["nodes"])
             elif kind == "provider_fallback":
                 report = msg["report"]
                 self.fallbacks.setdefault((report["node"], report["model"], report["why"]), report)
@@ -362,6 +370,15 @@ class Supervisor:
                     self.view.line(f"error: node '{msg['node']}': {worker.fatal}", important=True)
                 else:
                     self.view.line(f"node '{msg['node']}' failed:\n{msg['traceback'].rstrip()}", important=True)
+
+    def _note_progress(self, nodes: dict[str, Any]) -> None:
+        """Keep each node's furthest media time: a process that dies while still starting reports none,
+        and its successor must still resume after what the one before it had done."""
+        for node, status in nodes.items():
+            furthest = self.resume.setdefault(node, {})
+            for stream, t in (status.get("last_t") or {}).items():
+                if isinstance(t, (int, float)) and t > furthest.get(stream, float("-inf")):
+                    furthest[stream] = float(t)
 
     def _check_workers(self, now: float) -> None:
         for worker in self.workers.values():

@@ -30,6 +30,7 @@ from avstream.engine.capture.base import redact_uri
 from avstream.engine.errors import AvstreamError, ConfigError
 from avstream.engine.items import EndOfStream, Event
 from avstream.engine.runtime.outputs import ResultPublisher
+from avstream.engine.runtime.replay import ReplayGuard
 from avstream.engine.runtime.restarts import exit_description
 from avstream.engine.runtime.snapshot import NodeEntries
 from avstream.engine.runtime.status import StatusView
@@ -121,6 +122,8 @@ class ServiceSupervisor(Supervisor):
         self.started = time.monotonic()
         self.viewer: PreviewViewer | None = None  # set before run() by a live viewer
         self.preview_wanted: frozenset[str] = frozenset()
+        self.replay = ReplayGuard()
+        self.resume: dict[str, dict[str, float]] = {}
 
     # --- graphs ---
     def template_for(self, entry: StreamEntry) -> Template:
@@ -188,6 +191,9 @@ class ServiceSupervisor(Supervisor):
             for endpoint in dict.fromkeys(e.endpoint for e in run.template.fan_in):  # each once: to all its edges
                 self._push(endpoint, EndOfStream(sid))
             del self.workers[sid], self.streams[sid]
+            self.replay.forget_stream(sid)  # a restarted or re-added stream starts a new media timeline
+            for furthest in self.resume.values():
+                furthest.pop(sid, None)
             self.identities.pop(sid, None)
             if run.readd is not None:
                 self.add_stream(run.readd)
@@ -312,7 +318,7 @@ class ServiceSupervisor(Supervisor):
             "audio": redact_uri(params["audio"]) if params.get("audio") else None,
             "fps_in": round(self.node_entries.fps.get(sid, (0.0, 0.0))[1], 2), "drops": int(status.get("drops", 0)) + int(extra.get("drops", 0) or 0),
             "av_skew_ms": extra.get("av_skew_ms"), "restarts": worker.restart_count,
-            "error": run.error or None,
+            "error": run.error or None, "replayed": self.replay.replayed(sid),
             "latest": {kind: {k: v for k, v in header.items() if k != "payloads"}
                        for kind, header in self.publisher.latest.get(sid, {}).items()},
         }
@@ -472,6 +478,8 @@ class ServiceSupervisor(Supervisor):
                 self._update_states(now)
                 self.publisher.publish_status(self.status())
                 self.publisher.tick()
+                for line in self.replay.report():
+                    self.view.line(line)
                 self._log_fallbacks(final=False)
                 if self.config.server.watch and self._mtime() != self.config_mtime:
                     self.config_mtime = self._mtime()

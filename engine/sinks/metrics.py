@@ -163,6 +163,7 @@ class _StatusCollector(Collector):
         self.drops = _Monotonic()
         self.reconnects = _Monotonic()  # (stream,)
         self.stalls = _Monotonic()
+        self.replayed = _Monotonic()  # (stream, kind)
         self.restarts: dict[str, float] = {}  # node -> the supervisor's count (never reset in a run)
         self.failures: dict[str, float] = {}  # node -> times its process was declared failed (crash loop)
         self.failed: dict[str, float] = {}  # node -> 1 while failed, else 0
@@ -199,10 +200,12 @@ class _StatusCollector(Collector):
             self.up[sid] = 1.0 if stream.get("state") == "running" else 0.0
             totals = per_stream.get(sid, {"reconnects": 0.0, "stalls": 0.0})
             self.reconnects.update((sid,), totals["reconnects"])
+            for kind, n in (stream.get("replayed") or {}).items():
+                self.replayed.update((sid, str(kind)), float(n))
             self.stalls.update((sid,), totals["stalls"])
 
     def forget_stream(self, stream: str) -> None:
-        for table in (self.frames_in, self.items_out, self.drops, self.reconnects, self.stalls):
+        for table in (self.frames_in, self.items_out, self.drops, self.reconnects, self.stalls, self.replayed):
             table.forget(lambda key: key[0] != stream)
         self.skew.pop(stream, None)
         self.up.pop(stream, None)
@@ -237,6 +240,8 @@ class _StatusCollector(Collector):
                                (((s,), v) for s, v in sorted(self.up.items())))
             yield counter_family("avstream_reconnects_total", "Times a live stream came back after going down",
                                  ("stream",), self.reconnects.items())
+            yield counter_family("avstream_replayed_total", "Results not published again: their media time was "
+                                 "already published (a restarted node's replay)", ("stream", "kind"), self.replayed.items())
             yield counter_family("avstream_stalls_total", "Times a live stream stopped delivering media",
                                  ("stream",), self.stalls.items())
             family = HistogramMetricFamily("avstream_inference_seconds", "Time of one (batched) model call",
