@@ -112,3 +112,18 @@ def test_no_result_is_published_twice_after_restarts(port: int, tmp_path: Path) 
         replayed = [(a["t1"], b["t1"]) for a, b in zip(hs, hs[1:], strict=False) if b["t1"] <= a["t1"]]
         assert replayed == [], f"{key}: t1 went back {len(replayed)} times: {replayed[:10]}"
         assert hs[-1]["t1"] >= 20, key
+
+
+def test_the_guard_drops_results_whose_media_time_was_published_and_counts_them() -> None:
+    from avstream.engine.runtime.replay import ReplayGuard
+
+    guard = ReplayGuard()
+    assert [guard.admit("a", "highlight", t1) for t1 in (2.0, 3.0, 4.0)] == [True, True, True]
+    assert guard.admit("b", "highlight", 2.0) and guard.admit("a", "violence", 2.0)  # per (stream, kind)
+    assert [guard.admit("a", "highlight", t1) for t1 in (2.0, 3.0, 4.0, 5.0)] == [False, False, False, True]
+    assert guard.replayed("a") == {"highlight": 3} and guard.replayed("b") == {}
+    (line,) = guard.report()
+    assert "3 replayed highlight" in line and "already published up to 4.00 s" in line
+    assert guard.report() == []  # each drop is logged once
+    guard.forget_stream("a")  # a stream restarted on request: a new media timeline
+    assert guard.admit("a", "highlight", 1.0) and guard.replayed("a") == {}
