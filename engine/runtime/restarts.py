@@ -102,3 +102,33 @@ class CrashLoop:
         """The ``detail`` of a ``node_failed`` event."""
         return {"node": node, "process": process, "restarts": decision.restarts, "window_s": self.policy.window_s,
                 "last_exit": self.last_exit, "retry_in_s": decision.delay_s, "failures": self.failures}
+
+
+@dataclass
+class ResumePoints:
+    """How far each node got, per stream, over all of its processes: what a restarted one resumes after.
+
+    A process that dies while still starting (or while its live input is down) reports no media time
+    at all; its successor must still resume after what the processes before it had done, not from 0.
+    For a live source, media time also runs on while no process is up: its successor resumes that
+    much later (docs/capture.md: after an outage media time continues from its wall time)."""
+
+    furthest: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # node -> stream -> (t, wall)
+
+    def note(self, nodes: dict[str, Any], wall: float) -> None:
+        """A worker's status report: ``nodes`` maps node ids to their status (``last_t`` per stream)."""
+        for node, status in nodes.items():
+            known = self.furthest.setdefault(node, {})
+            last_t = status.get("last_t") if isinstance(status, dict) else None
+            for stream, t in (last_t or {}).items():
+                if isinstance(t, (int, float)) and t > known.get(stream, (float("-inf"), 0.0))[0]:
+                    known[stream] = (float(t), wall)
+
+    def resume(self, node: str, live: bool, wall: float) -> dict[str, float]:
+        """Per stream, the media time ``node`` resumes after (``live``: plus the wall time since)."""
+        return {stream: t + (max(0.0, wall - at) if live else 0.0)
+                for stream, (t, at) in self.furthest.get(node, {}).items()}
+
+    def forget_stream(self, stream: str) -> None:
+        for known in self.furthest.values():
+            known.pop(stream, None)

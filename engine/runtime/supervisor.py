@@ -24,10 +24,11 @@ import zmq
 from avstream.engine.errors import AvstreamError
 from avstream.engine.inference.runners import describe_fallbacks
 from avstream.engine.items import Event, PreviewFrame, Result
+from avstream.engine.runtime.config import is_live_uri
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
 from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.replay import ReplayGuard
-from avstream.engine.runtime.restarts import CrashLoop, RestartPolicy
+from avstream.engine.runtime.restarts import CrashLoop, RestartPolicy, ResumePoints
 from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
 from avstream.engine.runtime.spawner import Child
 from avstream.engine.runtime.status import StatusView
@@ -96,7 +97,7 @@ class Supervisor:
         self.viewer: PreviewViewer | None = None  # set before run() by a live viewer
         self.preview_wanted: frozenset[str] = frozenset()
         self.replay = ReplayGuard()
-        self.resume: dict[str, dict[str, float]] = {}  # node -> stream -> furthest media time it reported
+        self.resume = ResumePoints()
 
     # --- set-up ---
     def allocate_endpoints(self) -> None:
@@ -119,7 +120,7 @@ class Supervisor:
         return ["--spec", str(self.run_dir / "spec.json")]
 
     def spawn(self, worker: WorkerProc) -> None:
-        resume = {n: self.resume.get(n, {}) for n in worker.nodes}
+        resume = {n: self.resume.resume(n, self._live_source(n), time.time()) for n in worker.nodes}
         argv = [*self.worker_args(worker), "--process", worker.name, "--control",
                 self.control_endpoint, "--run-dir", str(self.ring_dir), "--resume", json.dumps(resume),
                 "--parent", str(os.getpid())]
@@ -353,7 +354,7 @@ class Supervisor:
             elif kind == "status":
                 worker.status = msg["nodes"]
                 worker.status_at = worker.last_seen
-                self._note_progress(msg["nodes"])
+                self.resume.note(msg["nodes"], time.time())
             elif kind == "provider_fallback":
                 report = msg["report"]
                 self.fallbacks.setdefault((report["node"], report["model"], report["why"]), report)
@@ -371,14 +372,13 @@ class Supervisor:
                 else:
                     self.view.line(f"node '{msg['node']}' failed:\n{msg['traceback'].rstrip()}", important=True)
 
-    def _note_progress(self, nodes: dict[str, Any]) -> None:
-        """Keep each node's furthest media time: a process that dies while still starting reports none,
-        and its successor must still resume after what the one before it had done."""
-        for node, status in nodes.items():
-            furthest = self.resume.setdefault(node, {})
-            for stream, t in (status.get("last_t") or {}).items():
-                if isinstance(t, (int, float)) and t > furthest.get(stream, float("-inf")):
-                    furthest[stream] = float(t)
+    def _live_source(self, node_id: str) -> bool:
+        """A source reading a live input (its media time follows the wall clock)."""
+        node = self.spec.nodes.get(node_id) if hasattr(self, "spec") else None
+        if node is None or not node.is_source:
+            return False
+        uris = [node.params.get(k) for k in ("uri", "video", "audio")]
+        return any(isinstance(u, str) and is_live_uri(u) for u in uris)
 
     def _check_workers(self, now: float) -> None:
         for worker in self.workers.values():

@@ -29,9 +29,10 @@ import zmq
 from avstream.engine.capture.base import redact_uri
 from avstream.engine.errors import AvstreamError, ConfigError
 from avstream.engine.items import EndOfStream, Event
+from avstream.engine.runtime.config import is_live_uri
 from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.replay import ReplayGuard
-from avstream.engine.runtime.restarts import exit_description
+from avstream.engine.runtime.restarts import ResumePoints, exit_description
 from avstream.engine.runtime.snapshot import NodeEntries
 from avstream.engine.runtime.status import StatusView
 from avstream.engine.runtime.supervisor import PreviewViewer, Supervisor, WorkerProc
@@ -123,7 +124,7 @@ class ServiceSupervisor(Supervisor):
         self.viewer: PreviewViewer | None = None  # set before run() by a live viewer
         self.preview_wanted: frozenset[str] = frozenset()
         self.replay = ReplayGuard()
-        self.resume: dict[str, dict[str, float]] = {}
+        self.resume = ResumePoints()
 
     # --- graphs ---
     def template_for(self, entry: StreamEntry) -> Template:
@@ -192,8 +193,7 @@ class ServiceSupervisor(Supervisor):
                 self._push(endpoint, EndOfStream(sid))
             del self.workers[sid], self.streams[sid]
             self.replay.forget_stream(sid)  # a restarted or re-added stream starts a new media timeline
-            for furthest in self.resume.values():
-                furthest.pop(sid, None)
+            self.resume.forget_stream(sid)
             self.identities.pop(sid, None)
             if run.readd is not None:
                 self.add_stream(run.readd)
@@ -258,6 +258,10 @@ class ServiceSupervisor(Supervisor):
             self.publisher.publish_event(Event("stream_failed", worker.name, {"error": run.error, "retry_s": retry}))
         worker.fatal, loop.restarts, worker.error_reported = None, [], False
         worker.restart_at = now + retry
+
+    def _live_source(self, node_id: str) -> bool:
+        uris = [(self.inputs.get(node_id) or {}).get(k) for k in ("uri", "video", "audio")]
+        return any(isinstance(u, str) and is_live_uri(u) for u in uris)
 
     def _recovered(self, worker: WorkerProc, now: float) -> bool:
         # The daemon clears a failure in _update_states, from the stream and process states.

@@ -5,6 +5,8 @@ be later by about the wall time the outage lasted, and the other stream must not
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.live.servers import Server, ffmpeg_server, rtsp_server
-from tests.system.helpers import Subscriber, start_run, stop
+from tests.system.helpers import Subscriber, start_run, stop, worker_pid
 
 QUICK = "stall_timeout: 1.5, open_timeout: 3.0, backoff_initial: 0.2, backoff_max: 1.0"
 OUTAGE_S = 6.0
@@ -35,13 +37,28 @@ def _is(kind: str, stream: str, name: str | None = None) -> Any:
     return pred
 
 
+def _kill_source(run_pid: int, name: str, timeout: float = 30) -> None:
+    """SIGKILL the source's process once it is up (a fresh pid), then wait for its successor."""
+    old = worker_pid(run_pid, name)
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if worker_pid(run_pid, name) != old:
+                return
+        except LookupError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{name} was not restarted")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("kind", ["http", "rtsp"])
+@pytest.mark.parametrize("kind", ["http", "rtsp", "http-source-killed"])
 def test_media_time_continues_after_the_stream_server_restarts(kind: str, clip: Path, live_dir: Path,
                                                                servers: list[Server], port: int,
                                                                tmp_path: Path) -> None:
-    if kind == "http":
+    if kind.startswith("http"):
         srv_a, url_a = ffmpeg_server("http", live_dir)
     else:
         srv_a, url_a = rtsp_server(clip, live_dir)
@@ -57,6 +74,10 @@ def test_media_time_continues_after_the_stream_server_restarts(kind: str, clip: 
         srv_a.stop()
         stopped = time.time()
         seen += sub.until(_is("event", "camA", "stream_down"), timeout=30)
+        if kind == "http-source-killed":  # the source's process dies during the outage, twice
+            _kill_source(run.pid, "camA")
+            time.sleep(2.0)  # its successor reports (no media time: its input is down)
+            _kill_source(run.pid, "camA")
         time.sleep(max(0.0, OUTAGE_S - (time.time() - stopped)))
         srv_a.start()
         restarted = time.time()
