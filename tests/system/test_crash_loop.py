@@ -107,3 +107,21 @@ def test_a_crash_loop_marks_the_node_failed_and_the_run_goes_on(port: int, tmp_p
         _, err = stop(run)
     assert run.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_restart_settings_are_validated_with_locations(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    bad = PIPELINE.replace("restart: {max_restarts: 2, window_s: 60, failed_retry_s: 4, recovered_after_s: 2}",
+                           "restart: {max_restarts: -1, window_s: 0, retry: 3}") % 5999
+    bad = bad.replace('  b: {uri: "synthetic://scene?seed=12&duration=300"}',
+                      '  b: {uri: "synthetic://scene?seed=12&duration=300", restart: 5}')
+    path = tmp_path / "bad.yaml"
+    path.write_text(bad)
+    res = run_cli("validate", str(path))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert any(":5:" in line and "streams.b.restart: restart is a mapping" in line for line in lines), lines
+    assert any(":13:" in line and "nodes.score_a.restart.max_restarts:" in line for line in lines), lines
+    assert any("nodes.score_a.restart.window_s:" in line for line in lines), lines
+    assert any("nodes.score_a.restart.retry: unknown key" in line for line in lines), lines
