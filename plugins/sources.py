@@ -281,9 +281,11 @@ class FileSource(SourceNode[SourceParams]):
         p = self.params
         resume = self.ctx.resume_after.get(stream)
         start = resume + 1e-3 if resume is not None else 0.0  # after a restart: media time continues
+        resumed_at = time.time() if resume is not None else None
         wall = WallClock(start, wait_for_video=any(r.info.has_video for r in readers)) if len(readers) > 1 else None
         for r in readers:
-            cast(LiveReader, r).bind(start=start, wall=wall, count=self.ctx.count)  # all live, checked above
+            cast(LiveReader, r).bind(start=start, wall=wall, count=self.ctx.count,  # all live, checked above
+                                     resumed_at=resumed_at)
         self._live = readers
         combined = self._combined_info(readers)
         self._jitter = jb = JitterBuffer(stream, video=combined.has_video, audio=combined.has_audio,

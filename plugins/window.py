@@ -36,7 +36,7 @@ class _StreamState:
     gate: GridGate  # the model's frame grid: the first frame at or after each point
     has_video: bool | None = None
     has_audio: bool | None = None
-    next_t0: float = 0.0
+    next_t0: float | None = None  # set by the stream's first media item
     frames: list[tuple[float, float, np.ndarray]] = field(default_factory=list)  # (t, wall, small image)
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     audio_start: int = 0  # sample index (at the window rate) of audio[0]
@@ -89,6 +89,14 @@ class AVWindowNode(Node[WindowParams]):
         self.streams.pop(stream, None)
         return out
 
+    def _start_at(self, st: _StreamState, t: float) -> None:
+        """The first window starts on the hop grid at or before the stream's first media item: 0 for a
+        stream from its start; for a node restarted mid-stream, where its data begins, not back at 0
+        (windows it cannot fill would otherwise be emitted again for media time already covered)."""
+        if st.next_t0 is None:
+            hop = self.req.hop
+            st.next_t0 = max(0.0, round(math.floor(t / hop + 1e-6) * hop, 9))
+
     def _note_gap(self, st: _StreamState, t: float) -> None:
         """Remember a hole longer than a window, so windows holding no data are not emitted."""
         latest = max(st.video_t, st.audio_t)
@@ -97,6 +105,7 @@ class AVWindowNode(Node[WindowParams]):
 
     def _add_frame(self, frame: VideoFrame) -> None:
         st = self._state(frame.stream)
+        self._start_at(st, frame.t)
         self._note_gap(st, frame.t)
         st.video_t = max(st.video_t, frame.t)
         if st.has_video is None:
@@ -126,6 +135,7 @@ class AVWindowNode(Node[WindowParams]):
 
     def _add_audio(self, chunk: AudioChunk) -> None:
         st = self._state(chunk.stream)
+        self._start_at(st, chunk.t)
         self._note_gap(st, chunk.t)
         if st.has_audio is None:
             st.has_audio = True
@@ -152,7 +162,7 @@ class AVWindowNode(Node[WindowParams]):
     def _ready(self, stream: str, final: bool) -> Iterable[Item]:
         st = self._state(stream)
         out: list[Item] = []
-        while True:
+        while st.next_t0 is not None:
             t0 = st.next_t0
             t1 = t0 + self.req.seconds
             need = []
@@ -202,7 +212,7 @@ class AVWindowNode(Node[WindowParams]):
         return AVWindow(stream, t0, t1, max(walls), frames, audio, self.fps, self.rate)
 
     def _trim(self, st: _StreamState) -> None:
-        t0 = st.next_t0
+        t0 = st.next_t0 or 0.0
         keep_from = 0
         for i, f in enumerate(st.frames):
             if f[0] < t0 - 1e-6:

@@ -191,11 +191,18 @@ class LiveReader(MediaReader):
 
     # --- set-up by the source node ---
     def bind(self, *, start: float = 0.0, wall: WallClock | None = None,
-             count: Callable[[str, float], None] | None = None) -> None:
-        """Media time starts at ``start``; with ``wall`` timestamps follow capture wall time."""
+             count: Callable[[str, float], None] | None = None, resumed_at: float | None = None) -> None:
+        """Media time starts at ``start``; with ``wall`` timestamps follow capture wall time.
+
+        ``resumed_at`` (a restarted source): the wall time at which media time was ``start``. Media
+        time runs on from then, also while the input is still down, as over any other outage."""
         self.clock = StreamClock(start)
+        if resumed_at is not None:
+            self.clock.last_wall = resumed_at
         mode = self.settings.clock if self.settings.clock != "auto" else ("wall" if wall else self.default_clock)
         self.wall = (wall or WallClock(start)) if mode == "wall" else None
+        if resumed_at is not None and self.wall is not None and self.wall.origin is None:
+            self.wall.origin = resumed_at
         # capture wall times jitter: a gap must show on several blocks before it counts
         self.audio_clock = AudioClock(self.rate, resync_s=0.3 if self.wall else 0.12, confirm_s=0.2 if self.wall else 0.0)
         if count is not None:

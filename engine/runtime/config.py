@@ -24,6 +24,7 @@ from avstream.engine.items import AV_WINDOW, MEDIA, RESULT, MediaFit
 from avstream.engine.node import CheckContext, Node, WindowRequirement
 from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, OutputsSpec, PipelineSpec, PreviewSpec
 from avstream.engine.runtime.registry import Registry, load_registry
+from avstream.engine.runtime.restarts import RestartPolicy
 from avstream.engine.runtime.yamlsrc import Marks, Path_, apply_set, load_yaml_file
 from avstream.engine.sinks import SINK_KINDS
 from avstream.engine.transport.curve import PublishSecurity, check_publish
@@ -32,7 +33,7 @@ from avstream.engine.transport.edges import POLICIES, EdgeSpec
 SOURCE_TYPE = "avstream/source@v1"
 TOP_KEYS = ("version", "name", "description", "streams", "nodes", "outputs")
 NODE_KEYS = ("type", "inputs", "params", "process", "restart")
-STREAM_FRAME_KEYS = ("type", "process")
+STREAM_FRAME_KEYS = ("type", "process", "restart")
 
 
 class CurveOptions(BaseModel):
@@ -233,6 +234,7 @@ class _Compiler:
             return
         self.register(sid, cls, params, path, path, process=str(stream.get("process") or sid))
         self.nodes[sid].is_source = True
+        self.restart_policy(sid, stream, path)
 
     def add_node(self, nid: str, node: Any) -> None:
         path: Path_ = ("nodes", nid)
@@ -257,9 +259,30 @@ class _Compiler:
             self.error((*path, "params"), "params must be a mapping")
             return
         self.register(nid, cls, params, (*path, "params"), path, process=str(node.get("process") or nid))
-        self.nodes[nid].restart = bool(node.get("restart", True))
+        self.restart_policy(nid, node, path)
         if not cls.input_kinds:
             self.nodes[nid].is_source = True
+
+    def restart_policy(self, nid: str, entry: dict[str, Any], path: Path_) -> None:
+        """The node's ``restart:`` settings (engine/runtime/restarts.py), checked now."""
+        if "restart" not in entry:
+            return
+        raw = entry["restart"]
+        rpath: Path_ = (*path, "restart")
+        if not isinstance(raw, dict):
+            self.error(rpath, "restart is a mapping: {max_restarts: N, window_s: S, failed_retry_s: S, recovered_after_s: S}")
+            return
+        try:
+            policy = RestartPolicy.model_validate(raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = tuple(err["loc"])
+                if err["type"] == "extra_forbidden":
+                    self.error((*rpath, *loc), f"unknown key (allowed: {', '.join(RestartPolicy.model_fields)})")
+                else:
+                    self.error((*rpath, *loc), f"{err['msg']} (got {err.get('input')!r})")
+            return
+        self.nodes[nid].restart = policy.model_dump(exclude_unset=True)
 
     def lookup_type(self, type_id: str, path: Path_) -> type[Node[Any]] | None:
         if type_id in self.registry.types:

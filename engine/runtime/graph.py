@@ -26,7 +26,7 @@ class NodeSpec:
     line: int = 0
     window: WindowRequirement | None = None
     is_source: bool = False
-    restart: bool = True
+    restart: dict[str, Any] = field(default_factory=dict)  # RestartPolicy fields the file sets
 
 
 @dataclass

@@ -20,6 +20,7 @@ import zmq
 from avstream.engine.items import Event, Result
 from avstream.engine.sinks import SinkFanout
 from avstream.engine.transport.curve import CurveServer, PublishSecurity, secure_server_socket
+from avstream.engine.transport.private import bind_private
 
 SCHEMA_VERSION = 1
 
@@ -34,7 +35,7 @@ def make_pub_socket(ctx: zmq.Context[Any], endpoint: str,
     sock.setsockopt(zmq.LINGER, 500)
     try:
         curve = secure_server_socket(ctx, sock, endpoint, security)
-        sock.bind(endpoint)
+        bind_private(sock, endpoint)
     except BaseException:
         sock.close(linger=0)
         raise

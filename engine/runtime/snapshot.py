@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ _NOT_STARTED = ("", "created", "starting")
 
 
 def node_state(worker: Any, status: dict[str, Any]) -> str:
-    if worker.fatal:
+    if worker.fatal or worker.loop.failed:  # an input error, or a crash loop (retried slowly)
         return "failed"
     if worker.done:
         return "done"
@@ -63,7 +64,7 @@ class NodeEntries:
             "state": state, "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2),
             "items_in": n_in, "items_out": n_out, "queue": int(st.get("queue", 0)),
             "drops": int(st.get("drops", 0)), "latency_ms": float(st.get("latency_ms", 0.0)),
-            "restarts": worker.restart_count, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
+            "restarts": worker.restart_count, "failures": worker.loop.failures, "counters": st.get("counters", {}), "extra": st.get("extra") or {},
             "timings": st.get("timings", {}), "streams": streams,
         }
 
@@ -82,7 +83,8 @@ class StatusTracker(NodeEntries):
                 for stream in node.streams:
                     self.sources.setdefault(stream, []).append(node.id)
 
-    def snapshot(self, workers: dict[str, Any], publisher: ResultPublisher, final: bool = False) -> dict[str, Any]:
+    def snapshot(self, workers: dict[str, Any], publisher: ResultPublisher, final: bool = False,
+                 replayed: Callable[[str], dict[str, int]] | None = None) -> dict[str, Any]:
         """The status object (without the header fields the publisher stamps: seq, wall...)."""
         nodes = []
         states: dict[str, str] = {}
@@ -96,7 +98,7 @@ class StatusTracker(NodeEntries):
             latest = {kind: {k: v for k, v in header.items() if k not in _HEADER_ONLY}
                       for kind, header in sorted(publisher.latest.get(stream, {}).items())}
             streams.append({"id": stream, "state": self._stream_state(stream, [states[n] for n in sources], publisher),
-                            "latest": latest})
+                            "latest": latest, "replayed": replayed(stream) if replayed else {}})
         return {"run": self.spec.name, "run_id": self.run_id, "uptime_s": round(time.monotonic() - self.started, 3),
                 "final": final, "nodes": nodes, "streams": streams}
 

@@ -21,27 +21,26 @@ from typing import Any, Protocol
 
 import zmq
 
-from avstream.engine.backoff import backoff_delay
 from avstream.engine.errors import AvstreamError
 from avstream.engine.inference.runners import describe_fallbacks
 from avstream.engine.items import Event, PreviewFrame, Result
+from avstream.engine.runtime.config import is_live_uri
 from avstream.engine.runtime.control import MAX_CONTROL_BYTES, ControlGate
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
 from avstream.engine.runtime.outputs import ResultPublisher
+from avstream.engine.runtime.replay import ReplayGuard
+from avstream.engine.runtime.restarts import CrashLoop, RestartPolicy, ResumePoints
 from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
 from avstream.engine.runtime.spawner import Child
 from avstream.engine.runtime.status import StatusView
 from avstream.engine.sinks import Sink, SinkContext, build_sinks
 from avstream.engine.transport.curve import PublishSecurity
+from avstream.engine.transport.private import bind_private, make_private_dir
 from avstream.engine.transport.wire import Rejects, WireError, decode
 
 log = logging.getLogger("avstream.supervisor")
 HEARTBEAT_TIMEOUT_S = 10.0
 STOP_GRACE_S = 3.0
-MAX_RESTARTS = 5  # within RESTART_WINDOW_S; more means the node is broken, not unlucky
-RESTART_WINDOW_S = 60.0
-RESTART_BACKOFF_INITIAL_S = 0.5  # doubles per restart inside the window, up to the cap
-RESTART_BACKOFF_MAX_S = 8.0
 
 
 class PreviewViewer(Protocol):
@@ -64,8 +63,8 @@ class WorkerProc:
     last_seen: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
     status_at: float = 0.0  # arrival of the last status report (rates are taken between two)
-    restarts: list[float] = field(default_factory=list)
-    restart_count: int = 0  # over the whole run (``restarts`` holds the recent ones only)
+    loop: CrashLoop = field(default_factory=lambda: CrashLoop(RestartPolicy()))  # crash history, failed state
+    restart_count: int = 0  # over the whole run (``loop.restarts`` holds the recent ones only)
     restart_at: float | None = None
     done: bool = False
     fatal: str | None = None
@@ -84,8 +83,11 @@ class Supervisor:
         self.run_dir = Path(tempfile.mkdtemp(prefix="avs-"))
         shm_root = Path("/dev/shm")
         self.ring_dir = shm_root / f"avstream-{self.id}" if shm_root.is_dir() else self.run_dir / "rings"
-        self.ring_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.ring_dir)
         self.workers = {name: WorkerProc(name, nodes) for name, nodes in spec.processes().items()}
+        for worker in self.workers.values():
+            policies = [RestartPolicy.model_validate(spec.nodes[n].restart) for n in worker.nodes]
+            worker.loop = CrashLoop(RestartPolicy.combined(policies))
         self.by_node = {n: w for w in self.workers.values() for n in w.nodes}
         self.stopping = False
         self.stop_reason = ""
@@ -96,6 +98,8 @@ class Supervisor:
         self.fallbacks_logged: set[tuple[str, str, str]] = set()
         self.viewer: PreviewViewer | None = None  # set before run() by a live viewer
         self.preview_wanted: frozenset[str] = frozenset()
+        self.replay = ReplayGuard()
+        self.resume = ResumePoints()
 
     # --- set-up ---
     def allocate_endpoints(self) -> None:
@@ -118,13 +122,14 @@ class Supervisor:
         return ["--spec", str(self.run_dir / "spec.json")]
 
     def spawn(self, worker: WorkerProc) -> None:
-        resume = {n: worker.status.get(n, {}).get("last_t", {}) for n in worker.nodes}
+        resume = {n: self.resume.resume(n, self._live_source(n), time.time()) for n in worker.nodes}
         argv = [*self.worker_args(worker), "--process", worker.name, "--control",
                 self.control_endpoint, "--run-dir", str(self.ring_dir), "--resume", json.dumps(resume),
                 "--parent", str(os.getpid())]
         # Forking is safe only before this process has ZeroMQ sockets (the first start).
         worker.popen = Child(argv, fork=not hasattr(self, "control"))
         worker.last_seen = time.monotonic()
+        worker.loop.on_spawn(worker.last_seen)
         worker.restart_at = None
         worker.drained = worker.released = False
 
@@ -149,10 +154,10 @@ class Supervisor:
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)  # a peer sending more is disconnected
-        self.control.bind(self.control_endpoint)
+        bind_private(self.control, self.control_endpoint)
         self.results = self.ctx.socket(zmq.PULL)
         self.results.setsockopt(zmq.LINGER, 0)
-        self.results.bind(self.results_endpoint)
+        bind_private(self.results, self.results_endpoint)
         # what the two sockets drop: malformed messages, or control messages not from the worker they name
         self.gate = ControlGate(self.identities)
         self.result_rejects = Rejects("the results socket")
@@ -286,6 +291,8 @@ class Supervisor:
             if now >= next_tick:
                 next_tick = now + 1.0
                 self.publisher.tick()
+                for line in self.replay.report():
+                    self.view.line(line)
                 self._log_fallbacks(final=False)
                 self._publish_status()
             if all(w.done for w in self.workers.values()):
@@ -301,11 +308,15 @@ class Supervisor:
         self._report_rejects()
         reason = self.stop_reason or "end of input"
         self.view.line(f"stopped ({reason}): {self.publisher.published} messages published")
-        return 1 if self.failed else 0
+        still_failed = [w.name for w in self.workers.values() if w.loop.failed]
+        if still_failed:
+            self.view.line(f"ended with failed process(es): {', '.join(still_failed)}", important=True)
+        return 1 if self.failed or still_failed else 0
 
     def _publish_status(self, final: bool = False) -> None:
         """Once a second: the status object to the PUB socket, the --status-json sink and the view."""
-        status = self.publisher.publish_status(self.tracker.snapshot(self.workers, self.publisher, final))
+        status = self.publisher.publish_status(self.tracker.snapshot(self.workers, self.publisher, final,
+                                                                     replayed=self.replay.replayed))
         if self.status_sink is not None:
             self.status_sink.write(status)
         self.view.update(status, final=final)
@@ -335,7 +346,8 @@ class Supervisor:
                 if self.viewer is not None:
                     self.viewer.send_frame(item)
             elif isinstance(item, Result):
-                self.publisher.publish_result(item)
+                if self.replay.admit(item.stream, item.kind, item.t1):
+                    self.publisher.publish_result(item)
             elif isinstance(item, Event):
                 self.publisher.publish_event(item)
 
@@ -365,6 +377,7 @@ class Supervisor:
             elif kind == "status":
                 worker.status = msg["nodes"]
                 worker.status_at = worker.last_seen
+                self.resume.note(msg["nodes"], time.time())
             elif kind == "provider_fallback":
                 report = msg["report"]
                 self.fallbacks.setdefault((report["node"], report["model"], report["why"]), report)
@@ -383,16 +396,28 @@ class Supervisor:
                     self.view.line(f"node '{msg['node']}' failed:\n{(msg.get('traceback') or '').rstrip()}",
                                    important=True)
 
+    def _live_source(self, node_id: str) -> bool:
+        """A source reading a live input (its media time follows the wall clock)."""
+        node = self.spec.nodes.get(node_id) if hasattr(self, "spec") else None
+        if node is None or not node.is_source:
+            return False
+        uris = [node.params.get(k) for k in ("uri", "video", "audio")]
+        return any(isinstance(u, str) and is_live_uri(u) for u in uris)
+
     def _check_workers(self, now: float) -> None:
         for worker in self.workers.values():
             if worker.done:
                 continue
             if worker.popen is None:
-                if worker.restart_at is not None and now >= worker.restart_at and not self.stopping:
+                if self.stopping:  # waiting for a restart: nothing left to stop
+                    worker.done = True
+                elif worker.restart_at is not None and now >= worker.restart_at:
                     self.spawn(worker)
                 continue
             rc = worker.popen.poll()
             if rc is None:
+                if worker.loop.failed and self._recovered(worker, now):
+                    continue
                 if not self.stopping and now - worker.last_seen > HEARTBEAT_TIMEOUT_S:
                     self.view.line(f"process '{worker.name}' sent no heartbeat for {HEARTBEAT_TIMEOUT_S:.0f} s: killing it", important=True)
                     worker.popen.kill()
@@ -422,27 +447,46 @@ class Supervisor:
                 self._send_control(worker.name, {"type": "stop"})
 
     def _handle_crash(self, worker: WorkerProc, rc: int, now: float) -> None:
-        how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
         if worker.fatal:
             self.view.line(f"process '{worker.name}' stopped: {worker.fatal}", important=True)
             worker.done = True
             self.failed = True
             return
-        worker.restarts = [t for t in worker.restarts if now - t < RESTART_WINDOW_S] + [now]
-        if len(worker.restarts) > MAX_RESTARTS:
-            self.view.line(f"process '{worker.name}' failed {len(worker.restarts)} times in {RESTART_WINDOW_S:.0f} s ({how}): giving up", important=True)
-            worker.done = True
-            self.failed = True
-            return
-        delay = backoff_delay(len(worker.restarts), initial=RESTART_BACKOFF_INITIAL_S, cap=RESTART_BACKOFF_MAX_S)
+        decision = worker.loop.on_crash(rc, now)
+        how = worker.loop.last_exit
         worker.restart_count += 1
-        worker.restart_at = now + delay
+        worker.restart_at = now + decision.delay_s
         worker.error_reported = False
-        self.view.line(f"process '{worker.name}' ended with {how}: restarting in {delay:.1f} s", important=True)
+        policy = worker.loop.policy
+        if decision.failed:
+            self.view.line(f"process '{worker.name}' failed: restarted {decision.restarts - 1} times in "
+                           f"{policy.window_s:g} s, last {how}; retrying every {policy.failed_retry_s:g} s",
+                           important=True)
+            for node in worker.nodes:
+                self.publisher.publish_event(Event("node_failed", "", worker.loop.failed_detail(node, worker.name, decision)))
+            return
+        if decision.still_failed:
+            self.view.line(f"process '{worker.name}' is still failing ({how}): next retry in {decision.delay_s:g} s",
+                           important=True)
+            return
+        self.view.line(f"process '{worker.name}' ended with {how}: restarting in {decision.delay_s:.1f} s", important=True)
         for node in worker.nodes:
             self.publisher.publish_event(Event(
                 "node_restarted", "", {"node": node, "process": worker.name, "reason": how,
-                                       "restarts": len(worker.restarts), "delay_s": delay}))
+                                       "restarts": decision.restarts, "delay_s": decision.delay_s}))
+
+    def _recovered(self, worker: WorkerProc, now: float) -> bool:
+        """A retry of a failed process that stayed up: announce it (``node_recovered``)."""
+        running = worker.status_at >= worker.loop.spawned_at and all(
+            worker.status.get(n, {}).get("state") in ("running", "draining", "stopped") for n in worker.nodes)
+        failed_since = worker.loop.failed_since or now
+        if not worker.loop.check_recovered(True, running, now):
+            return False
+        self.view.line(f"process '{worker.name}' recovered", important=True)
+        for node in worker.nodes:
+            self.publisher.publish_event(Event("node_recovered", "", {
+                "node": node, "process": worker.name, "failed_for_s": round(now - failed_since, 3)}))
+        return True
 
     def _cleanup(self) -> None:
         for worker in self.workers.values():

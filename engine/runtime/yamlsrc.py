@@ -2,6 +2,9 @@
 
 The tree is plain dicts/lists/scalars; ``Marks`` maps each key path to where it was written so every
 problem found later can be reported as ``FILE:LINE:COL: key.path: message``.
+
+YAML is safe-loaded and bounded (file size, nesting depth, values after alias expansion), so a
+hostile file is refused with a located message instead of exhausting the stack or the memory.
 """
 
 from __future__ import annotations
@@ -17,6 +20,75 @@ from avstream.engine.errors import ConfigError, Problem
 
 Path_ = tuple[str | int, ...]
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+MAX_YAML_BYTES = 1 << 20
+"""Largest config file read (1 MiB); real pipelines and daemon configs are a few KiB."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and sequences."""
+MAX_YAML_VALUES = 100_000
+"""Most values (scalars and collections) in a document once every alias is expanded."""
+
+
+class YamlLimitError(yaml.MarkedYAMLError):
+    """A document over one of the limits above."""
+
+
+class LimitedLoader(yaml.SafeLoader):
+    """A safe loader whose composer bounds nesting depth and the expanded size of the tree.
+
+    Sizes are counted while composing, before any Python object is built: each node's size is
+    memoised, so an alias costs the size of the node it names ("billion laughs" is refused after a
+    few dozen nodes instead of being expanded)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}
+
+    def _refuse(self, problem: str) -> YamlLimitError:
+        event = self.peek_event()
+        return YamlLimitError(problem=problem, problem_mark=event.start_mark)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            anchor = self.peek_event().anchor
+            target = self.anchors.get(anchor) if anchor is not None else None
+            if target is not None and id(target) not in self._sizes:
+                raise self._refuse(f"alias *{anchor} refers to the collection that contains it")
+            return super().compose_node(parent, index)
+        level = 1 if self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent) else 0
+        self._depth += level
+        if self._depth > MAX_YAML_DEPTH:
+            raise self._refuse(f"nesting deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= level
+        if node is None:
+            return None
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            size += sum(self._sizes.get(id(item), 1) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size += sum(self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value)
+        if size > MAX_YAML_VALUES:
+            raise YamlLimitError(
+                problem=f"more than {MAX_YAML_VALUES} values once aliases are expanded",
+                problem_mark=node.start_mark,
+            )
+        self._sizes[id(node)] = size
+        return node
+
+
+def safe_load_limited(text: str) -> Any:
+    """``yaml.safe_load`` under the limits above (for short values such as ``--set`` ones)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise YamlLimitError(problem=f"value larger than {MAX_YAML_BYTES} bytes")
+    loader = LimitedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 class Marks:
@@ -49,24 +121,41 @@ def load_yaml(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
     """Parse ``text``; returns the tree, its marks and the problems (syntax, duplicate keys, env)."""
     marks = Marks(file)
     problems: list[Problem] = []
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_YAML_BYTES:
+        return None, marks, [Problem(file, 1, 1, "", f"file larger than {MAX_YAML_BYTES} bytes")]
+    try:
+        loader = LimitedLoader(text)  # the reader checks the characters here already
+    except yaml.YAMLError as exc:
+        return None, marks, [Problem(file, 1, 1, "", f"YAML error: {_one_line(exc)}")]
     try:
         root = loader.get_single_node()
+    except YamlLimitError as exc:
+        line, col = _mark_position(exc)
+        return None, marks, [Problem(file, line, col, "", f"YAML refused: {exc.problem}")]
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, col = _mark_position(exc)
         return None, marks, [Problem(file, line, col, "", f"YAML syntax error: {exc.problem or exc}")]
+    except yaml.YAMLError as exc:
+        return None, marks, [Problem(file, 1, 1, "", f"YAML error: {_one_line(exc)}")]
     finally:
         loader.dispose()
     if root is None:
         return {}, marks, []
+
+    def construct(node: yaml.Node, path: Path_) -> Any:
+        try:
+            return loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp 2020-02-30
+            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+            problems.append(Problem(file, line, col, dotted(path), f"cannot read this value: {exc}"))
+            return None
 
     def build(node: yaml.Node, path: Path_) -> Any:
         marks.set(path, node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key = str(loader.construct_object(key_node))
+                key = str(construct(key_node, path))
                 if key in out:
                     line = key_node.start_mark.line + 1
                     problems.append(Problem(file, line, key_node.start_mark.column + 1, dotted((*path, key)), "duplicate key"))
@@ -77,16 +166,28 @@ def load_yaml(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = loader.construct_object(node, deep=True)
+        value = construct(node, path)
         if isinstance(value, str) and "${" in value:
             value = substitute_env(value, path, marks, problems)
         return value
 
     try:
         tree = build(root, ())
+    except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag
+        line, col = _mark_position(exc)
+        return None, marks, [Problem(file, line, col, "", f"YAML error: {exc.problem or _one_line(exc)}")]
     except yaml.YAMLError as exc:
-        return None, marks, [Problem(file, 1, 1, "", f"YAML error: {exc}")]
+        return None, marks, [Problem(file, 1, 1, "", f"YAML error: {_one_line(exc)}")]
     return tree, marks, problems
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _mark_position(exc: yaml.MarkedYAMLError) -> tuple[int, int]:
+    mark = exc.problem_mark or exc.context_mark
+    return (mark.line + 1, mark.column + 1) if mark else (1, 1)
 
 
 def substitute_env(value: str, path: Path_, marks: Marks, problems: list[Problem]) -> str:
@@ -107,7 +208,7 @@ def apply_set(tree: dict[str, Any], marks: Marks, assignment: str, index: int) -
     if not sep or not key:
         return Problem(origin, index, 1, "", f"--set {assignment!r}: expected KEY=VALUE")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = safe_load_limited(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
         return Problem(origin, index, len(key) + 2, key, f"value is not valid YAML: {exc}")
     parts: list[str | int] = []
@@ -147,7 +248,11 @@ def load_yaml_file(path: Path, shape: str) -> tuple[dict[str, Any], Marks, list[
     ConfigError when the file cannot be read or parsed, or is not a mapping (``shape`` says what
     its keys should be, for the message)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_YAML_BYTES + 1)
+        if len(data) > MAX_YAML_BYTES:
+            raise ConfigError([Problem(str(path), 1, 1, "", f"file larger than {MAX_YAML_BYTES} bytes")])
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(path), 0, 0, "", f"cannot read: {exc}")]) from None
     tree, marks, problems = load_yaml(text, str(path))

@@ -29,21 +29,19 @@ import zmq
 from avstream.engine.capture.base import redact_uri
 from avstream.engine.errors import AvstreamError, ConfigError
 from avstream.engine.items import EndOfStream, Event
+from avstream.engine.runtime.config import is_live_uri
 from avstream.engine.runtime.outputs import ResultPublisher
+from avstream.engine.runtime.replay import ReplayGuard
+from avstream.engine.runtime.restarts import ResumePoints, exit_description
 from avstream.engine.runtime.snapshot import NodeEntries
 from avstream.engine.runtime.status import StatusView
-from avstream.engine.runtime.supervisor import (
-    MAX_RESTARTS,
-    RESTART_WINDOW_S,
-    PreviewViewer,
-    Supervisor,
-    WorkerProc,
-)
+from avstream.engine.runtime.supervisor import PreviewViewer, Supervisor, WorkerProc
 from avstream.engine.serve.config import ServeConfig, StreamEntry, load_serve_config
 from avstream.engine.serve.graphs import Template, compile_template, write_spec
 from avstream.engine.serve.notify import sd_notify
 from avstream.engine.serve.viewer import ViewerHub
 from avstream.engine.sinks import SINK_KINDS, Sink, SinkContext, SinkFanout, build_sinks
+from avstream.engine.transport.private import make_private_dir
 from avstream.engine.transport.wire import encode
 
 CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
@@ -94,7 +92,7 @@ class ServiceSupervisor(Supervisor):
         self.run_dir = Path(tempfile.mkdtemp(prefix="avs-"))
         shm_root = Path("/dev/shm")
         self.ring_dir = shm_root / f"avstream-{self.id}" if shm_root.is_dir() else self.run_dir / "rings"
-        self.ring_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.ring_dir)
         self.workers: dict[str, WorkerProc] = {}
         self.by_node: dict[str, WorkerProc] = {}
         self.stopping = False
@@ -125,6 +123,8 @@ class ServiceSupervisor(Supervisor):
         self.started = time.monotonic()
         self.viewer: PreviewViewer | None = None  # set before run() by a live viewer
         self.preview_wanted: frozenset[str] = frozenset()
+        self.replay = ReplayGuard()
+        self.resume = ResumePoints()
 
     # --- graphs ---
     def template_for(self, entry: StreamEntry) -> Template:
@@ -192,6 +192,8 @@ class ServiceSupervisor(Supervisor):
             for endpoint in dict.fromkeys(e.endpoint for e in run.template.fan_in):  # each once: to all its edges
                 self._push(endpoint, EndOfStream(sid))
             del self.workers[sid], self.streams[sid]
+            self.replay.forget_stream(sid)  # a restarted or re-added stream starts a new media timeline
+            self.resume.forget_stream(sid)
             self.identities.pop(sid, None)
             if run.readd is not None:
                 self.add_stream(run.readd)
@@ -224,30 +226,56 @@ class ServiceSupervisor(Supervisor):
         run = self.streams.get(worker.name)
         if run is not None and run.removing:
             return
-        recent = [t for t in worker.restarts if now - t < RESTART_WINDOW_S]
-        if run is None:  # a shared process: its streams get no results until it is back
-            if worker.fatal or len(recent) >= MAX_RESTARTS:
-                error = redact_text(worker.fatal or f"crashed {len(recent) + 1} times in {RESTART_WINDOW_S:.0f} s")
-                self.shared_failed[worker.name] = (error, now)
-                retry = self.config.server.failed_retry_s
-                self.view.line(f"process '{worker.name}' failed: {error}; trying again in {retry:.0f} s", important=True)
-                self.publisher.publish_event(Event("node_failed", "", {"process": worker.name, "error": error,
-                                                                       "retry_s": retry}))
-                worker.fatal, worker.restarts, worker.error_reported = None, [], False
-                worker.restart_at = now + retry
-                return
+        loop = worker.loop
+        recent = [t for t in loop.restarts if now - t < loop.policy.window_s]
+        retry = self.config.server.failed_retry_s
+        if loop.failed and not worker.fatal:  # a retry of a failed process crashed too: stay failed
+            loop.last_exit = exit_description(rc)
+            worker.restart_count += 1
+            worker.error_reported = False
+            worker.restart_at = now + retry
+            self.view.line(f"process '{worker.name}' is still failing ({loop.last_exit}): next retry in {retry:.0f} s",
+                           important=True)
+            return
+        if not (worker.fatal or len(recent) >= loop.policy.max_restarts):
             super()._handle_crash(worker, rc, now)
             return
-        if worker.fatal or len(recent) >= MAX_RESTARTS:
-            run.failed, run.state = True, "failed"
-            run.error = redact_text(worker.fatal or f"crashed {len(recent) + 1} times in {RESTART_WINDOW_S:.0f} s")
-            retry = self.config.server.failed_retry_s
+        why = f"crashed {len(recent) + 1} times in {loop.policy.window_s:.0f} s, last {exit_description(rc)}"
+        error = redact_text(worker.fatal or why)
+        if not worker.fatal:  # a crash loop: failed until a retry stays up
+            loop.failed, loop.failed_since, loop.failures = True, now, loop.failures + 1
+        if run is None:  # a shared process: its streams get no results until it is back
+            self.shared_failed[worker.name] = (error, now)
+            self.view.line(f"process '{worker.name}' failed: {error}; trying again in {retry:.0f} s", important=True)
+            for node in worker.nodes:
+                self.publisher.publish_event(Event("node_failed", "", {
+                    "node": node, "process": worker.name, "error": error, "restarts": len(recent),
+                    "window_s": loop.policy.window_s, "last_exit": exit_description(rc), "retry_in_s": retry,
+                    "retry_s": retry}))
+        else:
+            run.failed, run.state, run.error = True, "failed", error
             self.view.line(f"stream '{worker.name}' failed: {run.error}; trying again in {retry:.0f} s", important=True)
             self.publisher.publish_event(Event("stream_failed", worker.name, {"error": run.error, "retry_s": retry}))
-            worker.fatal, worker.restarts, worker.error_reported = None, [], False
-            worker.restart_at = now + retry
+        worker.fatal, loop.restarts, worker.error_reported = None, [], False
+        worker.restart_at = now + retry
+
+    def _live_source(self, node_id: str) -> bool:
+        uris = [(self.inputs.get(node_id) or {}).get(k) for k in ("uri", "video", "audio")]
+        return any(isinstance(u, str) and is_live_uri(u) for u in uris)
+
+    def _recovered(self, worker: WorkerProc, now: float) -> bool:
+        # The daemon clears a failure in _update_states, from the stream and process states.
+        return False
+
+    def _clear_failure(self, worker: WorkerProc, now: float) -> None:
+        if not worker.loop.failed:
             return
-        super()._handle_crash(worker, rc, now)
+        failed_for = now - (worker.loop.failed_since or now)
+        worker.loop.failed, worker.loop.failed_since = False, None
+        self.view.line(f"process '{worker.name}' recovered", important=True)
+        for node in worker.nodes:
+            self.publisher.publish_event(Event("node_recovered", "", {
+                "node": node, "process": worker.name, "failed_for_s": round(failed_for, 3)}))
 
     # --- state ---
     def _update_states(self, now: float) -> None:
@@ -256,6 +284,7 @@ class ServiceSupervisor(Supervisor):
             fresh = worker.status_at > self.shared_failed[name][1]  # a report of the new process, not the old one
             if fresh and all(worker.status.get(n, {}).get("state") == "running" for n in worker.nodes):
                 del self.shared_failed[name]
+                self._clear_failure(worker, now)
         for sid, run in self.streams.items():
             worker = self.workers[sid]
             status = worker.status.get(sid, {})
@@ -274,6 +303,7 @@ class ServiceSupervisor(Supervisor):
                 run.state, run.failed = "down", False
             elif status.get("state") == "running" and out > 0:
                 run.state, run.failed, run.ran, run.error = "running", False, True, ""
+                self._clear_failure(worker, now)
             elif status.get("state") in ("stopped", "draining") and out > 0:
                 run.state, run.ran = "stopped", True
             else:
@@ -292,7 +322,7 @@ class ServiceSupervisor(Supervisor):
             "audio": redact_uri(params["audio"]) if params.get("audio") else None,
             "fps_in": round(self.node_entries.fps.get(sid, (0.0, 0.0))[1], 2), "drops": int(status.get("drops", 0)) + int(extra.get("drops", 0) or 0),
             "av_skew_ms": extra.get("av_skew_ms"), "restarts": worker.restart_count,
-            "error": run.error or None,
+            "error": run.error or None, "replayed": self.replay.replayed(sid),
             "latest": {kind: {k: v for k, v in header.items() if k != "payloads"}
                        for kind, header in self.publisher.latest.get(sid, {}).items()},
         }
@@ -453,6 +483,8 @@ class ServiceSupervisor(Supervisor):
                 self._update_states(now)
                 self.publisher.publish_status(self.status())
                 self.publisher.tick()
+                for line in self.replay.report():
+                    self.view.line(line)
                 self._log_fallbacks(final=False)
                 if self.config.server.watch and self._mtime() != self.config_mtime:
                     self.config_mtime = self._mtime()

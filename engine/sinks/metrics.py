@@ -163,7 +163,10 @@ class _StatusCollector(Collector):
         self.drops = _Monotonic()
         self.reconnects = _Monotonic()  # (stream,)
         self.stalls = _Monotonic()
+        self.replayed = _Monotonic()  # (stream, kind)
         self.restarts: dict[str, float] = {}  # node -> the supervisor's count (never reset in a run)
+        self.failures: dict[str, float] = {}  # node -> times its process was declared failed (crash loop)
+        self.failed: dict[str, float] = {}  # node -> 1 while failed, else 0
         self.queue: dict[str, float] = {}
         self.skew: dict[str, float] = {}  # stream -> seconds
         self.up: dict[str, float] = {}
@@ -180,6 +183,8 @@ class _StatusCollector(Collector):
             self.drops.update((stream, nid), float(node.get("drops", 0)))
             self.queue[nid] = float(node.get("queue", 0))
             self.restarts[nid] = float(node.get("restarts", 0))
+            self.failures[nid] = float(node.get("failures", 0))
+            self.failed[nid] = 1.0 if node.get("state") == "failed" else 0.0
             extra = node.get("extra") or {}
             if stream:
                 totals = per_stream.setdefault(stream, {"reconnects": 0.0, "stalls": 0.0})
@@ -195,10 +200,12 @@ class _StatusCollector(Collector):
             self.up[sid] = 1.0 if stream.get("state") == "running" else 0.0
             totals = per_stream.get(sid, {"reconnects": 0.0, "stalls": 0.0})
             self.reconnects.update((sid,), totals["reconnects"])
+            for kind, n in (stream.get("replayed") or {}).items():
+                self.replayed.update((sid, str(kind)), float(n))
             self.stalls.update((sid,), totals["stalls"])
 
     def forget_stream(self, stream: str) -> None:
-        for table in (self.frames_in, self.items_out, self.drops, self.reconnects, self.stalls):
+        for table in (self.frames_in, self.items_out, self.drops, self.reconnects, self.stalls, self.replayed):
             table.forget(lambda key: key[0] != stream)
         self.skew.pop(stream, None)
         self.up.pop(stream, None)
@@ -206,6 +213,8 @@ class _StatusCollector(Collector):
         for nid in gone:
             self.queue.pop(nid, None)
             self.restarts.pop(nid, None)
+            self.failures.pop(nid, None)
+            self.failed.pop(nid, None)
             del self.stream_of[nid]
         self.inference.forget(lambda key: key[0] not in gone)
 
@@ -221,12 +230,18 @@ class _StatusCollector(Collector):
                                (((n,), v) for n, v in sorted(self.queue.items())))
             yield counter_family("avstream_node_restarts_total", "Restarts of a node's process", ("node",),
                                  (((n,), v) for n, v in sorted(self.restarts.items())))
+            yield counter_family("avstream_node_failures_total", "Times a node was declared failed (crash loop)",
+                                 ("node",), (((n,), v) for n, v in sorted(self.failures.items())))
+            yield gauge_family("avstream_node_failed", "1 while a node is failed (retried slowly), else 0", ("node",),
+                               (((n,), v) for n, v in sorted(self.failed.items())))
             yield gauge_family("avstream_av_skew_seconds", "Audio minus video clock offset of a live stream",
                                ("stream",), (((s,), v) for s, v in sorted(self.skew.items())))
             yield gauge_family("avstream_stream_up", "1 while the stream is running, else 0", ("stream",),
                                (((s,), v) for s, v in sorted(self.up.items())))
             yield counter_family("avstream_reconnects_total", "Times a live stream came back after going down",
                                  ("stream",), self.reconnects.items())
+            yield counter_family("avstream_replayed_total", "Results not published again: their media time was "
+                                 "already published (a restarted node's replay)", ("stream", "kind"), self.replayed.items())
             yield counter_family("avstream_stalls_total", "Times a live stream stopped delivering media",
                                  ("stream",), self.stalls.items())
             family = HistogramMetricFamily("avstream_inference_seconds", "Time of one (batched) model call",

@@ -30,6 +30,7 @@ import numpy as np
 import zmq
 
 from avstream.engine.items import NATIVE_FIT, AudioChunk, AVWindow, Item, MediaFit, VideoFrame
+from avstream.engine.transport.private import bind_private
 from avstream.engine.transport.shm import FrameRing, RingReader
 from avstream.engine.transport.wire import Rejects, WireError, encode, parse
 
@@ -216,7 +217,7 @@ class InputLink:
         sock = self.ctx.socket(zmq.PULL)
         sock.setsockopt(zmq.RCVHWM, FRAME_HWM if self.kind == "media" else 64)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(self.endpoint)
+        bind_private(sock, self.endpoint)
         self.ready.set()
         try:
             self._loop(sock)

@@ -9,7 +9,7 @@ import pytest
 from avstream.engine.backoff import backoff_delay
 from avstream.engine.capture.live import LiveReader
 from avstream.engine.capture.settings import LiveSettings
-from avstream.engine.runtime.supervisor import RESTART_BACKOFF_INITIAL_S, RESTART_BACKOFF_MAX_S
+from avstream.engine.runtime.restarts import RESTART_BACKOFF_INITIAL_S, RESTART_BACKOFF_MAX_S
 
 
 def test_doubles_from_the_initial_delay_up_to_the_cap() -> None:

@@ -240,3 +240,22 @@ def test_a_run_serves_its_metrics_while_it_runs(tmp_path: Path) -> None:
     assert value(got, "avstream_results_total", stream="cam0", kind="violence") >= 3
     assert value(got, "avstream_stream_up", stream="cam0") == 1
     assert value(got, "avstream_reconnects_total", stream="cam0") == 0
+
+
+def test_crash_loops_and_replays_become_metrics() -> None:
+    sink = MetricsSink()
+    snapshot = status(0, [node("score", ["cam0"], state="failed", restarts=6, failures=1),
+                          node("window", ["cam0"])], {"cam0": "running"})
+    snapshot["streams"][0]["replayed"] = {"highlight": 4}
+    sink.send(snapshot, [])
+    got = scrape(sink)
+    assert value(got, "avstream_node_failures_total", node="score") == 1
+    assert value(got, "avstream_node_failed", node="score") == 1
+    assert value(got, "avstream_node_failed", node="window") == 0
+    assert value(got, "avstream_replayed_total", stream="cam0", kind="highlight") == 4
+    recovered = status(1, [node("score", ["cam0"], restarts=7, failures=1), node("window", ["cam0"])],
+                       {"cam0": "running"})
+    sink.send(recovered, [])
+    got = scrape(sink)
+    assert value(got, "avstream_node_failed", node="score") == 0
+    assert value(got, "avstream_node_failures_total", node="score") == 1

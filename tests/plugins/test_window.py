@@ -143,3 +143,15 @@ def test_the_window_node_does_not_load_opencv() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+def test_a_window_node_restarted_mid_stream_starts_where_its_data_begins() -> None:
+    """After a restart the node's first media item is at 7.9 s: no window of the media time before
+    (already published by the node that died) is made again from frames it does not have."""
+    node = make_node()
+    out: list[AVWindow] = list(node.process(StreamInfo("s", has_video=True, has_audio=True)))  # type: ignore[arg-type]
+    for k in range(int(7.9 * 25), int(12 * 25)):
+        t = k / 25
+        out += node.process(VideoFrame("s", t, 1000.0 + t, np.full((36, 48, 3), 1, np.uint8)))  # type: ignore[arg-type]
+        out += node.process(AudioChunk("s", t, 1000.0 + t, np.zeros(640, np.float32), 16000))  # type: ignore[arg-type]
+    assert [(w.t0, w.t1) for w in out][:3] == [(7.0, 9.0), (8.0, 10.0), (9.0, 11.0)]

@@ -23,7 +23,7 @@ from tests.system.helpers import Subscriber, start_run, stop
 pytestmark = pytest.mark.timeout(120)
 
 NODE_FIELDS = {"id", "type", "process", "state", "fps_in", "fps_out", "items_in", "items_out", "queue", "drops",
-               "latency_ms", "restarts", "counters", "extra", "timings", "streams"}
+               "latency_ms", "restarts", "failures", "counters", "extra", "timings", "streams"}
 
 
 def endpoint(port: int) -> str:
@@ -37,7 +37,7 @@ def check_status(status: dict[str, Any]) -> None:
     assert [n["id"] for n in status["nodes"]] == ["cam0", "window", "score"]
     assert all(set(n) == NODE_FIELDS for n in status["nodes"])
     (stream,) = status["streams"]
-    assert set(stream) == {"id", "state", "latest"} and stream["id"] == "cam0"
+    assert set(stream) == {"id", "state", "latest", "replayed"} and stream["id"] == "cam0"
     assert stream["state"] in ("starting", "running", "stopped")
 
 
