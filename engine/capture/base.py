@@ -38,28 +38,48 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp"
 RTSP_SCHEMES = ("rtsp", "rtsps")
 DEVICE_SCHEMES = ("v4l2", "mic")
 LIVE_SCHEMES = frozenset(NETWORK_SCHEMES + DEVICE_SCHEMES)
-_SECRET_KEYS = re.compile(r"(?i)^(pass(word|wd)?|pwd|token|secret|api[_-]?key|key|auth|sig(nature)?)$")
+# query keys whose values are secrets (SRT's passphrase, tokens, signatures of signed URLs)
+_SECRET_KEYS = re.compile(r"(?i)(pass|pwd|token|secret|key|auth|sig|credential)")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` with the password of ``user:password@`` and secret-looking query values masked."""
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)$", uri, re.S)
+    """``uri`` with the password of ``user:password@`` and secret-looking query values masked.
+
+    A password may hold ``@``, ``/``, ``:``, ``?`` or ``#`` unescaped, so everything from the first
+    ``:`` of the user info to the *last* ``@`` is masked. This can mask more than the password (a
+    ``host:port/path@x`` URI shows as ``host:***@x``), never less.
+    """
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)$", uri, re.S)
     if not m:
         return uri
-    scheme, authority, rest = m.groups()
-    if "@" in authority:
-        userinfo, host = authority.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        authority = f"{user}:***@{host}" if ":" in userinfo else f"{userinfo}@{host}"
-    if "?" in rest:
-        path, _, query = rest.partition("?")
-        query, hash_sep, fragment = query.partition("#")
-        parts = []
-        for part in query.split("&"):
-            key, eq, _ = part.partition("=")
-            parts.append(f"{key}=***" if eq and _SECRET_KEYS.match(key) else part)
-        rest = f"{path}?{'&'.join(parts)}{hash_sep}{fragment}"
-    return scheme + authority + rest
+    scheme, rest = m.groups()
+    head, at, tail = rest.rpartition("@")
+    if not at:
+        return scheme + _mask_query(rest, in_query=False)
+    user, colon, _ = head.partition(":")
+    if colon and not re.search(r"[/?#]", user):
+        # the last '@' may sit inside the query (``?a=b@c&token=...``): the tail is still query then
+        return f"{scheme}{user}:***@{_mask_query(tail, in_query='?' in head)}"
+    return f"{scheme}{head}@{_mask_query(tail, in_query='?' in head)}"
+
+
+def _mask_query(text: str, in_query: bool) -> str:
+    """``text`` with the values of secret-looking query keys masked; ``in_query``: text starts inside one."""
+    before, sep, query = ("", "", text) if in_query else text.partition("?")
+    if not (sep or in_query):
+        return text
+    query, hash_sep, fragment = query.partition("#")
+    parts = []
+    for part in query.split("&"):
+        key, eq, _ = part.partition("=")
+        parts.append(f"{key}=***" if eq and _SECRET_KEYS.search(key) else part)
+    return f"{before}{sep}{'&'.join(parts)}{hash_sep}{fragment}"
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a log line, FFmpeg's stderr, an error message) with every URL in it redacted."""
+    return _URL_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
 
 
 def _why(exc: BaseException) -> str:

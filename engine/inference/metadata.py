@@ -91,7 +91,10 @@ _NOUNS = {"float_type": "a number", "int_type": "an integer", "int_from_float": 
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a deeply nested value
+        return "<a value nested too deeply>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -131,6 +134,8 @@ def _message(err: Any, root: type[BaseModel]) -> str:
         return f"must be > {ctx['gt']:g} (got {_short(got)})"
     if kind == "greater_than_equal":
         return f"must be >= {ctx['ge']:g} (got {_short(got)})"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx['le']:g} (got {_short(got)})"
     if kind == "string_too_short":
         return f"must be a non-empty string (got {_short(got)})"
     if kind == "literal_error":

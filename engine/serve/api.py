@@ -19,9 +19,10 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from avstream.engine.capture.base import redact_text
 from avstream.engine.errors import ConfigError
 from avstream.engine.serve.config import validate_request_stream
-from avstream.engine.serve.service import ServiceSupervisor, redact_text
+from avstream.engine.serve.service import ServiceSupervisor
 from avstream.engine.serve.viewer import ViewerHub
 from avstream.engine.serve.web import add_clip_routes, add_viewer_routes, install_guard
 

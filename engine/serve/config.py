@@ -24,7 +24,7 @@ from avstream.engine.sinks import SINK_KINDS
 
 TOP_KEYS = ("version", "server", "streams", "mqtt", "webhooks", "record", "annotate")
 SINK_SECTIONS = ("mqtt", "webhooks", "record", "annotate")
-STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STREAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # always fullmatch: "$" accepts a trailing newline
 
 
 class ServerSettings(BaseModel):
@@ -76,7 +76,7 @@ def validate_stream(sid: str, entry: Any, marks: Marks, base_dir: Path, problems
     """One stream entry (``streams.<sid>``), its problems appended located through ``marks``."""
     path: Path_ = ("streams", sid)
     before = len(problems)
-    if not STREAM_ID.match(sid):
+    if not STREAM_ID.fullmatch(sid):
         problems.append(marks.problem(path, "a stream id is letters, digits, '-' and '_' (at most 64)"))
         return None
     if not isinstance(entry, dict):
@@ -173,7 +173,7 @@ def validate_request_stream(body: Any, base_dir: Path) -> StreamEntry:
     if not isinstance(body, dict):
         raise ConfigError([Problem("<request>", 1, 1, "", "the body is a JSON object: {\"id\", \"pipeline\", \"uri\", ...}")])
     sid = body.get("id")
-    if not isinstance(sid, str) or not STREAM_ID.match(sid):
+    if not isinstance(sid, str) or not STREAM_ID.fullmatch(sid):
         raise ConfigError([Problem("<request>", 1, 1, "id", "missing or invalid: letters, digits, '-' and '_' (at most 64)")])
     problems: list[Problem] = []
     entry = validate_stream(sid, {k: v for k, v in body.items() if k != "id"}, marks, base_dir, problems)
