@@ -129,10 +129,13 @@ class FileReader(MediaReader):
         decoder.preview, decoder.preview_between = self.preview, True
         delivered = 0
         last_t = 0.0
+        video_span: list[float] = []  # first and latest video time delivered
         try:
             for item in decoder.packets():
                 last_t = max(last_t, item.t)
                 delivered += 1
+                if isinstance(item, VideoFrame):
+                    video_span[1:] = [item.t] if video_span else [item.t, item.t]
                 yield item
         except av.FFmpegError as exc:
             if not delivered:
@@ -147,6 +150,9 @@ class FileReader(MediaReader):
         yield from decoder.finish()
         if not delivered and not timeline.chunker.emitted:
             raise source_error(self.stream, self.uri, "no decodable media (empty or corrupt input)")
+        if timeline.frames > 1 and len(video_span) == 2 and video_span[0] == video_span[1]:
+            log.warning("stream %r: %s: %d video frames all at t=%.2f s: the timestamps do not advance, so no "
+                        "window of it can be filled", self.stream, redact_uri(self.uri), timeline.frames, video_span[0])
         if decoder.planner is not None:  # frames not decoded still show how far the input went
             last_t = max(last_t, decoder.planner.demuxed_t)
         if self._duration and last_t < self._duration - 0.5 - (1.0 / self._fps if self._fps > 0 else 0.0):
