@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avstream.engine.errors import ConfigError, Problem
 from avstream.engine.node import CheckContext
-from avstream.engine.runtime.config import _Compiler, builtin_pipelines
+from avstream.engine.runtime.config import _Compiler, builtin_pipelines, load_mapping
 from avstream.engine.runtime.registry import Registry, load_registry
-from avstream.engine.runtime.yamlsrc import Marks, Path_, load_yaml_file
+from avstream.engine.runtime.yamlsrc import Marks, Path_
 from avstream.engine.sinks import SINK_KINDS
 
 TOP_KEYS = ("version", "server", "streams", "mqtt", "webhooks", "record", "annotate")
@@ -130,7 +130,7 @@ def _sink_section(name: str, value: Any, marks: Marks, problems: list[Problem]) 
 def load_serve_config(file: str | Path) -> ServeConfig:
     """Load and validate a serve config; raises ConfigError listing every problem."""
     path = Path(file)
-    tree, marks, problems = load_yaml_file(path, "a serve config: version, server, streams, ...")
+    tree, marks, problems = load_mapping(path, "a serve config: version, server, streams, ...")
     base_dir = path.resolve().parent
     for key in tree:
         if key not in TOP_KEYS:
