@@ -61,8 +61,8 @@ __all__ = [  # METADATA_KEY, SCHEMA_VERSION, ContractError and DecoderSpec are r
     "AUDIO_DTYPES", "BUILTIN_PACKAGE", "BUILTIN_PREFIX", "METADATA_KEY", "PIXEL_FORMATS", "SCHEMA_VERSION",
     "VIDEO_DTYPES", "VIDEO_LAYOUTS", "AudioInput", "ContractError", "DecoderSpec", "ModelContract", "ModelInputs",
     "ModelMetadata", "OutputSpec", "VideoInput", "WindowSpec", "builtin_models", "contract_from_dict",
-    "metadata_from_dict", "metadata_json_schema", "read_contract", "read_decoder_spec", "read_metadata",
-    "read_model", "resolve_model",
+    "metadata_from_dict", "metadata_json_schema", "parse_metadata_text", "read_contract", "read_decoder_spec",
+    "read_metadata", "read_model", "resolve_model",
 ]
 
 BUILTIN_PREFIX = "builtin:"
@@ -348,14 +348,7 @@ def read_metadata(path: str | os.PathLike[str]) -> tuple[ModelMetadata, OnnxHead
             f"{p}: no '{METADATA_KEY}' metadata (metadata keys: {keys}); export it with "
             "`avstream export` or add the contract JSON to metadata_props (see docs/models.md)"
         )
-    if len(text) > MAX_METADATA_CHARS:
-        raise ModelError(f"{p}: metadata '{METADATA_KEY}' is {len(text)} characters (at most {MAX_METADATA_CHARS})")
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as exc:  # ValueError: also an integer of more than 4300 digits
-        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ModelError(f"{p}: metadata '{METADATA_KEY}' is not valid JSON: {why}") from None
-    meta = metadata_from_dict(data, str(p))
+    meta = parse_metadata_text(text, str(p))
     found = _graph_problems(meta, header) if isinstance(meta, ModelContract) else decoder_graph_problems(meta, header)
     if found:
         raise ContractError(str(p), found)
@@ -363,6 +356,18 @@ def read_metadata(path: str | os.PathLike[str]) -> tuple[ModelMetadata, OnnxHead
         _CACHE.clear()
     _CACHE[key] = (meta, header)
     return meta, header
+
+
+def parse_metadata_text(text: str, source: str) -> ModelMetadata:
+    """The ``avstream`` metadata JSON as stored in a model file, validated; ModelError names ``source``."""
+    if len(text) > MAX_METADATA_CHARS:
+        raise ModelError(f"{source}: metadata '{METADATA_KEY}' is {len(text)} characters (at most {MAX_METADATA_CHARS})")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # ValueError: also an integer of more than 4300 digits
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ModelError(f"{source}: metadata '{METADATA_KEY}' is not valid JSON: {why}") from None
+    return metadata_from_dict(data, source)
 
 
 def _graph_problems(contract: ModelContract, header: OnnxHeader) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from avstream.engine.inference.contract import (
     metadata_from_dict,
     read_metadata,
 )
+from avstream.engine.inference.onnx_header import OnnxHeader, parse_onnx_header
 from tests.conftest import REPO, run_cli
 
 pytest.importorskip("onnx")
@@ -208,3 +209,50 @@ nodes:
     got = run_cli("models", "inspect", str(model), "--runs", "0", timeout=120, cwd=REPO)
     assert got.returncode in (1, 2) and "Traceback" not in got.stderr + got.stdout, got.stderr
     assert f"{name}.onnx" in got.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# the ONNX header reader (protobuf without the onnx package)
+
+@st.composite
+def mutated_model_bytes(draw: st.DrawFn) -> bytes:
+    """A real tiny model's bytes with a few bytes changed, cut, or repeated."""
+    data = bytearray(_TINY_BYTES)
+    for _ in range(draw(st.integers(1, 8))):
+        pos = draw(st.integers(0, len(data) - 1))
+        action = draw(st.sampled_from(["set", "cut", "repeat", "varint"]))
+        if action == "set":
+            data[pos] = draw(st.integers(0, 255))
+        elif action == "cut":
+            del data[pos:]
+            if not data:
+                break
+        elif action == "repeat":
+            data[pos:pos] = data[pos : pos + draw(st.integers(1, 64))] * draw(st.integers(1, 50))
+        else:  # a length or tag as a huge varint
+            data[pos:pos] = b"\xff" * draw(st.integers(1, 12)) + b"\x01"
+    return bytes(data)
+
+
+with tempfile.TemporaryDirectory() as _folder:
+    _TINY_BYTES = tiny_model(Path(_folder) / "m.onnx").read_bytes()
+
+
+@FUZZ
+@given(st.one_of(mutated_model_bytes(), st.binary(max_size=300)))
+def test_any_bytes_are_an_onnx_header_or_a_model_error(data: bytes) -> None:
+    try:
+        header = parse_onnx_header(data, "fuzz.onnx")
+    except ModelError as exc:
+        assert str(exc).startswith("fuzz.onnx: ") and "\n" not in str(exc)
+        return
+    assert isinstance(header, OnnxHeader) and header.ir_version > 0 and header.opsets
+
+
+def test_a_key_with_a_newline_gives_a_one_line_error() -> None:
+    """Found by atheris: an unknown key holding a newline split the error over two lines."""
+    meta = copy.deepcopy(TINY_CONTRACT)
+    meta["inputs"]["audio"]["bad\nkey"] = 1
+    with pytest.raises(ModelError) as caught:
+        metadata_from_dict(meta, "m.onnx")
+    assert "\n" not in str(caught.value) and "inputs.audio.bad\\nkey: unknown key" in str(caught.value)
