@@ -72,7 +72,7 @@ class FileReader(MediaReader):
         if os.path.isdir(path):
             raise source_error(stream, uri, "is a directory, not a media file")
         try:
-            self._container = av.open(path, options={str(k): str(v) for k, v in (options or {}).items()})
+            self._container = _open_telling_why(path, {str(k): str(v) for k, v in (options or {}).items()})
         except (av.FFmpegError, OSError, ValueError) as exc:
             why = _why(exc)
             raise source_error(
@@ -171,6 +171,27 @@ class FileReader(MediaReader):
         self.counters[name] = self.counters.get(name, 0.0) + amount
         if self.counter is not None:
             self.counter(name, amount)
+
+
+def _open_telling_why(path: str, options: dict[str, str]) -> Any:
+    """``av.open``, whose error then names FFmpeg's own reason: an open that fails on a bad header
+    often returns a code that says little ("Device or resource busy" for a 16384x16384 raw video)."""
+    import av
+    import av.logging
+
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs:
+            try:
+                return av.open(path, options=options)
+            except av.FFmpegError as exc:
+                said = [message.strip() for _, _, message in logs if message.strip()]
+                if said:
+                    exc.strerror = f"{said[-1]}; {exc.strerror}" if exc.strerror else said[-1]
+                raise
+    finally:
+        av.logging.set_level(level)
 
 
 class _FileTimeline(Timeline):
