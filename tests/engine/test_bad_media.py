@@ -231,6 +231,19 @@ def _ours(marker: str) -> list[psutil.Process]:
     return found
 
 
+def _rings_of(pid: int, started_ms: int) -> list[Path]:
+    """The ring folders of the run: ``avstream-<pid hex><start ms mod 0xFFFFFF, hex>`` (the supervisor's id)."""
+    found = []
+    for path in Path("/dev/shm").glob(f"avstream-{pid:x}*"):
+        try:
+            at_ms = int(path.name[len(f"avstream-{pid:x}") :], 16)
+        except ValueError:
+            continue
+        if 0 <= (at_ms - started_ms % 0xFFFFFF) % 0xFFFFFF <= RUN_TIMEOUT_S * 1000:
+            found.append(path)
+    return found
+
+
 def _check_results(lines: list[str]) -> dict[str, int]:
     """Windows per kind, each checked: finite, t0 < t1, in media-time order per stream and kind."""
     per_kind: dict[str, int] = {}
@@ -269,15 +282,16 @@ def _run(tmp_path: Path, case: str, pipeline: str) -> None:
     marker = uuid.uuid4().hex
     out = tmp_path / "results.jsonl"
     env = {**os.environ, "AVSTREAM_BAD_MEDIA_RUN": marker, "TMPDIR": str(run_tmp)}
+    started_ms = int(time.time() * 1000)
     proc = subprocess.Popen(
         [sys.executable, "-m", "avstream.engine.cli", "run", pipeline, "--input", str(media), "--quiet",
          "--set", "streams.cam0.realtime=false", "--publish", f"tcp://127.0.0.1:{free_port()}", "--jsonl", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    ring_dir = Path(f"/dev/shm/avstream-{proc.pid:x}")
     try:
         stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        for child in _ours(marker):
+            child.kill()
         stdout, stderr = proc.communicate()
         pytest.fail(f"{case}: the run hung for {RUN_TIMEOUT_S} s\n{stderr[-3000:]}")
     said = stdout + stderr
@@ -311,7 +325,6 @@ def _run(tmp_path: Path, case: str, pipeline: str) -> None:
     while _ours(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _ours(marker), [p.cmdline() for p in _ours(marker)]
-    assert not [p for p in Path("/dev/shm").glob(f"avstream-{proc.pid:x}*")], "a shared-memory ring folder is left"
-    assert not ring_dir.exists()
+    assert not _rings_of(proc.pid, started_ms), "a shared-memory ring folder is left"
     left = [p for p in run_tmp.rglob("*") if p.is_socket() or p.name.startswith("avs-")]
     assert not left, f"left in the run's temporary folder: {left}"
