@@ -83,7 +83,10 @@ def resolve_pipeline(ref: str) -> Path:
 
 
 def is_live_uri(uri: str) -> bool:
-    return urlsplit(uri).scheme in LIVE_SCHEMES
+    try:
+        return urlsplit(uri).scheme in LIVE_SCHEMES
+    except ValueError:  # an unclosed '[': the URI check reports it
+        return False
 
 
 def load_mapping(path: Path, shape: str) -> tuple[dict[str, Any], Marks, list[Problem]]:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from avstream.engine.runtime.config import NODE_KEYS, SOURCE_TYPE, TOP_KEYS, OutputsOptions
 from avstream.engine.runtime.registry import load_registry
 from tests.conftest import invoke_cli
+from tests.engine.test_fuzz_uris import URIS
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -101,6 +102,12 @@ def test_random_set_overrides_validate_or_fail_cleanly(sets: list[str]) -> None:
     for one in sets:
         args += ["--set", one]
     _validate("highlight", *args)
+
+
+@FUZZ
+@given(URIS.filter(lambda uri: "\x00" not in uri))  # a NUL cannot be passed in a command-line argument
+def test_random_input_uris_validate_or_fail_cleanly(uri: str) -> None:
+    _validate("highlight", "--input", uri)
 
 
 def test_a_null_document_is_a_located_error(tmp_path: Path) -> None:
