@@ -18,7 +18,7 @@ from avstream.engine.capture.schemes import check_uri, open_reader, uri_scheme
 from avstream.engine.errors import SourceError
 from avstream.engine.serve.api import RedactingFilter
 
-FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 VALID = [
     "clip.mp4", "file:///tmp/clip.mp4", "sample://demo", "synthetic://scene?seed=3&duration=5&fps=10",
