@@ -123,6 +123,7 @@ class FileReader(MediaReader):
         import av
 
         timeline = _FileTimeline(self._t0, self._native, self._min_size, AudioChunker(self.stream, self._rate, self._chunk))
+        timeline.label = f"stream {self.stream!r}: {redact_uri(self.uri)}"
         decoder = MediaDecoder(self._container, self._vs, self._as, timeline, stream=self.stream, fps=self._fps,
                                native=self._native, sample_rate=self._rate, skip=self.skip_mode, count=self._count,
                                fitter=self._fitter)
@@ -199,9 +200,15 @@ class _FileTimeline(Timeline):
 
     interpolation = "AREA"  # downscaling to what consumers use: area averaging keeps detail
 
+    JUMP_BACK_S = 0.5  # a video timestamp this far before the latest one is a jump back, told once
+    JUMP_FORWARD_S = 60.0  # and one this far after it a jump forward (a gap no window can span)
+
     def __init__(self, t0: float, native: float, min_size: tuple[int, int] | None, chunker: AudioChunker):
         self.t0, self.native, self.min_size, self.chunker = t0, native, min_size, chunker
         self.frames = 0
+        self.label = ""  # "stream 'x': URI", for the warnings
+        self.latest: float | None = None
+        self.told: set[str] = set()
 
     def video_time(self, frame: Any, packet: Any, wall: float) -> float:
         if frame.time is not None:
@@ -209,7 +216,19 @@ class _FileTimeline(Timeline):
         else:  # no PTS: count frames at the nominal rate
             t = self.frames / (self.native or 25.0)
         self.frames += 1
+        if self.latest is not None:
+            if t < self.latest - self.JUMP_BACK_S:
+                self._tell("back", f"video timestamps jump back from {self.latest:.2f} s to {t:.2f} s: frames "
+                                   "before the furthest time reached are dropped")
+            elif t > self.latest + self.JUMP_FORWARD_S:
+                self._tell("forward", f"video timestamps jump forward from {self.latest:.2f} s to {t:.2f} s")
+        self.latest = t if self.latest is None else max(self.latest, t)
         return max(0.0, t)
+
+    def _tell(self, kind: str, what: str) -> None:
+        if kind not in self.told:
+            self.told.add(kind)
+            log.warning("%s: %s", self.label, what)
 
     def packet_time(self, packet: Any) -> float:
         tb = packet.time_base  # decoded frames carry the packet's time base; same arithmetic as Frame.time

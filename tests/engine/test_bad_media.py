@@ -175,6 +175,11 @@ def timestamps_jump_backward(tmp: Path) -> Path:
     return _segments(tmp, "jump_backward.ts", [("320x240", ("-output_ts_offset", "600")), ("320x240", ())])
 
 
+def timestamps_step_back(tmp: Path) -> Path:
+    """Back by 7 s: too little for FFmpeg to read it as a 33-bit wrap, unlike the 600 s above."""
+    return _segments(tmp, "step_back.ts", [("320x240", ("-output_ts_offset", "10")), ("320x240", ("-output_ts_offset", "5"))])
+
+
 def resolution_change(tmp: Path) -> Path:
     return _segments(tmp, "resolution_change.ts", [("320x240", ()), ("640x360", ("-output_ts_offset", "2"))])
 
@@ -205,7 +210,7 @@ CORPUS: dict[str, Callable[[Path], Path]] = {f.__name__: f for f in [
     truncated_mp4, truncated_faststart_mp4, truncated_ts, garbage_head_mp4, garbage_head_ts, wav_named_mp4,
     random_bytes_mp4, huge_dimensions_in_container, huge_dimensions_y4m, one_by_one, zero_length_audio,
     video_with_empty_audio, zero_fps_avi, no_timestamps_h264, same_timestamp_mkv, timestamps_jump_forward,
-    timestamps_jump_backward, resolution_change, codec_change, many_channels_high_rate, empty_file, directory,
+    timestamps_jump_backward, timestamps_step_back, resolution_change, codec_change, many_channels_high_rate, empty_file, directory,
 ]}
 
 
@@ -214,6 +219,10 @@ CORPUS: dict[str, Callable[[Path], Path]] = {f.__name__: f for f in [
 REFUSED = {"truncated_mp4", "zero_length_audio", "empty_file", "directory", "huge_dimensions_y4m"}
 EITHER = {"garbage_head_mp4", "random_bytes_mp4"}  # whether FFmpeg finds a stream in there depends on its version
 WARNED = {"same_timestamp_mkv"}
+# warnings that must be shown (the run goes on)
+WARNINGS = {"timestamps_jump_forward": "video timestamps jump forward from",
+            "timestamps_step_back": "video timestamps jump back from",
+            "truncated_faststart_mp4": "of a stated 3.00 s (truncated?)"}
 # (case, fewest windows): the segments on both sides of a discontinuity or a change give windows
 AT_LEAST = {"timestamps_jump_forward": 5, "timestamps_jump_backward": 5, "resolution_change": 4, "codec_change": 4}
 
@@ -307,6 +316,9 @@ def _run(tmp_path: Path, case: str, pipeline: str) -> None:
             assert not per_kind and "warning" in stderr and media.name in stderr, stderr[-3000:]
         elif expected == "results":
             assert per_kind.get("highlight", 0) >= AT_LEAST.get(case, 1), f"{case}: {per_kind}\n{said[-3000:]}"
+            if case in WARNINGS:
+                assert WARNINGS[case] in stderr and media.name in stderr, stderr[-3000:]
+                assert stderr.count(WARNINGS[case]) == 1, f"told more than once:\n{stderr[-3000:]}"
             # a few seconds of media at hops of 0.5 s or more (a gap filled with windows would be thousands)
             assert max(per_kind.values()) <= 25, f"{case}: {per_kind}"
     else:
