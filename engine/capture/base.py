@@ -38,28 +38,58 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp"
 RTSP_SCHEMES = ("rtsp", "rtsps")
 DEVICE_SCHEMES = ("v4l2", "mic")
 LIVE_SCHEMES = frozenset(NETWORK_SCHEMES + DEVICE_SCHEMES)
-_SECRET_KEYS = re.compile(r"(?i)^(pass(word|wd)?|pwd|token|secret|api[_-]?key|key|auth|sig(nature)?)$")
+# query keys whose values are secrets (SRT's passphrase, tokens, signatures of signed URLs)
+_SECRET_KEYS = re.compile(r"(?i)(pass|pwd|token|secret|key|auth|sig|credential)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` with the password of ``user:password@`` and secret-looking query values masked."""
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)$", uri, re.S)
+    """``uri`` with the password of ``user:password@`` and secret-looking query values masked.
+
+    A password may hold ``@``, ``/``, ``:``, ``?``, ``&`` or ``#`` unescaped, and a query value may hold
+    ``@``, so the URI is read every way it could be meant and whatever any reading takes for a secret is
+    masked: from the first ``:`` of the user info to the *last* ``@``, and the values of secret keys in
+    the query from the first ``?`` and in the one after the last ``@``. This can mask more than the
+    secret (``host:port/path@x`` shows as ``host:***@x``), never less.
+    """
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)$", uri, re.S)
     if not m:
         return uri
-    scheme, authority, rest = m.groups()
-    if "@" in authority:
-        userinfo, host = authority.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        authority = f"{user}:***@{host}" if ":" in userinfo else f"{userinfo}@{host}"
-    if "?" in rest:
-        path, _, query = rest.partition("?")
-        query, hash_sep, fragment = query.partition("#")
-        parts = []
-        for part in query.split("&"):
-            key, eq, _ = part.partition("=")
-            parts.append(f"{key}=***" if eq and _SECRET_KEYS.match(key) else part)
-        rest = f"{path}?{'&'.join(parts)}{hash_sep}{fragment}"
-    return scheme + authority + rest
+    scheme, rest = m.groups()
+    masked = [False] * len(rest)
+
+    def mask(begin: int, end: int) -> None:
+        masked[begin:end] = [True] * (end - begin)
+
+    head, at, _ = rest.rpartition("@")
+    if at:
+        user, colon, _ = head.partition(":")
+        if colon and not re.search(r"[/?#]", user):
+            mask(len(user) + 1, len(head))
+    for query_at in {rest.find("?"), rest.find("?", len(head) + 1 if at else 0)} - {-1}:
+        pos = query_at + 1
+        end = rest.find("#", pos)
+        for part in rest[pos : len(rest) if end < 0 else end].split("&"):
+            key, eq, value = part.partition("=")
+            if eq and value and _SECRET_KEYS.search(key):
+                mask(pos + len(key) + 1, pos + len(part))
+            pos += len(part) + 1
+    out, i = [scheme], 0
+    while i < len(rest):
+        if masked[i]:
+            while i < len(rest) and masked[i]:
+                i += 1
+            out.append("***")
+        else:
+            out.append(rest[i])
+            i += 1
+    return "".join(out)
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a log line, FFmpeg's stderr, an error message) with every URL in it redacted."""
+    return _URL_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
 
 
 def _why(exc: BaseException) -> str:
@@ -67,10 +97,15 @@ def _why(exc: BaseException) -> str:
     return str(getattr(exc, "strerror", None) or exc)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``), so that it stays on one line."""
+    return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
+
+
 def source_error(stream: str, uri: str, reason: str) -> SourceError:
     """A one-line SourceError naming the stream and the redacted URI."""
     reason = " ".join(str(reason).split())  # one line, whatever FFmpeg said
-    return SourceError(f"stream {stream!r}: {redact_uri(uri)}: {reason}")
+    return SourceError(f"stream {stream!r}: {printable(redact_uri(uri))}: {reason}")
 
 
 class PreviewWatch(Protocol):

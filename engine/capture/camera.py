@@ -13,6 +13,7 @@ Both map to capture wall time, so a camera and a microphone pair up as one strea
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -29,7 +30,9 @@ from avstream.engine.capture.settings import LiveSettings
 from avstream.engine.items import StreamInfo, VideoFrame
 
 log = logging.getLogger("avstream.capture.devices")
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
+_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")  # always fullmatch: "$" lets "640x480\n" through
+MAX_SIDE = 16384
+MAX_FPS = 1000.0
 MIC_SETTLE_S = 1.5  # audio skipped when a microphone stream starts
 
 
@@ -52,13 +55,17 @@ def check_v4l2_uri(uri: str) -> str | None:
     unknown = set(query) - {"format", "size", "fps"}
     if unknown:
         return f"unknown query key {sorted(unknown)[0]!r}; known: format, size, fps"
-    if "size" in query and not _SIZE.match(query["size"]):
-        return f"bad size {query['size']!r} (want WIDTHxHEIGHT)"
+    if "size" in query:
+        m = _SIZE.fullmatch(query["size"])
+        if not m or max(int(m.group(1)), int(m.group(2))) > MAX_SIDE:
+            return f"bad size {query['size']!r} (want WIDTHxHEIGHT, each 1..{MAX_SIDE})"
     if "fps" in query:
         try:
-            float(query["fps"])
+            fps = float(query["fps"])
         except ValueError:
-            return f"bad fps {query['fps']!r}"
+            fps = math.nan
+        if not 0 < fps <= MAX_FPS:  # NaN fails too
+            return f"bad fps {query['fps']!r} (want a number in (0, {MAX_FPS:g}])"
     return None
 
 
@@ -171,7 +178,7 @@ class OpenCvCameraReader(LiveReader):
                 raise Permanent("cannot open the camera (busy, or not a video capture device)")
             if self.capture_format:
                 cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.capture_format.upper()[:4].ljust(4)))
-            m = _SIZE.match(self.capture_size or "")
+            m = _SIZE.fullmatch(self.capture_size or "")
             if m:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, int(m.group(1)))
                 cap.set(cv2.CAP_PROP_FRAME_HEIGHT, int(m.group(2)))

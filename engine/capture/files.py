@@ -72,7 +72,7 @@ class FileReader(MediaReader):
         if os.path.isdir(path):
             raise source_error(stream, uri, "is a directory, not a media file")
         try:
-            self._container = av.open(path, options={str(k): str(v) for k, v in (options or {}).items()})
+            self._container = _open_telling_why(path, {str(k): str(v) for k, v in (options or {}).items()})
         except (av.FFmpegError, OSError, ValueError) as exc:
             why = _why(exc)
             raise source_error(
@@ -123,16 +123,20 @@ class FileReader(MediaReader):
         import av
 
         timeline = _FileTimeline(self._t0, self._native, self._min_size, AudioChunker(self.stream, self._rate, self._chunk))
+        timeline.label = f"stream {self.stream!r}: {redact_uri(self.uri)}"
         decoder = MediaDecoder(self._container, self._vs, self._as, timeline, stream=self.stream, fps=self._fps,
                                native=self._native, sample_rate=self._rate, skip=self.skip_mode, count=self._count,
                                fitter=self._fitter)
         decoder.preview, decoder.preview_between = self.preview, True
         delivered = 0
         last_t = 0.0
+        video_span: list[float] = []  # first and latest video time delivered
         try:
             for item in decoder.packets():
                 last_t = max(last_t, item.t)
                 delivered += 1
+                if isinstance(item, VideoFrame):
+                    video_span[1:] = [item.t] if video_span else [item.t, item.t]
                 yield item
         except av.FFmpegError as exc:
             if not delivered:
@@ -147,6 +151,9 @@ class FileReader(MediaReader):
         yield from decoder.finish()
         if not delivered and not timeline.chunker.emitted:
             raise source_error(self.stream, self.uri, "no decodable media (empty or corrupt input)")
+        if timeline.frames > 1 and len(video_span) == 2 and video_span[0] == video_span[1]:
+            log.warning("stream %r: %s: %d video frames all at t=%.2f s: the timestamps do not advance, so no "
+                        "window of it can be filled", self.stream, redact_uri(self.uri), timeline.frames, video_span[0])
         if decoder.planner is not None:  # frames not decoded still show how far the input went
             last_t = max(last_t, decoder.planner.demuxed_t)
         if self._duration and last_t < self._duration - 0.5 - (1.0 / self._fps if self._fps > 0 else 0.0):
@@ -167,14 +174,41 @@ class FileReader(MediaReader):
             self.counter(name, amount)
 
 
+def _open_telling_why(path: str, options: dict[str, str]) -> Any:
+    """``av.open``, whose error then names FFmpeg's own reason: an open that fails on a bad header
+    often returns a code that says little ("Device or resource busy" for a 16384x16384 raw video)."""
+    import av
+    import av.logging
+
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs:
+            try:
+                return av.open(path, options=options)
+            except av.FFmpegError as exc:
+                said = [message.strip() for _, _, message in logs if message.strip()]
+                if said:
+                    exc.strerror = f"{said[-1]}; {exc.strerror}" if exc.strerror else said[-1]
+                raise
+    finally:
+        av.logging.set_level(level)
+
+
 class _FileTimeline(Timeline):
     """A file's own timestamps from the start of the input; frames scaled down to cover ``min_size``."""
 
     interpolation = "AREA"  # downscaling to what consumers use: area averaging keeps detail
 
+    JUMP_BACK_S = 0.5  # a video timestamp this far before the latest one is a jump back, told once
+    JUMP_FORWARD_S = 60.0  # and one this far after it a jump forward (a gap no window can span)
+
     def __init__(self, t0: float, native: float, min_size: tuple[int, int] | None, chunker: AudioChunker):
         self.t0, self.native, self.min_size, self.chunker = t0, native, min_size, chunker
         self.frames = 0
+        self.label = ""  # "stream 'x': URI", for the warnings
+        self.latest: float | None = None
+        self.told: set[str] = set()
 
     def video_time(self, frame: Any, packet: Any, wall: float) -> float:
         if frame.time is not None:
@@ -182,7 +216,19 @@ class _FileTimeline(Timeline):
         else:  # no PTS: count frames at the nominal rate
             t = self.frames / (self.native or 25.0)
         self.frames += 1
+        if self.latest is not None:
+            if t < self.latest - self.JUMP_BACK_S:
+                self._tell("back", f"video timestamps jump back from {self.latest:.2f} s to {t:.2f} s: frames "
+                                   "before the furthest time reached are dropped")
+            elif t > self.latest + self.JUMP_FORWARD_S:
+                self._tell("forward", f"video timestamps jump forward from {self.latest:.2f} s to {t:.2f} s")
+        self.latest = t if self.latest is None else max(self.latest, t)
         return max(0.0, t)
+
+    def _tell(self, kind: str, what: str) -> None:
+        if kind not in self.told:
+            self.told.add(kind)
+            log.warning("%s: %s", self.label, what)
 
     def packet_time(self, packet: Any) -> float:
         tb = packet.time_base  # decoded frames carry the packet's time base; same arithmetic as Frame.time

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import re
 import threading
 import time
 import urllib.parse
@@ -20,7 +19,6 @@ from avstream.engine.errors import MissingDependencyError
 from avstream.engine.items import StreamInfo
 
 log = logging.getLogger("avstream.capture.devices")
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
 MIC_SETTLE_S = 1.5  # audio skipped when a microphone stream starts
 
 

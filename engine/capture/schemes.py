@@ -3,11 +3,19 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from avstream.engine.capture.base import NETWORK_SCHEMES, MediaReader, file_path, redact_uri, source_error
+from avstream.engine.capture.base import (
+    NETWORK_SCHEMES,
+    MediaReader,
+    file_path,
+    printable,
+    redact_uri,
+    source_error,
+)
 from avstream.engine.capture.camera import check_v4l2_uri, open_v4l2
 from avstream.engine.capture.files import SAMPLES, FileReader, _generated, parse_synthetic
 from avstream.engine.capture.fit import FrameFitter
@@ -82,6 +90,9 @@ def open_reader(
             uri,
             f"bad reader settings: fps={fps} sample_rate={sample_rate} audio_chunk_s={audio_chunk_s}",
         )
+    problem = _unsplittable(uri)
+    if problem:
+        raise source_error(stream, uri, problem)
     if skip not in SKIP_MODES or threading not in THREADING_MODES:
         raise source_error(stream, uri, f"bad decode settings: skip={skip!r} (one of {', '.join(SKIP_MODES)}), "
                                         f"decode_threading={threading!r} (one of {', '.join(THREADING_MODES)})")
@@ -120,7 +131,16 @@ def open_reader(
 
 def check_uri(uri: str, base_dir: Path | None = None) -> str | None:
     """A problem with ``uri`` found without opening it (bad sample name, query key, missing file)."""
+    problem = _check_uri(uri, base_dir)
+    # one line, whatever control characters the URI holds (a problem is printed as one located line)
+    return printable(problem) if problem else None
+
+
+def _check_uri(uri: str, base_dir: Path | None) -> str | None:
     scheme = uri_scheme(uri)
+    problem = _unsplittable(uri)
+    if problem:
+        return problem
     try:
         if scheme == "sample":
             name = uri[len("sample://") :].strip("/")
@@ -136,6 +156,17 @@ def check_uri(uri: str, base_dir: Path | None = None) -> str | None:
             return _CHECKS[scheme](uri)
     except SourceError as exc:
         return str(exc).split(": ", 2)[-1]
+    return None
+
+
+def _unsplittable(uri: str) -> str | None:
+    """Why ``uri`` cannot be split into its parts (an unclosed ``[`` of an IPv6 host), if it cannot."""
+    if uri_scheme(uri) == "file":
+        return None
+    try:
+        urllib.parse.urlsplit(uri)
+    except ValueError as exc:
+        return f"not a valid URI ({exc})"
     return None
 
 

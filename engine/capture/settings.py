@@ -64,7 +64,7 @@ class LiveSettings(BaseModel):
         default="", description="Camera pixel format / codec (v4l2), e.g. mjpeg or yuyv422; the URI's ?format= wins."
     )
     capture_size: str = Field(
-        default="", pattern=r"^(\d+x\d+)?$", description="Camera frame size WIDTHxHEIGHT; the URI's ?size= wins."
+        default="", pattern=r"^([1-9][0-9]{0,4}x[1-9][0-9]{0,4})?$", description="Camera frame size WIDTHxHEIGHT; the URI's ?size= wins."
     )
     capture_fps: float = Field(
         default=0.0, ge=0.0, le=1000.0, description="Camera frame rate to request; the URI's ?fps= wins (0: default)."

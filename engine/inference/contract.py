@@ -48,8 +48,6 @@ from avstream.engine.inference.metadata import (
     SCHEMA_VERSION,
     ContractError,
     MetadataModel,
-    PositiveFloat,
-    PositiveInt,
     Text,
     TopLevel,
     problem,
@@ -63,8 +61,8 @@ __all__ = [  # METADATA_KEY, SCHEMA_VERSION, ContractError and DecoderSpec are r
     "AUDIO_DTYPES", "BUILTIN_PACKAGE", "BUILTIN_PREFIX", "METADATA_KEY", "PIXEL_FORMATS", "SCHEMA_VERSION",
     "VIDEO_DTYPES", "VIDEO_LAYOUTS", "AudioInput", "ContractError", "DecoderSpec", "ModelContract", "ModelInputs",
     "ModelMetadata", "OutputSpec", "VideoInput", "WindowSpec", "builtin_models", "contract_from_dict",
-    "metadata_from_dict", "metadata_json_schema", "read_contract", "read_decoder_spec", "read_metadata",
-    "read_model", "resolve_model",
+    "metadata_from_dict", "metadata_json_schema", "parse_metadata_text", "read_contract", "read_decoder_spec",
+    "read_metadata", "read_model", "resolve_model",
 ]
 
 BUILTIN_PREFIX = "builtin:"
@@ -73,6 +71,15 @@ VIDEO_LAYOUTS = ("NTHWC",)
 PIXEL_FORMATS = ("bgr24", "rgb24")
 VIDEO_DTYPES = ("uint8", "float32")
 AUDIO_DTYPES = ("float32",)
+# Sane bounds: metadata is read from files of unknown origin, and the engine allocates its window
+# buffers from these numbers, so a corrupt or hostile model must fail validation, not exhaust memory.
+MAX_FPS = 1000.0
+MAX_FRAMES = 10_000
+MAX_SIDE = 16384
+MAX_SAMPLE_RATE = 384_000
+MAX_WINDOW_S = 3600.0
+MAX_WINDOW_BYTES = 4 << 30  # one (T, H, W, 3) video window, or one audio window of float32
+MAX_METADATA_CHARS = 16 << 20  # a vocabulary of a million words fits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,10 +92,19 @@ class VideoInput(MetadataModel):
     layout: Literal["NTHWC"] = "NTHWC"
     dtype: Literal["uint8", "float32"] = "uint8"
     pixel_format: Literal["bgr24", "rgb24"] = "bgr24"
-    fps: PositiveFloat
-    frames: PositiveInt
-    height: PositiveInt
-    width: PositiveInt
+    fps: Annotated[float, Field(gt=0, le=MAX_FPS)]
+    frames: Annotated[int, Field(gt=0, le=MAX_FRAMES)]
+    height: Annotated[int, Field(gt=0, le=MAX_SIDE)]
+    width: Annotated[int, Field(gt=0, le=MAX_SIDE)]
+
+    @model_validator(mode="after")
+    def _window_fits_memory(self) -> VideoInput:
+        size = self.frames * self.height * self.width * 3 * (4 if self.dtype == "float32" else 1)
+        if size > MAX_WINDOW_BYTES:
+            raise_problems("video", [problem(("frames",), f"a window of {self.frames}x{self.height}x{self.width}x3 "
+                                     f"{self.dtype} is {size / 2**30:.1f} GiB (at most {MAX_WINDOW_BYTES >> 30} GiB)",
+                                     self.frames)])
+        return self
 
 
 class AudioInput(MetadataModel):
@@ -96,9 +112,10 @@ class AudioInput(MetadataModel):
 
     name: Text = "audio"
     dtype: Literal["float32"] = "float32"
-    sample_rate: PositiveInt
-    seconds: PositiveFloat = Field(description="window length; derived from samples when absent")
-    samples: PositiveInt = Field(description="samples per window; derived from seconds when absent")
+    sample_rate: Annotated[int, Field(gt=0, le=MAX_SAMPLE_RATE)]
+    seconds: float = Field(gt=0, le=MAX_WINDOW_S, description="window length; derived from samples when absent")
+    samples: int = Field(gt=0, le=MAX_WINDOW_BYTES // 4,
+                         description="samples per window; derived from seconds when absent")
 
     @model_validator(mode="before")
     @classmethod
@@ -110,7 +127,7 @@ class AudioInput(MetadataModel):
         seconds, samples = _positive(data.get("seconds")), _positive(data.get("samples"), integer=True)
         if rate is None:
             return data  # the sample rate's own error is reported
-        if "samples" not in data and seconds is not None:
+        if "samples" not in data and seconds is not None and seconds * rate < 2**53:  # else its bound reports it
             return {**data, "samples": int(round(seconds * rate))}
         if "seconds" not in data and samples is not None:
             return {**data, "seconds": samples / rate}
@@ -161,8 +178,8 @@ class OutputSpec(MetadataModel):
 class WindowSpec(MetadataModel):
     """``window``: length and hop in seconds (defaults: the inputs' length, hop = length)."""
 
-    seconds: PositiveFloat | None = None
-    hop: PositiveFloat | None = None
+    seconds: Annotated[float, Field(gt=0, le=MAX_WINDOW_S)] | None = None
+    hop: Annotated[float, Field(gt=0, le=MAX_WINDOW_S)] | None = None
 
 
 class ModelContract(TopLevel):
@@ -331,11 +348,7 @@ def read_metadata(path: str | os.PathLike[str]) -> tuple[ModelMetadata, OnnxHead
             f"{p}: no '{METADATA_KEY}' metadata (metadata keys: {keys}); export it with "
             "`avstream export` or add the contract JSON to metadata_props (see docs/models.md)"
         )
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{p}: metadata '{METADATA_KEY}' is not valid JSON: {exc}") from None
-    meta = metadata_from_dict(data, str(p))
+    meta = parse_metadata_text(text, str(p))
     found = _graph_problems(meta, header) if isinstance(meta, ModelContract) else decoder_graph_problems(meta, header)
     if found:
         raise ContractError(str(p), found)
@@ -343,6 +356,18 @@ def read_metadata(path: str | os.PathLike[str]) -> tuple[ModelMetadata, OnnxHead
         _CACHE.clear()
     _CACHE[key] = (meta, header)
     return meta, header
+
+
+def parse_metadata_text(text: str, source: str) -> ModelMetadata:
+    """The ``avstream`` metadata JSON as stored in a model file, validated; ModelError names ``source``."""
+    if len(text) > MAX_METADATA_CHARS:
+        raise ModelError(f"{source}: metadata '{METADATA_KEY}' is {len(text)} characters (at most {MAX_METADATA_CHARS})")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # ValueError: also an integer of more than 4300 digits
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ModelError(f"{source}: metadata '{METADATA_KEY}' is not valid JSON: {why}") from None
+    return metadata_from_dict(data, source)
 
 
 def _graph_problems(contract: ModelContract, header: OnnxHeader) -> list[tuple[str, str]]:

@@ -20,7 +20,6 @@ from avstream.engine.errors import ModelError
 from avstream.engine.inference.metadata import (
     ContractError,
     MetadataModel,
-    PositiveInt,
     Text,
     TopLevel,
     problem,
@@ -98,6 +97,11 @@ class Vocabulary:
 
 
 WordId = Annotated[int, Field(ge=0)]
+# sane bounds, so a corrupt or hostile model file cannot make the engine allocate absurd buffers
+MAX_TOKENS = 4096
+MAX_MEMORY_DIM = 65536
+MAX_MEMORY_TOKENS = 1 << 20
+MAX_WORDS = 1 << 20
 
 
 class VocabularySpec(MetadataModel):
@@ -114,6 +118,8 @@ class VocabularySpec(MetadataModel):
     def _word_list(cls, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
             raise PydanticCustomError("contract", "must be a list of strings (got {got})", {"got": type(value).__name__})
+        if len(value) > MAX_WORDS:
+            raise PydanticCustomError("contract", "at most {most} words (got {got})", {"most": MAX_WORDS, "got": len(value)})
         return value
 
     @model_validator(mode="after")
@@ -123,7 +129,7 @@ class VocabularySpec(MetadataModel):
         found += [problem((k,), f"must be a word id in [0, {n}) (got {v})", v) for k, v in ids.items() if v >= n]
         if len(set(ids.values())) != len(ids):
             found.append(problem((), "pad, bos, eos and unk must be distinct ids", ids))
-        twice = sorted({w for w in self.words if self.words.count(w) > 1})
+        twice = sorted(w for w, count in Counter(self.words).items() if count > 1)  # linear: big vocabularies
         if twice:
             found.append(problem(("words",), f"words must be distinct (repeated: {', '.join(twice[:5])})", twice))
         raise_problems("vocabulary", found)
@@ -140,7 +146,7 @@ class TokensInput(MetadataModel):
 
     name: Text = "tokens"
     dtype: Literal["int64"] = "int64"
-    length: Annotated[int, Field(ge=2)]
+    length: Annotated[int, Field(ge=2, le=MAX_TOKENS)]
     meaning: str = ""
 
 
@@ -149,8 +155,8 @@ class MemoryInput(MetadataModel):
 
     name: Text = "memory"
     dtype: Literal["float32"] = "float32"
-    dim: PositiveInt
-    tokens: PositiveInt | None = None  # memory length, when it is fixed
+    dim: Annotated[int, Field(gt=0, le=MAX_MEMORY_DIM)]
+    tokens: Annotated[int, Field(gt=0, le=MAX_MEMORY_TOKENS)] | None = None  # memory length, when it is fixed
     meaning: str = ""
 
 

@@ -4,6 +4,7 @@ class and the error that lists every problem of a metadata object at once, each 
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ METADATA_KEY = "avstream"
 SCHEMA_VERSION = 1
 
 Loc = tuple[str | int, ...]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ContractError(ModelError):
@@ -24,8 +26,10 @@ class ContractError(ModelError):
 
     def __init__(self, source: str, problems: Sequence[tuple[str, str]], what: str = f"metadata '{METADATA_KEY}'"):
         self.source, self.problems = source, list(problems)
-        # one line (pipeline validation prints a model error as one located line)
-        text = "; ".join(f"{path}: {message}" if path else message for path, message in self.problems)
+        # one line (pipeline validation prints a model error as one located line), whatever control
+        # characters the file's keys and values hold
+        text = _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], "; ".join(
+            f"{path}: {message}" if path else message for path, message in self.problems))
         super().__init__(f"{source}: {what}: {text}" if what else f"{source}: {text}")
 
 
@@ -91,7 +95,10 @@ _NOUNS = {"float_type": "a number", "int_type": "an integer", "int_from_float": 
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a deeply nested value
+        return "<a value nested too deeply>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -131,6 +138,8 @@ def _message(err: Any, root: type[BaseModel]) -> str:
         return f"must be > {ctx['gt']:g} (got {_short(got)})"
     if kind == "greater_than_equal":
         return f"must be >= {ctx['ge']:g} (got {_short(got)})"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx['le']:g} (got {_short(got)})"
     if kind == "string_too_short":
         return f"must be a non-empty string (got {_short(got)})"
     if kind == "literal_error":

@@ -102,9 +102,15 @@ def _value_info(buf: memoryview) -> TensorInfo:
 def read_onnx_header(path: str | os.PathLike[str]) -> OnnxHeader:
     """Metadata, opsets and graph inputs/outputs of an ONNX file; ModelError when unreadable."""
     try:
-        data = memoryview(Path(path).read_bytes())
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ModelError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
+    return parse_onnx_header(data, str(path))
+
+
+def parse_onnx_header(raw: bytes, path: str) -> OnnxHeader:
+    """``read_onnx_header`` of a file's bytes; ModelError (naming ``path``) when they are no ONNX model."""
+    data = memoryview(raw)
     try:
         meta: dict[str, str] = {}
         opsets: dict[str, int] = {}

@@ -93,14 +93,28 @@ def resolve_pipeline(ref: str) -> Path:
 
 
 def is_live_uri(uri: str) -> bool:
-    return urlsplit(uri).scheme in LIVE_SCHEMES
+    try:
+        return urlsplit(uri).scheme in LIVE_SCHEMES
+    except ValueError:  # an unclosed '[': the URI check reports it
+        return False
+
+
+def load_mapping(path: Path, shape: str) -> tuple[dict[str, Any], Marks, list[Problem]]:
+    """``load_yaml_file``, with a message for a document that is only ``null`` or ``~`` (it parses,
+    so the loader found no problem to report and the error came out empty)."""
+    try:
+        return load_yaml_file(path, shape)
+    except ConfigError as exc:
+        if exc.problems:
+            raise
+        raise ConfigError([Problem(str(path), 1, 1, "", f"expected a mapping ({shape}), got an empty document")]) from None
 
 
 def load_pipeline(ref: str, overrides: Overrides | None = None, registry: Registry | None = None) -> PipelineSpec:
     """Load and validate a pipeline; raises ConfigError listing every problem."""
     path = resolve_pipeline(ref)
     overrides = overrides or Overrides()
-    tree, marks, problems = load_yaml_file(path, "a pipeline file: version, name, streams, nodes, outputs")
+    tree, marks, problems = load_mapping(path, "a pipeline file: version, name, streams, nodes, outputs")
     for i, assignment in enumerate(overrides.sets, start=1):
         problem = apply_set(tree, marks, assignment, i)
         if problem:

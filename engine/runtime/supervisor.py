@@ -448,7 +448,8 @@ class Supervisor:
 
     def _handle_crash(self, worker: WorkerProc, rc: int, now: float) -> None:
         if worker.fatal:
-            self.view.line(f"process '{worker.name}' stopped: {worker.fatal}", important=True)
+            # the error itself was shown when the node reported it: one line per failure, not two
+            self.view.line(f"process '{worker.name}' stopped after that error", important=True)
             worker.done = True
             self.failed = True
             return

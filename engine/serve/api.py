@@ -19,9 +19,10 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from avstream.engine.capture.base import redact_text
 from avstream.engine.errors import ConfigError
 from avstream.engine.serve.config import validate_request_stream
-from avstream.engine.serve.service import ServiceSupervisor, redact_text
+from avstream.engine.serve.service import ServiceSupervisor
 from avstream.engine.serve.viewer import ViewerHub
 from avstream.engine.serve.web import add_clip_routes, add_viewer_routes, install_guard
 
@@ -85,8 +86,9 @@ def create_app(service: ServiceSupervisor, token: str) -> FastAPI:
                 return JSONResponse({"detail": f"request body larger than {server.max_body_bytes} bytes"}, status_code=413)
         try:
             body = json.loads(raw or b"null")
-        except ValueError as exc:
-            return JSONResponse({"detail": [f"<request>:1:1: : not JSON: {exc}"]}, status_code=422)
+        except (ValueError, RecursionError) as exc:  # ValueError: also an integer of more than 4300 digits
+            why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            return JSONResponse({"detail": [f"<request>:1:1: : not JSON: {why}"]}, status_code=422)
         try:
             entry = validate_request_stream(body, service.config.base_dir)
         except ConfigError as exc:

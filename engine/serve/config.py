@@ -17,15 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avstream.engine.errors import ConfigError, Problem
 from avstream.engine.node import CheckContext
-from avstream.engine.runtime.config import CurveOptions, _Compiler, builtin_pipelines
+from avstream.engine.runtime.config import CurveOptions, _Compiler, builtin_pipelines, load_mapping
 from avstream.engine.runtime.registry import Registry, load_registry
-from avstream.engine.runtime.yamlsrc import Marks, Path_, load_yaml_file
+from avstream.engine.runtime.yamlsrc import Marks, Path_
 from avstream.engine.sinks import SINK_KINDS
 from avstream.engine.transport.curve import PublishSecurity, check_publish
 
 TOP_KEYS = ("version", "server", "streams", "mqtt", "webhooks", "record", "annotate")
 SINK_SECTIONS = ("mqtt", "webhooks", "record", "annotate")
-STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STREAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # always fullmatch: "$" accepts a trailing newline
 
 
 class ServerSettings(BaseModel):
@@ -84,7 +84,7 @@ def validate_stream(sid: str, entry: Any, marks: Marks, base_dir: Path, problems
     """One stream entry (``streams.<sid>``), its problems appended located through ``marks``."""
     path: Path_ = ("streams", sid)
     before = len(problems)
-    if not STREAM_ID.match(sid):
+    if not STREAM_ID.fullmatch(sid):
         problems.append(marks.problem(path, "a stream id is letters, digits, '-' and '_' (at most 64)"))
         return None
     if not isinstance(entry, dict):
@@ -138,7 +138,7 @@ def _sink_section(name: str, value: Any, marks: Marks, problems: list[Problem]) 
 def load_serve_config(file: str | Path) -> ServeConfig:
     """Load and validate a serve config; raises ConfigError listing every problem."""
     path = Path(file)
-    tree, marks, problems = load_yaml_file(path, "a serve config: version, server, streams, ...")
+    tree, marks, problems = load_mapping(path, "a serve config: version, server, streams, ...")
     base_dir = path.resolve().parent
     for key in tree:
         if key not in TOP_KEYS:
@@ -185,7 +185,7 @@ def validate_request_stream(body: Any, base_dir: Path) -> StreamEntry:
     if not isinstance(body, dict):
         raise ConfigError([Problem("<request>", 1, 1, "", "the body is a JSON object: {\"id\", \"pipeline\", \"uri\", ...}")])
     sid = body.get("id")
-    if not isinstance(sid, str) or not STREAM_ID.match(sid):
+    if not isinstance(sid, str) or not STREAM_ID.fullmatch(sid):
         raise ConfigError([Problem("<request>", 1, 1, "id", "missing or invalid: letters, digits, '-' and '_' (at most 64)")])
     problems: list[Problem] = []
     entry = validate_stream(sid, {k: v for k, v in body.items() if k != "id"}, marks, base_dir, problems)

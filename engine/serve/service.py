@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import re
 import signal
 import tempfile
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from avstream.engine.capture.base import redact_uri
+from avstream.engine.capture.base import redact_text, redact_uri
 from avstream.engine.errors import AvstreamError, ConfigError
 from avstream.engine.items import EndOfStream, Event
 from avstream.engine.runtime.config import is_live_uri
@@ -43,13 +42,6 @@ from avstream.engine.serve.viewer import ViewerHub
 from avstream.engine.sinks import SINK_KINDS, Sink, SinkContext, SinkFanout, build_sinks
 from avstream.engine.transport.private import make_private_dir
 from avstream.engine.transport.wire import encode
-
-CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
-
-
-def redact_text(text: str) -> str:
-    """Every ``scheme://user:password@`` in a log line, password masked."""
-    return CREDENTIALS.sub(r"\1***@", text)
 
 
 class RedactingView(StatusView):

@@ -104,7 +104,11 @@ def websocket_allowed(websocket: WebSocket, token: str) -> bool:
     """The token (header, or the cookie of a page of this server) and an Origin that is this server."""
     origin = websocket.headers.get("origin")
     host = websocket.headers.get("host", "")
-    if origin is not None and urllib.parse.urlsplit(origin).netloc != host:
+    try:
+        other_site = origin is not None and urllib.parse.urlsplit(origin).netloc != host
+    except ValueError:  # an Origin no URL parser reads ("http://[")
+        return False
+    if other_site:
         return False
     given = bearer(websocket.headers)
     if given is None:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import atheris  # type: ignore[import-untyped]  # no stubs are published
+import atheris
 import numpy as np
 
 from avstream.engine.items import AudioChunk, Event, Item, Result, VideoFrame
