@@ -83,8 +83,11 @@ def builtin_pipelines() -> dict[str, Path]:
 def resolve_pipeline(ref: str) -> Path:
     """A YAML path, or the name of a built-in pipeline."""
     path = Path(ref)
-    if path.is_file():
-        return path
+    try:
+        if path.is_file():
+            return path
+    except (OSError, ValueError):  # a name no file can have (too long, a NUL byte)
+        pass
     builtins = builtin_pipelines()
     if ref in builtins:
         return builtins[ref]

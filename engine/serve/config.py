@@ -74,8 +74,11 @@ class ServeConfig:
 
 def resolve_template(ref: str, base_dir: Path) -> Path | None:
     path = Path(ref) if Path(ref).is_absolute() else base_dir / ref
-    if path.is_file():
-        return path.resolve()
+    try:
+        if path.is_file():
+            return path.resolve()
+    except (OSError, ValueError):  # a name no file can have (too long, a NUL byte): not a file
+        pass
     return builtin_pipelines().get(ref)
 
 

@@ -126,3 +126,9 @@ def test_run_passes_the_supervisor_exit_code_and_accepts_status_json(tmp_path: P
     res = invoke_cli("run", "highlight", "--duration", "1", "--status-json", str(tmp_path / "status.jsonl"))
     assert res.exit_code == code, res.output
     assert [spec.name for spec in started] == ["highlight"]
+
+
+def test_a_pipeline_name_no_file_can_have_is_a_usage_error() -> None:
+    res = run_cli("validate", "x" * 5000)
+    assert res.returncode == 2 and "no such file or built-in pipeline" in res.stderr, res.stderr[-500:]
+    assert "Traceback" not in res.stderr

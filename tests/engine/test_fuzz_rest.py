@@ -128,6 +128,12 @@ def test_a_stream_id_with_a_trailing_newline_is_refused(daemon: Daemon) -> None:
     assert reply.status_code == 422 and reply.json()["detail"][0].startswith("<request>:1:1: id: "), reply.text
 
 
+def test_a_pipeline_name_no_file_can_have_is_a_422(daemon: Daemon) -> None:
+    """A name longer than a file name made the file check itself raise (found by the fuzzing)."""
+    reply = daemon.client.post("/api/streams", json={"id": "cam", "pipeline": "0" * 5000, "uri": "missing.mp4"})
+    assert reply.status_code == 422 and "pipeline" in reply.text, reply.text
+
+
 def test_the_daemon_still_serves_after_the_fuzzing(daemon: Daemon, tmp_path: Path) -> None:
     assert daemon.client.get("/healthz").json() == {"status": "ok"}
     assert daemon.streams() == {} or all(s["uri"].startswith("v4l2://") for s in daemon.streams().values())
