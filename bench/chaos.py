@@ -22,8 +22,9 @@ strictly increasing (no media time published twice); nothing left after stop.
     python bench/chaos.py [--seconds 300] [--seed 1] [--faults kill-windows,kill-encoder,server,disk,stall]
 """
 
-from __future__ import annotations
 
+# No `from __future__ import annotations` here or in soak.py: the tests load these files without
+# registering them in sys.modules, where dataclasses would look string annotations up.
 import argparse
 import json
 import math
@@ -193,8 +194,13 @@ class Chaos:
         firsts: list[float] = []
         fulls: list[float] = []
         for key in fault.hits:
-            arrivals = [m.at for m in self.rec().results()
-                        if (m.header["stream"], m.header["kind"]) == key and m.at > fault.until]
+            # media time already published before the fault does not count as recovery (a replay);
+            # after a server restart the stream's media time starts again, so there everything counts
+            covered = -math.inf if fault.kind == "server" else max(
+                (m.header["t1"] for m in self.rec().results()
+                 if (m.header["stream"], m.header["kind"]) == key and m.at <= fault.at), default=-math.inf)
+            arrivals = [m.at for m in self.rec().results() if (m.header["stream"], m.header["kind"]) == key
+                        and m.at > fault.until and m.header["t1"] > covered]
             if not arrivals:
                 return now - fault.until > bound
             firsts.append(arrivals[0] - fault.until)
@@ -202,7 +208,7 @@ class Chaos:
             if need < 2:
                 fulls.append(arrivals[0] - fault.until)
                 continue
-            full = next((a for i, a in enumerate(arrivals[:len(arrivals) - need + 1])
+            full = next((a for i, a in enumerate(arrivals[:max(0, len(arrivals) - need + 1)])
                          if arrivals[i + need - 1] - a <= RATE_WINDOW_S), None)
             if full is None:
                 return now - fault.until > bound + RATE_WINDOW_S
@@ -222,6 +228,7 @@ class Chaos:
                 break
             fault = self.inject(kind)
             while not self.recovered(fault, bound):
+                self.run.sample()
                 time.sleep(0.25)
             self.done.append(fault)
             self.log(f"{fault.kind:13} {fault.target:22} first result {_s(fault.first_result_s)}, "

@@ -247,19 +247,26 @@ class Run:
                 name = kid.name()
             except psutil.Error:
                 continue
-            if name.startswith("avs:"):
-                found[name[4:]] = kid.pid
-                self.seen_pids[kid.pid] = name[4:]
+            if name.startswith("avs:"):  # the kernel keeps 15 bytes of a name: avs:localizatio
+                group = next((r for r in ROLES if r.startswith(name[4:])), name[4:])
+                found[group] = kid.pid
+                self.seen_pids[kid.pid] = group
         return found
 
     def note_sockets(self) -> None:
         """The ipc socket files the supervisor has bound (to check that none is left after stop)."""
-        try:
-            for conn in psutil.Process(self.pid).net_connections(kind="unix"):
-                if isinstance(conn.laddr, str) and conn.laddr:
-                    self.ipc_paths.add(conn.laddr)
-        except psutil.Error:
-            pass
+        for pid in [self.pid, *self.workers().values()]:  # consumers bind their input edges
+            try:
+                for conn in psutil.Process(pid).net_connections(kind="unix"):
+                    if isinstance(conn.laddr, str) and conn.laddr:
+                        self.ipc_paths.add(conn.laddr)
+            except psutil.Error:
+                pass
+
+    def sample(self) -> None:
+        """Note the current workers and sockets (call now and then: restarts change them)."""
+        self.workers()
+        self.note_sockets()
 
     def ring_dirs(self) -> list[Path]:
         """The run's shared-memory ring folders (``/dev/shm/avstream-<supervisor pid in hex><time>``)."""
@@ -311,7 +318,8 @@ class Run:
             time.sleep(0.1)
         rings = [str(p) for p in {*self._rings, *self.ring_dirs()} if p.exists()]
         sockets = [p for p in self.ipc_paths if os.path.exists(p)]
-        return {"processes": alive, "segments": rings, "sockets": sockets}
+        return {"processes": alive, "segments": rings, "sockets": sockets, "seen": [
+            f"{len(self.seen_pids)} worker pids, {len(self._rings)} ring folders, {len(self.ipc_paths)} ipc sockets"]}
 
 
 def _alive(pid: int) -> bool:
