@@ -37,6 +37,8 @@ GST_RTSP = REPO / "tests" / "live" / "gst_rtsp_server.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 TS_PACKET = 188
+RELAY_CHUNK = TS_PACKET * 16
+RELAY_BACKLOG = (24 << 20) // RELAY_CHUNK  # chunks a client may be behind (seconds of a 1080p stream)
 # One scene and tone per stream, so that the streams' content differs.
 SCENES = ["testsrc2", "smptebars", "mandelbrot", "rgbtestsrc", "testsrc", "pal100bars", "yuvtestsrc", "cellauto"]
 ROLES = ("sources", "windows", "highlight", "violence", "localization", "captions")
@@ -115,21 +117,29 @@ H264_AAC = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "
             "-c:a", "aac", "-b:a", "48k"]
 
 
-def http_server(index: int, folder: Path, width: int = 320, height: int = 240, fps: int = 25) -> Server:
-    """A live MPEG-TS stream of scene ``index`` over HTTP, served to any number of (re)connecting readers."""
+def http_server(index: int, folder: Path, width: int = 320, height: int = 240, fps: int = 25,
+                clip: Path | None = None) -> Server:
+    """A live MPEG-TS stream of scene ``index`` over HTTP, served to any number of (re)connecting readers.
+
+    With ``clip``, that file in a loop at media speed without re-encoding (next to nothing of CPU,
+    so many large streams fit beside the graph); else FFmpeg encodes the scene live."""
     port = free_port()
-    ffmpeg = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", *scene_inputs(index, width, height, fps),
-              *H264_AAC, "-f", "mpegts", "pipe:1"]
+    if clip is not None:
+        source = ["-re", "-stream_loop", "-1", "-i", str(clip), "-c", "copy"]
+    else:
+        source = [*scene_inputs(index, width, height, fps), *H264_AAC]
+    ffmpeg = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", *source, "-f", "mpegts", "pipe:1"]
     cmd = [sys.executable, str(Path(__file__).resolve()), "http-relay", str(port), "--", *ffmpeg]
     return Server(f"http{index}", cmd, port, folder, uri=f"http://127.0.0.1:{port}/live.ts")
 
 
-def make_clip(path: Path, index: int, seconds: float, width: int = 320, height: int = 240) -> Path:
-    """Scene ``index`` encoded to Matroska (H.264 + AAC) for the RTSP server."""
+def make_clip(path: Path, index: int, seconds: float, width: int = 320, height: int = 240, fps: int = 25,
+              encode: list[str] | None = None) -> Path:
+    """Scene ``index`` encoded to Matroska (H.264 + AAC by default) for the RTSP server and the loops."""
     if not path.exists():
-        inputs = [a for a in scene_inputs(index, width, height, 25) if a != "-re"]
-        subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", *inputs, "-t", f"{seconds:g}", *H264_AAC,
-                        "-y", str(path)], check=True)
+        inputs = [a for a in scene_inputs(index, width, height, fps) if a != "-re"]
+        subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", *inputs, "-t", f"{seconds:g}",
+                        *(encode or H264_AAC), "-y", str(path)], check=True)
     return path
 
 
@@ -216,6 +226,7 @@ class Run:
     seen_pids: dict[int, str] = field(default_factory=dict)  # every worker pid seen -> its process group
     ipc_paths: set[str] = field(default_factory=set)
     started_wall: float = 0.0
+    cpus: set[int] | None = None  # run the graph on these CPUs only
 
     def start(self) -> Run:
         self.port = free_port()
@@ -227,8 +238,12 @@ class Run:
         self.proc = subprocess.Popen([sys.executable, "-m", "avstream.engine.cli", "run", str(self.pipeline),
                                       "--publish", self.endpoint, "--jsonl", str(self.jsonl), "--quiet", *self.extra],
                                      cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=self._pin if self.cpus else None)
         return self
+
+    def _pin(self) -> None:
+        assert self.cpus is not None
+        os.sched_setaffinity(0, self.cpus)  # the workers inherit it
 
     @property
     def pid(self) -> int:
@@ -423,10 +438,10 @@ def http_relay(port: int, ffmpeg: list[str]) -> int:
     def pump() -> None:
         assert encoder.stdout is not None
         while True:
-            chunk = encoder.stdout.read(TS_PACKET * 16)  # whole packets: a late joiner starts on a boundary
+            chunk = encoder.stdout.read(RELAY_CHUNK)  # whole packets: a late joiner starts on a boundary
             with lock:
                 for q in list(clients):
-                    if q.qsize() > 500:  # a reader that stopped reading is let go, not buffered for
+                    if q.qsize() > RELAY_BACKLOG:  # a reader that stopped reading is let go, not buffered for
                         clients.remove(q)
                         q.put(None)
                     else:
