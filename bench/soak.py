@@ -100,7 +100,7 @@ def write_csv(samples: list[Sample], path: Path) -> None:
             w.writerow([f"{s.t:.2f}", s.role, s.pid, s.rss, s.pss, s.fds, s.threads, s.sockets, s.shm_files, s.shm_bytes])
 
 
-def plot(samples: list[Sample], path: Path, warmup_s: float) -> None:
+def plot(samples: list[Sample], path: Path, warmup_s: float, crashes_s: list[float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,12 +115,14 @@ def plot(samples: list[Sample], path: Path, warmup_s: float) -> None:
             mine = [s for s in samples if s.role == role]
             ax.plot([s.t / 60 for s in mine], [getattr(s, attr) / scale for s in mine], label=role, lw=1)
         ax.axvline(warmup_s / 60, color="grey", ls=":", lw=1)
+        for at in crashes_s:
+            ax.axvline(at / 60, color="red", ls="--", lw=0.8)
         ax.set_title(title)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("minutes")
     axes[0][0].legend(fontsize=7, ncol=2)
-    fig.suptitle("avstream soak: monitor pipeline, two live HTTP streams (dotted: end of warm-up)")
+    fig.suptitle("avstream soak: monitor pipeline, two live HTTP streams (dotted: end of warm-up; dashed: SIGKILL)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -135,6 +137,7 @@ def run_soak(folder: Path, seconds: float, every: float, warmup: float, crash: b
     run = lg.Run(pipeline, folder, folder / "results.jsonl").start()
     samples: list[Sample] = []
     crashed: list[str] = []
+    crashes_s: list[float] = []
     try:
         run.wait_results(("highlight",), ("cam0", "cam1"), timeout=180)
         t0 = time.monotonic()
@@ -148,6 +151,7 @@ def run_soak(folder: Path, seconds: float, every: float, warmup: float, crash: b
                 role = "windows" if len(crash_at) == 2 else "violence"
                 os.kill(workers[role], signal.SIGKILL)
                 crashed.append(f"{role} at {t:.0f} s")
+                crashes_s.append(t)
                 crash_at.pop(0)
             shm = shm_usage(run)
             for role, pid in [("supervisor", run.pid), *sorted(workers.items())]:
@@ -161,7 +165,7 @@ def run_soak(folder: Path, seconds: float, every: float, warmup: float, crash: b
             server.stop()
     left = run.leftovers()
     write_csv(samples, folder / "soak.csv")
-    plot(samples, folder / "soak.png", warmup)
+    plot(samples, folder / "soak.png", warmup, crashes_s)
     roles = sorted({s.role for s in samples})
     per_role: dict[str, Any] = {}
     for role in roles:
