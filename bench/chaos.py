@@ -63,7 +63,7 @@ class Fault:
     hits: list[tuple[str, str]] = field(default_factory=list)  # (stream, kind) it interrupts
     first_result_s: float | None = None
     full_rate_s: float | None = None
-    note: str = ""
+    full_by_kind: dict[str, float] = field(default_factory=dict)  # the slowest stream's time per kind
 
 
 def mount_tmpfs(where: Path, size: str = "32m") -> bool:
@@ -193,6 +193,7 @@ class Chaos:
             return bool(resumed) or now - fault.until > bound
         firsts: list[float] = []
         fulls: list[float] = []
+        by_kind: dict[str, float] = {}
         for key in fault.hits:
             # media time already published before the fault does not count as recovery (a replay);
             # after a server restart the stream's media time starts again, so there everything counts
@@ -207,12 +208,15 @@ class Chaos:
             need = math.floor(FULL_RATE * self.rate[key] * RATE_WINDOW_S)
             if need < 2:
                 fulls.append(arrivals[0] - fault.until)
+                by_kind[key[1]] = max(by_kind.get(key[1], 0.0), fulls[-1])
                 continue
             full = next((a for i, a in enumerate(arrivals[:max(0, len(arrivals) - need + 1)])
                          if arrivals[i + need - 1] - a <= RATE_WINDOW_S), None)
             if full is None:
                 return now - fault.until > bound + RATE_WINDOW_S
             fulls.append(full - fault.until)
+            by_kind[key[1]] = max(by_kind.get(key[1], 0.0), fulls[-1])
+        fault.full_by_kind = {k: round(v, 2) for k, v in by_kind.items()}
         fault.first_result_s = max(firsts)
         fault.full_rate_s = max(fulls)
         return True
@@ -231,8 +235,9 @@ class Chaos:
                 self.run.sample()
                 time.sleep(0.25)
             self.done.append(fault)
+            kinds = ", ".join(f"{k} {v:.1f}" for k, v in fault.full_by_kind.items())
             self.log(f"{fault.kind:13} {fault.target:22} first result {_s(fault.first_result_s)}, "
-                     f"full rate {_s(fault.full_rate_s)}")
+                     f"full rate {_s(fault.full_rate_s)}" + (f" (per kind: {kinds})" if kinds else ""))
             time.sleep(1.0)
 
     def teardown(self) -> dict[str, Any]:
