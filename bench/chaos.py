@@ -52,6 +52,9 @@ RATE_WINDOW_S = 6.0
 FULL_RATE = 0.75
 SERVER_DOWN_S, DISK_FULL_S, STALL_S = 8.0, 3.0, 4.0
 OUTAGE_MARGIN_S = 6.0  # results of a stream still in flight this long after its server stopped
+# The supervisor gives a process up after more than 5 crashes in 60 s (its crash-loop policy); the
+# script kills one process at most this often, so that it measures recovery and not that policy.
+KILLS_PER_MINUTE = 4
 
 
 @dataclass
@@ -114,10 +117,12 @@ class Chaos:
         self.rng = random.Random(seed + 1)
         self.done: list[Fault] = []
         self.outages: list[tuple[str, float, float]] = []  # (stream, server stopped, started again)
+        self.kills: dict[str, list[float]] = {}  # process group -> monotonic times it was killed
 
     def setup(self) -> None:
         self.jsonl_dir = self.folder / "jsonl-fs"
-        self.disk = mount_tmpfs(self.jsonl_dir)
+        # room for the whole run's JSONL (about 40 KB/s here): only the filler may fill it
+        self.disk = mount_tmpfs(self.jsonl_dir, f"{max(64, int(self.seconds * 0.2) + 64)}m")
         if not self.disk and "disk" in self.faults:
             self.log("disk fault skipped: mounting a tmpfs needs root and mount(8)")
             self.faults = [f for f in self.faults if f != "disk"]
@@ -150,6 +155,11 @@ class Chaos:
         if kind in ("kill-windows", "kill-encoder", "kill-random"):
             group = ("windows" if kind == "kill-windows" else self.rng.choice(ENCODERS) if kind == "kill-encoder"
                      else self.rng.choice(sorted(workers)))
+            recent = [t for t in self.kills.get(group, []) if time.monotonic() - t < 60.0]
+            if len(recent) >= KILLS_PER_MINUTE:
+                time.sleep(60.0 - (time.monotonic() - recent[0]) + 0.5)
+                workers = self.run.workers()
+            self.kills.setdefault(group, []).append(time.monotonic())
             fault = Fault(kind, group, time.time())
             os.kill(workers[group], signal.SIGKILL)
             fault.until = fault.at

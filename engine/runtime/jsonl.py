@@ -5,6 +5,8 @@ system refuses it (no space, quota, I/O error) the file is truncated back to the
 whole line, so a short write never leaves half a line behind; the line is dropped and counted, and
 the run goes on. Every later line tries again, so writing resumes as soon as there is room. The
 caller learns of the transitions (``write`` returns ``failed`` or ``resumed``) to publish them once.
+A nearly full file system takes a short line and refuses the next long one: a spell of failures ends
+only after ``RESUME_AFTER_LINES`` whole lines in a row, so such flapping is one spell, not many.
 Standard output (``-``) keeps Python's text stream: a pipe has no offset to truncate to.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 MEDIA_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
 
 WRITTEN, FAILED, RESUMED, DROPPED = "written", "failed", "resumed", "dropped"
+RESUME_AFTER_LINES = 8
 
 
 class JsonlFile:
@@ -30,6 +33,7 @@ class JsonlFile:
         self.lines_written = 0
         self.lines_dropped = 0
         self.failing = False
+        self.written_in_a_row = 0
         self.last_error: str | None = None
         self.reader_gone = False
         if not self.to_stdout:
@@ -53,6 +57,7 @@ class JsonlFile:
                 raise
             self._cut_back()
             self.lines_dropped += 1
+            self.written_in_a_row = 0
             self.last_error = exc.strerror or str(exc)
             if self.failing:
                 return DROPPED
@@ -60,7 +65,8 @@ class JsonlFile:
             return FAILED
         self.good_offset += n
         self.lines_written += 1
-        if self.failing:
+        self.written_in_a_row += 1
+        if self.failing and self.written_in_a_row >= RESUME_AFTER_LINES:
             self.failing = False
             return RESUMED
         return WRITTEN
