@@ -112,9 +112,8 @@ def run_overload(folder: Path, seconds: float = 120.0, streams: int = 8, cores: 
     memory: dict[str, dict[str, float]] = {}
     for role in roles:
         qs = quarters([p for p in pss if p[1] == role], start, end, lambda p: p[0])
-        if qs[1] and qs[3]:
-            memory[role] = {"q2_mb": statistics.median(p[2] for p in qs[1]) / 1e6,
-                            "q4_mb": statistics.median(p[2] for p in qs[3]) / 1e6}
+        if all(qs):
+            memory[role] = {f"q{i + 1}_mb": statistics.median(p[2] for p in q) / 1e6 for i, q in enumerate(qs)}
     per_window = {k: {"in": v["in"], "drops": v["drops"], "queue": v["queue"]} for k, v in node_totals(final, "w_").items()}
     return {
         "streams": streams, "size": f"{width}x{height}", "fps": fps, "cores": sorted(cpus), "seconds": end - start,
@@ -132,7 +131,8 @@ def run_overload(folder: Path, seconds: float = 120.0, streams: int = 8, cores: 
 
 def summary(r: dict[str, Any]) -> str:
     lat = r["latency_p95_ms"]
-    mem = ", ".join(f"{k} {v['q2_mb']:.0f}->{v['q4_mb']:.0f} MB" for k, v in r["memory"].items())
+    mem = ", ".join(f"{k} " + "/".join(f"{v[f'q{i}_mb']:.0f}" for i in range(1, 5)) + " MB"
+                    for k, v in r["memory"].items())
     return "\n".join([
         f"overload: {r['streams']} live {r['size']} streams on CPUs {r['cores']}, {r['seconds']:.0f} s measured",
         f"  items offered by the sources {r['offered_items_per_s']:.1f}/s, taken by the window nodes "
@@ -143,7 +143,7 @@ def summary(r: dict[str, Any]) -> str:
         f"x{lat[3] / max(lat[1], 1e-9):.2f} (bound x{LATENCY_FACTOR:g} + {LATENCY_SLACK_MS:g} ms); results per quarter {r['results_per_quarter']}",
         f"  source reconnects {sum(int(c.get('reconnects', 0)) for c in r['source_counters'].values())}; "
         f"PUB: {r['pub']['messages']} messages, seq problems {len(r['pub']['seq_problems'])}, gaps {r['pub']['gaps']}",
-        f"  PSS second -> last quarter (median): {mem}",
+        f"  PSS per quarter (medians): {mem}",
         f"  exit code {r['exit_code']}, left after stop: {r['leftovers']}",
     ])
 
