@@ -16,7 +16,8 @@ pipeline's first results, over ``--seconds``:
   second quarter's (the first is start-up);
 - drops against the policy: only media is dropped, results and events never (no ``seq`` gap on the
   PUB socket); the drops are in the nodes' counters of the status;
-- memory: PSS per process, the median of the last quarter against that of the second quarter.
+- memory: PSS and RSS per process, the median of the last quarter against that of the second
+  quarter: RSS at most ``MEMORY_FACTOR`` times, PSS that plus ``PSS_SLACK_MB``.
 
     python bench/overload.py [--seconds 120] [--streams 8] [--cores 2] [--size 1920x1080] [--fps 50]
 """
@@ -40,6 +41,9 @@ DENSE_H264 = ["-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", "50", 
 LATENCY_FACTOR = 3.0
 LATENCY_SLACK_MS = 1000.0  # on top of the factor: a shared machine's scheduling noise at small latencies
 MEMORY_FACTOR = 1.25
+# PSS splits shared pages among every process mapping them, other programs' included: on a shared
+# machine it swings by tens of MB while RSS stays flat (bench/soak.py's plots), hence the slack.
+PSS_SLACK_MB = 32.0
 
 
 def p95(values: list[float]) -> float:
@@ -74,7 +78,7 @@ def run_overload(folder: Path, seconds: float = 120.0, streams: int = 8, cores: 
     pipeline = lg.monitor_pipeline({sid: s.uri for sid, s in zip(ids, servers, strict=True)}, folder / "overload.yaml")
     cpus = set(sorted(os.sched_getaffinity(0))[:cores])
     run = lg.Run(pipeline, folder, folder / "results.jsonl", cpus=cpus).start()
-    pss: list[tuple[float, str, int]] = []
+    pss: list[tuple[float, str, int, int]] = []  # (wall, role, PSS, RSS)
     try:
         run.wait_results(("highlight",), ids, timeout=240)
         start = time.time()
@@ -83,7 +87,8 @@ def run_overload(folder: Path, seconds: float = 120.0, streams: int = 8, cores: 
                 raise RuntimeError(f"avstream run ended under overload:\n{run.log_text()[-2000:]}")
             for role, pid in [("supervisor", run.pid), *run.workers().items()]:
                 try:
-                    pss.append((time.time(), role, psutil.Process(pid).memory_full_info().pss))
+                    mem = psutil.Process(pid).memory_full_info()
+                    pss.append((time.time(), role, mem.pss, mem.rss))
                 except psutil.Error:
                     pass
             run.note_sockets()
@@ -108,12 +113,13 @@ def run_overload(folder: Path, seconds: float = 120.0, streams: int = 8, cores: 
     final = rec.statuses()[-1].header
     results = [m for m in rec.results() if start <= m.at <= end]
     lat = [[float(m.header["latency_ms"]) for m in q] for q in quarters(results, start, end, lambda m: m.at)]
-    roles = sorted({r for _, r, _ in pss})
+    roles = sorted({p[1] for p in pss})
     memory: dict[str, dict[str, float]] = {}
     for role in roles:
         qs = quarters([p for p in pss if p[1] == role], start, end, lambda p: p[0])
         if all(qs):
             memory[role] = {f"q{i + 1}_mb": statistics.median(p[2] for p in q) / 1e6 for i, q in enumerate(qs)}
+            memory[role].update({f"rss_q{i + 1}_mb": statistics.median(p[3] for p in q) / 1e6 for i, q in enumerate(qs)})
     per_window = {k: {"in": v["in"], "drops": v["drops"], "queue": v["queue"]} for k, v in node_totals(final, "w_").items()}
     return {
         "streams": streams, "size": f"{width}x{height}", "fps": fps, "cores": sorted(cpus), "seconds": end - start,
@@ -131,8 +137,8 @@ def run_overload(folder: Path, seconds: float = 120.0, streams: int = 8, cores: 
 
 def summary(r: dict[str, Any]) -> str:
     lat = r["latency_p95_ms"]
-    mem = ", ".join(f"{k} " + "/".join(f"{v[f'q{i}_mb']:.0f}" for i in range(1, 5)) + " MB"
-                    for k, v in r["memory"].items())
+    mem = ", ".join(f"{k} " + "/".join(f"{v[f'q{i}_mb']:.0f}" for i in range(1, 5)) + " MB (RSS "
+                    + "/".join(f"{v[f'rss_q{i}_mb']:.0f}" for i in range(1, 5)) + ")" for k, v in r["memory"].items())
     return "\n".join([
         f"overload: {r['streams']} live {r['size']} streams on CPUs {r['cores']}, {r['seconds']:.0f} s measured",
         f"  items offered by the sources {r['offered_items_per_s']:.1f}/s, taken by the window nodes "
