@@ -9,15 +9,14 @@ authentication (CURVE for non-loopback tcp) can be added in one place.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import zmq
 
 from avstream.engine.items import Event, Result
+from avstream.engine.runtime.jsonl import FAILED, RESUMED, JsonlFile
 from avstream.engine.sinks import SinkFanout
 from avstream.engine.transport.curve import CurveServer, PublishSecurity, secure_server_socket
 from avstream.engine.transport.private import bind_private
@@ -58,14 +57,17 @@ class ResultPublisher:
         self.latest: dict[str, dict[str, dict[str, Any]]] = {}  # stream -> kind -> header
         self.stream_down: dict[str, bool] = {}  # from the stream_down / stream_up events
         self.fsync_each = fsync == "line"
-        self.jsonl: IO[str] | None = None
+        self.jsonl = JsonlFile(jsonl) if jsonl else None
         self.pending_sync = False
-        self.reader_gone = False
-        if jsonl == "-":
-            self.jsonl = sys.stdout
-        elif jsonl:
-            os.makedirs(os.path.dirname(os.path.abspath(jsonl)), exist_ok=True)
-            self.jsonl = open(jsonl, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    @property
+    def reader_gone(self) -> bool:
+        """``--jsonl -`` and the reader of standard output has gone."""
+        return self.jsonl is not None and self.jsonl.reader_gone
+
+    def outputs_status(self) -> dict[str, Any]:
+        """The ``outputs`` entry of the status object."""
+        return {"jsonl": self.jsonl.status()} if self.jsonl is not None else {}
 
     def poll_subscriptions(self) -> int:
         """Read subscription notices (XPUB); returns the number of current subscriptions."""
@@ -132,27 +134,21 @@ class ResultPublisher:
         if self.jsonl is not None:
             line = dict(header)
             line["payloads"] = [dict(p, data=a.tolist()) for p, a in zip(header["payloads"], arrays, strict=True)]
-            # One write per complete line: a reader never sees a torn line.
-            try:
-                self.jsonl.write(json.dumps(line) + "\n")
-                self.jsonl.flush()
-            except BrokenPipeError:  # `--jsonl - | head`: the reader is gone, like any CLI tool stop
-                self.reader_gone = True
-                self.jsonl = None
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
-                return
+            outcome = self.jsonl.write(json.dumps(line) + "\n")
+            if outcome == FAILED:  # once per spell of failures; the lines dropped are counted in the status
+                self.publish_event(Event("output_write_failed", "", {
+                    "output": "jsonl", "path": self.jsonl.path, "error": self.jsonl.last_error}))
+            elif outcome == RESUMED:
+                self.publish_event(Event("output_write_resumed", "", {
+                    "output": "jsonl", "path": self.jsonl.path, "output_lines_dropped": self.jsonl.lines_dropped}))
             if self.fsync_each:
                 self._fsync()
             else:
                 self.pending_sync = True
 
     def _fsync(self) -> None:
-        if self.jsonl is not None and self.jsonl is not sys.stdout:
-            try:
-                os.fsync(self.jsonl.fileno())
-            except OSError:  # not a regular file (a pipe, /dev/null): nothing to sync
-                pass
+        if self.jsonl is not None:
+            self.jsonl.fsync()
         self.pending_sync = False
 
     def tick(self) -> None:
@@ -163,8 +159,7 @@ class ResultPublisher:
     def close(self) -> None:
         if self.jsonl is not None:
             self.tick()
-            if self.jsonl is not sys.stdout:
-                self.jsonl.close()
+            self.jsonl.close()
             self.jsonl = None
         self.sinks.close()
         self.sock.close()

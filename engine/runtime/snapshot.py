@@ -100,7 +100,7 @@ class StatusTracker(NodeEntries):
             streams.append({"id": stream, "state": self._stream_state(stream, [states[n] for n in sources], publisher),
                             "latest": latest, "replayed": replayed(stream) if replayed else {}})
         return {"run": self.spec.name, "run_id": self.run_id, "uptime_s": round(time.monotonic() - self.started, 3),
-                "final": final, "nodes": nodes, "streams": streams}
+                "final": final, "nodes": nodes, "streams": streams, "outputs": publisher.outputs_status()}
 
     def _stream_state(self, stream: str, sources: list[str], publisher: ResultPublisher) -> str:
         """starting, running, down (reconnecting or its source restarting), failed or stopped (SPEC §6)."""

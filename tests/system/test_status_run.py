@@ -32,7 +32,7 @@ def endpoint(port: int) -> str:
 
 def check_status(status: dict[str, Any]) -> None:
     assert {"schema_version", "kind", "stream", "seq", "wall", "run", "run_id", "uptime_s", "final", "nodes",
-            "streams", "payloads"} == set(status)
+            "streams", "outputs", "payloads"} == set(status)
     assert status["kind"] == "status" and status["stream"] == "" and status["run"] == "highlight"
     assert [n["id"] for n in status["nodes"]] == ["cam0", "window", "score"]
     assert all(set(n) == NODE_FIELDS for n in status["nodes"])
