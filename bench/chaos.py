@@ -205,11 +205,10 @@ class Chaos:
         fulls: list[float] = []
         by_kind: dict[str, float] = {}
         for key in fault.hits:
-            # media time already published before the fault does not count as recovery (a replay);
-            # after a server restart the stream's media time starts again, so there everything counts
-            covered = -math.inf if fault.kind == "server" else max(
-                (m.header["t1"] for m in self.rec().results()
-                 if (m.header["stream"], m.header["kind"]) == key and m.at <= fault.at), default=-math.inf)
+            # only media time not yet published before the fault counts as recovery
+            covered = max((m.header["t1"] for m in self.rec().results()
+                           if (m.header["stream"], m.header["kind"]) == key and m.at <= fault.at),
+                          default=-math.inf)
             arrivals = [m.at for m in self.rec().results() if (m.header["stream"], m.header["kind"]) == key
                         and m.at > fault.until and m.header["t1"] > covered]
             if not arrivals:

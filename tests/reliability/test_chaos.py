@@ -73,6 +73,5 @@ def test_nothing_is_left_after_stop(report: dict[str, Any]) -> None:
     assert left["processes"] == [] and left["segments"] == [] and left["sockets"] == [], left
 
 
-@pytest.mark.xfail(strict=False, reason="results are published again after the window process restarts")
 def test_no_media_time_is_published_twice(report: dict[str, Any]) -> None:
     assert report["media_replays"] == {}
