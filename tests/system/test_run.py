@@ -77,6 +77,25 @@ def test_kill9_a_node_is_restarted_and_results_resume(port: int) -> None:
         stop(run)
 
 
+def test_a_hung_node_is_killed_after_its_heartbeat_timeout_and_results_resume(port: int) -> None:
+    """A process that stops answering (here SIGSTOP, as a deadlock would) is killed and restarted."""
+    sub = Subscriber(endpoint(port))
+    run = start_run("highlight", "--input", "synthetic://scene?seed=4&duration=60", "--publish", endpoint(port), "--quiet")
+    try:
+        sub.until(lambda m: m["header"]["kind"] == "highlight", timeout=60)
+        hung = worker_pid(run.pid, "score")
+        os.kill(hung, signal.SIGSTOP)
+        got = sub.until(lambda m: m["header"]["kind"] == "event" and m["header"]["name"] == "node_restarted", timeout=40)
+        assert got[-1]["header"]["detail"]["node"] == "score"
+        assert not psutil.pid_exists(hung) or psutil.Process(hung).status() == psutil.STATUS_ZOMBIE
+        sub.until(lambda m: m["header"]["kind"] == "highlight", timeout=60)
+        assert run.poll() is None
+    finally:
+        sub.close()
+        _, err = stop(run)
+    assert "sent no heartbeat for 10 s: killing it" in err, err[-2000:]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_the_graph_within_5s_and_leaves_no_child(port: int, signum: int) -> None:
     sub = Subscriber(endpoint(port))
