@@ -153,3 +153,27 @@ class LiveRun:
     def offsets_after(self, t: float) -> list[float]:
         with self.cond:
             return [o for t0, _, offs in self.rec.windows if t0 >= t for o in offs]
+
+
+QUICK = "stall_timeout: 1.5, open_timeout: 3.0, backoff_initial: 0.2, backoff_max: 1.0"
+
+
+def live_pipeline(path: Path, streams: dict[str, str], port: int) -> Path:
+    """A window and a highlight node over live ``streams`` with quick reconnects, publishing on ``port``."""
+    lines = ["version: 1", "name: live-test", "streams:"]
+    lines += [f"  {sid}: {{uri: \"{uri}\", {QUICK}}}" for sid, uri in streams.items()]
+    lines += ["nodes:", f"  window: {{type: avstream/av_window@v1, inputs: [{', '.join(streams)}]}}",
+              "  score: {type: avstream/highlight@v1, inputs: [window], params: {model: \"builtin:highlight\"}}",
+              "outputs:",
+              # the test's subscriber must see the first events (a 401 fails within a second)
+              f"  publish: {{endpoint: \"tcp://127.0.0.1:{port}\", wait_for_subscribers: 1}}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def is_message(kind: str, stream: str, name: str | None = None) -> Any:
+    """A predicate: a message of ``kind`` on ``stream`` (an event of that ``name``)."""
+    def pred(m: dict[str, Any]) -> bool:
+        h = m["header"]
+        return bool(h["kind"] == kind and h["stream"] == stream and (name is None or h.get("name") == name))
+    return pred

@@ -13,28 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.live.helpers import is_message, live_pipeline
 from tests.live.servers import Server, ffmpeg_server, rtsp_server
 from tests.system.helpers import Subscriber, start_run, stop, worker_pid
 
-QUICK = "stall_timeout: 1.5, open_timeout: 3.0, backoff_initial: 0.2, backoff_max: 1.0"
 OUTAGE_S = 6.0
-
-
-def _pipeline(path: Path, streams: dict[str, str], port: int) -> Path:
-    lines = ["version: 1", "name: live-restart", "streams:"]
-    lines += [f"  {sid}: {{uri: \"{uri}\", {QUICK}}}" for sid, uri in streams.items()]
-    lines += ["nodes:", f"  window: {{type: avstream/av_window@v1, inputs: [{', '.join(streams)}]}}",
-              "  score: {type: avstream/highlight@v1, inputs: [window], params: {model: \"builtin:highlight\"}}",
-              "outputs:", f"  publish: {{endpoint: \"tcp://127.0.0.1:{port}\", wait_for_subscribers: 1}}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _is(kind: str, stream: str, name: str | None = None) -> Any:
-    def pred(m: dict[str, Any]) -> bool:
-        h = m["header"]
-        return bool(h["kind"] == kind and h["stream"] == stream and (name is None or h.get("name") == name))
-    return pred
 
 
 def _kill_source(run_pid: int, name: str, timeout: float = 30) -> None:
@@ -64,16 +47,16 @@ def test_media_time_continues_after_the_stream_server_restarts(kind: str, clip: 
         srv_a, url_a = rtsp_server(clip, live_dir)
     srv_b, url_b = ffmpeg_server("tcp", live_dir)
     servers += [srv_a.start(), srv_b.start()]
-    yaml = _pipeline(tmp_path / "two.yaml", {"camA": url_a, "camB": url_b}, port)
+    yaml = live_pipeline(tmp_path / "two.yaml", {"camA": url_a, "camB": url_b}, port)
     sub = Subscriber(f"tcp://127.0.0.1:{port}")
     run = start_run(str(yaml), "--quiet")
     seen: list[dict[str, Any]] = []
     try:
-        seen += sub.until(lambda m: _is("highlight", "camA")(m) and m["header"]["t0"] >= 3, timeout=60)
-        seen += sub.until(_is("highlight", "camB"), timeout=30)
+        seen += sub.until(lambda m: is_message("highlight", "camA")(m) and m["header"]["t0"] >= 3, timeout=60)
+        seen += sub.until(is_message("highlight", "camB"), timeout=30)
         srv_a.stop()
         stopped = time.time()
-        seen += sub.until(_is("event", "camA", "stream_down"), timeout=30)
+        seen += sub.until(is_message("event", "camA", "stream_down"), timeout=30)
         if kind == "http-source-killed":  # the source's process dies during the outage, twice
             _kill_source(run.pid, "camA")
             time.sleep(2.0)  # its successor reports (no media time: its input is down)
@@ -81,24 +64,24 @@ def test_media_time_continues_after_the_stream_server_restarts(kind: str, clip: 
         time.sleep(max(0.0, OUTAGE_S - (time.time() - stopped)))
         srv_a.start()
         restarted = time.time()
-        seen += sub.until(_is("event", "camA", "stream_up"), timeout=40)
+        seen += sub.until(is_message("event", "camA", "stream_up"), timeout=40)
         n_up = len(seen)
         up_t = seen[-1]["header"]["t0"]
         # the windows over the outage (silence) come at once, then those of the new connection
-        seen += sub.until(lambda m: _is("highlight", "camA")(m) and m["header"]["t0"] >= up_t, timeout=40)
+        seen += sub.until(lambda m: is_message("highlight", "camA")(m) and m["header"]["t0"] >= up_t, timeout=40)
         assert run.poll() is None
     finally:
         sub.close()
         out, err = stop(run)
     assert "Traceback" not in err
     for stream in ("camA", "camB"):
-        t0s = [m["header"]["t0"] for m in seen if _is("highlight", stream)(m)]
+        t0s = [m["header"]["t0"] for m in seen if is_message("highlight", stream)(m)]
         assert all(b > a for a, b in zip(t0s, t0s[1:], strict=False)), f"{stream}: t0 went back: {t0s}"
     up = n_up - 1
-    before = [m["header"] for m in seen[:up] if _is("highlight", "camA")(m)]
-    after = [m["header"] for m in seen[up:] if _is("highlight", "camA")(m)]
+    before = [m["header"] for m in seen[:up] if is_message("highlight", "camA")(m)]
+    after = [m["header"] for m in seen[up:] if is_message("highlight", "camA")(m)]
     assert before and after
-    down_t = next(m["header"]["t0"] for m in seen if _is("event", "camA", "stream_down")(m))
+    down_t = next(m["header"]["t0"] for m in seen if is_message("event", "camA", "stream_down")(m))
     wall_gap = restarted - stopped
     # The outage shows in media time (about its wall time), not as a restart at 0.
     assert up_t - down_t >= wall_gap - 2.0, (down_t, up_t, wall_gap)

@@ -9,29 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests.live.helpers import is_message, live_pipeline
 from tests.live.servers import Server, ffmpeg_server, rtsp_server
 from tests.system.helpers import Subscriber, start_run, stop
-
-QUICK = "stall_timeout: 1.5, open_timeout: 3.0, backoff_initial: 0.2, backoff_max: 1.0"
-
-
-def _pipeline(path: Path, streams: dict[str, str], port: int) -> Path:
-    lines = ["version: 1", "name: live-test", "streams:"]
-    lines += [f"  {sid}: {{uri: \"{uri}\", {QUICK}}}" for sid, uri in streams.items()]
-    lines += ["nodes:", f"  window: {{type: avstream/av_window@v1, inputs: [{', '.join(streams)}]}}",
-              "  score: {type: avstream/highlight@v1, inputs: [window], params: {model: \"builtin:highlight\"}}",
-              "outputs:",
-              # the test's subscriber must see the first events (a 401 fails within a second)
-              f"  publish: {{endpoint: \"tcp://127.0.0.1:{port}\", wait_for_subscribers: 1}}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _is(kind: str, stream: str, name: str | None = None) -> Any:
-    def pred(m: dict[str, Any]) -> bool:
-        h = m["header"]
-        return bool(h["kind"] == kind and h["stream"] == stream and (name is None or h.get("name") == name))
-    return pred
 
 
 @pytest.mark.slow
@@ -41,25 +21,25 @@ def test_one_server_restarts_while_the_other_stream_keeps_going(clip: Path, live
     srv_a, url_a = rtsp_server(clip, live_dir)
     srv_b, url_b = rtsp_server(clip, live_dir)
     servers += [srv_a.start(), srv_b.start()]
-    yaml = _pipeline(tmp_path / "two.yaml", {"camA": url_a, "camB": url_b}, port)
+    yaml = live_pipeline(tmp_path / "two.yaml", {"camA": url_a, "camB": url_b}, port)
     sub = Subscriber(f"tcp://127.0.0.1:{port}")
     run = start_run(str(yaml), "--quiet")
     try:
-        got = sub.until(_is("highlight", "camA"), timeout=60)
-        got += sub.until(_is("highlight", "camB"), timeout=30)
-        last_a = max(m["header"]["t1"] for m in got if _is("highlight", "camA")(m))
+        got = sub.until(is_message("highlight", "camA"), timeout=60)
+        got += sub.until(is_message("highlight", "camB"), timeout=30)
+        last_a = max(m["header"]["t1"] for m in got if is_message("highlight", "camA")(m))
         srv_a.kill()
-        down = sub.until(_is("event", "camA", "stream_down"), timeout=30)
+        down = sub.until(is_message("event", "camA", "stream_down"), timeout=30)
         detail = down[-1]["header"]["detail"]
         assert detail["uri"] == url_a and detail["error"]
         # camA is down: camB's windows and results keep coming
-        during = sub.until(_is("highlight", "camB"), timeout=20)
-        during += sub.until(_is("highlight", "camB"), timeout=20)
-        assert not any(_is("highlight", "camA")(m) and m["header"]["t0"] > last_a for m in during)
+        during = sub.until(is_message("highlight", "camB"), timeout=20)
+        during += sub.until(is_message("highlight", "camB"), timeout=20)
+        assert not any(is_message("highlight", "camA")(m) and m["header"]["t0"] > last_a for m in during)
         srv_a.start()
-        sub.until(_is("event", "camA", "stream_up"), timeout=40)
-        after = sub.until(lambda m: _is("highlight", "camA")(m) and m["header"]["t0"] > last_a + 1.0, timeout=60)
-        a_after = [m["header"] for m in after if _is("highlight", "camA")(m)]
+        sub.until(is_message("event", "camA", "stream_up"), timeout=40)
+        after = sub.until(lambda m: is_message("highlight", "camA")(m) and m["header"]["t0"] > last_a + 1.0, timeout=60)
+        a_after = [m["header"] for m in after if is_message("highlight", "camA")(m)]
         assert a_after[-1]["t0"] > last_a  # media time went on over the gap
         assert run.poll() is None
     finally:
@@ -84,7 +64,7 @@ def test_bad_streams_give_clear_errors_and_the_good_one_keeps_going(clip: Path, 
         streams = {"locked": url_locked.replace("rtsp://", "rtsp://admin:wrong@"),
                    "nowhere": f"rtsp://viewer:hunter2@127.0.0.1:{dead_port}/cam",
                    "good": url_good}
-        yaml = _pipeline(tmp_path / "bad.yaml", streams, port)
+        yaml = live_pipeline(tmp_path / "bad.yaml", streams, port)
         sub = Subscriber(f"tcp://127.0.0.1:{port}")
         run = start_run(str(yaml), "--quiet")
         try:
@@ -100,7 +80,7 @@ def test_bad_streams_give_clear_errors_and_the_good_one_keeps_going(clip: Path, 
 
             sub.until(all_seen, timeout=90)
             for _ in range(2):
-                seen += sub.until(_is("highlight", "good"), timeout=60)
+                seen += sub.until(is_message("highlight", "good"), timeout=60)
             assert run.poll() is None
         finally:
             sub.close()
@@ -108,7 +88,7 @@ def test_bad_streams_give_clear_errors_and_the_good_one_keeps_going(clip: Path, 
     text = out + err + repr([m["header"] for m in seen])
     assert "wrong" not in text and "hunter2" not in text and "s3cret" not in text
     assert "Traceback" not in err
-    nowhere = next(m["header"] for m in seen if _is("event", "nowhere", "stream_down")(m))
+    nowhere = next(m["header"] for m in seen if is_message("event", "nowhere", "stream_down")(m))
     assert "refused" in nowhere["detail"]["error"] and "viewer:***@" in nowhere["detail"]["uri"]
     lines = [line for line in err.splitlines() if "locked" in line and "401" in line]
     assert lines and all("admin:***@" in line for line in lines), err
@@ -126,11 +106,11 @@ def test_sigint_stops_live_inputs_and_their_ffmpeg_readers(live_dir: Path, serve
 
     srv, url = ffmpeg_server("srt", live_dir)
     servers.append(srv.start())
-    yaml = _pipeline(tmp_path / "srt.yaml", {"cam": url}, port)
+    yaml = live_pipeline(tmp_path / "srt.yaml", {"cam": url}, port)
     sub = Subscriber(f"tcp://127.0.0.1:{port}")
     run = start_run(str(yaml), "--quiet")
     try:
-        sub.until(_is("highlight", "cam"), timeout=60)
+        sub.until(is_message("highlight", "cam"), timeout=60)
         readers = [p.pid for p in children(run.pid) if "ffmpeg" in " ".join(p.cmdline())]
         assert readers, "the SRT input is read by an FFmpeg subprocess"
         everyone = [p.pid for p in children(run.pid)]
