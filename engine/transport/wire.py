@@ -136,29 +136,35 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _matches(value: Any, tp: Any) -> bool:
-    """Whether a JSON value fits a field annotation of the item dataclasses."""
+def _is_finite_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _checker(tp: Any) -> Callable[[Any], bool]:
+    """Whether a JSON value fits a field annotation of the item dataclasses: built once per field,
+    since every message on the data plane goes through it."""
     if tp is Any:
-        return True
+        return lambda value: True
     if tp is float:
-        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+        return _is_finite_number
     if tp is int:
-        return _is_int(value)
+        return _is_int
     if tp in (str, bool):
-        return isinstance(value, tp)
+        return lambda value: isinstance(value, tp)
     if tp is type(None):
-        return value is None
+        return lambda value: value is None
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(tp))
+        options = [_checker(arg) for arg in typing.get_args(tp)]
+        return lambda value: any(check(value) for check in options)
     if origin is dict or tp is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    return False
+        return lambda value: isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return lambda value: False
 
 
 @dataclass(frozen=True)
 class _Schema:
-    hints: dict[str, Any]
+    checks: dict[str, Callable[[Any], bool]]  # scalar field -> whether a value fits it
     required: frozenset[str]
     scalars: frozenset[str]
 
@@ -168,7 +174,8 @@ def _schema(cls: type[Any]) -> _Schema:
     own = [f for f in fields(cls) if f.name not in _LOCAL_FIELDS]
     required = frozenset(f.name for f in own if f.default is MISSING and f.default_factory is MISSING)
     skip = set(_ARRAY_FIELDS.get(cls.__name__, ())) | set(_BYTES_FIELDS.get(cls.__name__, ())) | {"payloads"}
-    return _Schema(hints, required, frozenset(f.name for f in own if f.name not in skip))
+    scalars = frozenset(f.name for f in own if f.name not in skip)
+    return _Schema({name: _checker(hints[name]) for name in scalars}, required, scalars)
 
 
 _SCHEMAS = {name: _schema(cls) for name, cls in _TYPES.items()}
@@ -240,7 +247,7 @@ def parse(frames: list[Any]) -> Message:
     for key, value in header.items():
         if key not in schema.scalars:
             raise WireError(f"{cls.__name__} has no field {key!r}")
-        if not _matches(value, schema.hints[key]):
+        if not schema.checks[key](value):
             raise WireError(f"{cls.__name__}.{key} = {value!r:.80} has the wrong type")
     payloads: dict[str, np.ndarray] = {}
     array_fields = _ARRAY_FIELDS.get(cls.__name__, ())
