@@ -11,6 +11,7 @@ import copy
 import difflib
 import importlib.resources
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,11 @@ def is_live_uri(uri: str) -> bool:
         return urlsplit(uri).scheme in LIVE_SCHEMES
     except ValueError:  # an unclosed '[': the URI check reports it
         return False
+
+
+def has_live_input(entry: Mapping[str, Any]) -> bool:
+    """Whether a stream entry or source's params (``uri``, or ``video`` + ``audio``) read a live input."""
+    return any(isinstance(entry.get(k), str) and is_live_uri(entry[k]) for k in ("uri", "video", "audio"))
 
 
 def load_mapping(path: Path, shape: str) -> tuple[dict[str, Any], Marks, list[Problem]]:
@@ -217,8 +223,7 @@ class _Compiler:
         )
 
     def stream_is_live(self, stream: dict[str, Any]) -> bool:
-        uris = [stream.get(k) for k in ("uri", "video", "audio")]
-        return any(isinstance(u, str) and is_live_uri(u) for u in uris)
+        return has_live_input(stream)
 
     def apply_cli(self, streams: dict[str, Any], overrides: Overrides) -> None:
         if overrides.input_uri is None:

@@ -24,7 +24,7 @@ import zmq
 from avstream.engine.errors import AvstreamError
 from avstream.engine.inference.runners import describe_fallbacks
 from avstream.engine.items import Event, PreviewFrame, Result
-from avstream.engine.runtime.config import is_live_uri
+from avstream.engine.runtime.config import has_live_input
 from avstream.engine.runtime.control import MAX_CONTROL_BYTES, ControlGate
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
 from avstream.engine.runtime.outputs import ResultPublisher
@@ -399,10 +399,7 @@ class Supervisor:
     def _live_source(self, node_id: str) -> bool:
         """A source reading a live input (its media time follows the wall clock)."""
         node = self.spec.nodes.get(node_id) if hasattr(self, "spec") else None
-        if node is None or not node.is_source:
-            return False
-        uris = [node.params.get(k) for k in ("uri", "video", "audio")]
-        return any(isinstance(u, str) and is_live_uri(u) for u in uris)
+        return node is not None and node.is_source and has_live_input(node.params)
 
     def _check_workers(self, now: float) -> None:
         for worker in self.workers.values():

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from avstream.engine.errors import ConfigError, Problem
-from avstream.engine.runtime.config import is_live_uri, load_pipeline
+from avstream.engine.runtime.config import has_live_input, load_pipeline
 from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, PipelineSpec, PreviewSpec
 from avstream.engine.serve.config import StreamEntry
 from avstream.engine.transport.edges import EdgeSpec
@@ -51,7 +51,7 @@ class Template:
         edges = [EdgeSpec(stream.id, e.dst, e.kind, e.policy, e.size, e.endpoint, reader=i,
                           fit=None if own_frames else e.fit)
                  for i, e in enumerate(self.fan_in)]
-        live = [stream.id] if any(is_live_uri(str(params.get(k) or "")) for k in ("uri", "video", "audio")) else []
+        live = [stream.id] if has_live_input(params) else []
         # the preview is always there: it costs nothing until a viewer watches the stream
         return PipelineSpec(self.spec.name, self.spec.file, str(base_dir), {stream.id: node}, edges,
                             copy.deepcopy(self.spec.outputs), None, live,

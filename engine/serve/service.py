@@ -28,7 +28,7 @@ import zmq
 from avstream.engine.capture.base import redact_text, redact_uri
 from avstream.engine.errors import AvstreamError, ConfigError
 from avstream.engine.items import EndOfStream, Event
-from avstream.engine.runtime.config import is_live_uri
+from avstream.engine.runtime.config import has_live_input
 from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.replay import ReplayGuard
 from avstream.engine.runtime.restarts import ResumePoints, exit_description
@@ -252,8 +252,7 @@ class ServiceSupervisor(Supervisor):
         worker.restart_at = now + retry
 
     def _live_source(self, node_id: str) -> bool:
-        uris = [(self.inputs.get(node_id) or {}).get(k) for k in ("uri", "video", "audio")]
-        return any(isinstance(u, str) and is_live_uri(u) for u in uris)
+        return has_live_input(self.inputs.get(node_id) or {})
 
     def _recovered(self, worker: WorkerProc, now: float) -> bool:
         # The daemon clears a failure in _update_states, from the stream and process states.
