@@ -82,21 +82,27 @@ class CrashLoop:
         if self.failed:
             return Decision(self.policy.failed_retry_s, len(self.restarts), still_failed=True)
         if len(self.restarts) > self.policy.max_restarts:
-            self.failed, self.failed_since = True, now
-            self.failures += 1
+            self.mark_failed(now)
             return Decision(self.policy.failed_retry_s, len(self.restarts), failed=True)
         delay = backoff_delay(len(self.restarts), initial=RESTART_BACKOFF_INITIAL_S, cap=RESTART_BACKOFF_MAX_S)
         return Decision(delay, len(self.restarts))
+
+    def mark_failed(self, now: float) -> None:
+        self.failed, self.failed_since = True, now
+        self.failures += 1
+
+    def clear(self, now: float) -> float:
+        """The failure is over: how long it lasted, in seconds."""
+        failed_for = now - (self.failed_since if self.failed_since is not None else now)
+        self.failed, self.failed_since, self.restarts = False, None, []
+        return failed_for
 
     def on_spawn(self, now: float) -> None:
         self.spawned_at = now
 
     def check_recovered(self, alive: bool, running: bool, now: float) -> bool:
-        """True once, when a retry of a failed process has stayed up with its nodes running."""
-        if not (self.failed and alive and running and now - self.spawned_at >= self.policy.recovered_after_s):
-            return False
-        self.failed, self.failed_since, self.restarts = False, None, []
-        return True
+        """Whether a retry of a failed process has stayed up with its nodes running (then :meth:`clear`)."""
+        return self.failed and alive and running and now - self.spawned_at >= self.policy.recovered_after_s
 
     def failed_detail(self, node: str, process: str, decision: Decision) -> dict[str, Any]:
         """The ``detail`` of a ``node_failed`` event."""

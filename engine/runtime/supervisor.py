@@ -477,14 +477,16 @@ class Supervisor:
         """A retry of a failed process that stayed up: announce it (``node_recovered``)."""
         running = worker.status_at >= worker.loop.spawned_at and all(
             worker.status.get(n, {}).get("state") in ("running", "draining", "stopped") for n in worker.nodes)
-        failed_since = worker.loop.failed_since or now
         if not worker.loop.check_recovered(True, running, now):
             return False
+        self._announce_recovered(worker, worker.loop.clear(now))
+        return True
+
+    def _announce_recovered(self, worker: WorkerProc, failed_for: float) -> None:
         self.view.line(f"process '{worker.name}' recovered", important=True)
         for node in worker.nodes:
             self.publisher.publish_event(Event("node_recovered", "", {
-                "node": node, "process": worker.name, "failed_for_s": round(now - failed_since, 3)}))
-        return True
+                "node": node, "process": worker.name, "failed_for_s": round(failed_for, 3)}))
 
     def _cleanup(self) -> None:
         for worker in self.workers.values():

@@ -235,7 +235,7 @@ class ServiceSupervisor(Supervisor):
         why = f"crashed {len(recent) + 1} times in {loop.policy.window_s:.0f} s, last {exit_description(rc)}"
         error = redact_text(worker.fatal or why)
         if not worker.fatal:  # a crash loop: failed until a retry stays up
-            loop.failed, loop.failed_since, loop.failures = True, now, loop.failures + 1
+            loop.mark_failed(now)
         if run is None:  # a shared process: its streams get no results until it is back
             self.shared_failed[worker.name] = (error, now)
             self.view.line(f"process '{worker.name}' failed: {error}; trying again in {retry:.0f} s", important=True)
@@ -259,14 +259,8 @@ class ServiceSupervisor(Supervisor):
         return False
 
     def _clear_failure(self, worker: WorkerProc, now: float) -> None:
-        if not worker.loop.failed:
-            return
-        failed_for = now - (worker.loop.failed_since or now)
-        worker.loop.failed, worker.loop.failed_since = False, None
-        self.view.line(f"process '{worker.name}' recovered", important=True)
-        for node in worker.nodes:
-            self.publisher.publish_event(Event("node_recovered", "", {
-                "node": node, "process": worker.name, "failed_for_s": round(failed_for, 3)}))
+        if worker.loop.failed:
+            self._announce_recovered(worker, worker.loop.clear(now))
 
     # --- state ---
     def _update_states(self, now: float) -> None:
