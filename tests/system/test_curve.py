@@ -80,25 +80,26 @@ def netns() -> Iterator[list[str]]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
+def highlight_pipeline(path: Path, uri: str, port: int, publish: str, jsonl: Path | None = None) -> Path:
+    """A window and a highlight node over ``uri``, publishing on ADDRESS:``port`` with the extra
+    ``publish`` settings (YAML lines)."""
+    lines = ["version: 1", f"name: {path.stem}", "streams:", f'  cam0: {{uri: "{uri}", realtime: false}}',
+             "nodes:", "  window: {type: avstream/av_window@v1, inputs: [cam0]}",
+             '  score:  {type: avstream/highlight@v1, inputs: [window], params: {model: "builtin:highlight"}}',
+             "outputs:", "  publish:", f'    endpoint: "tcp://{ADDRESS}:{port}"']
+    lines += [f"    {line}" for line in textwrap.dedent(publish).strip().splitlines()]
+    if jsonl is not None:
+        lines.append(f"  jsonl: {{path: {jsonl.name}}}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def curve_pipeline(tmp_path: Path, keys: Path, port: int, jsonl: Path) -> Path:
-    pipeline = tmp_path / "curve.yaml"
-    pipeline.write_text(textwrap.dedent(f"""
-        version: 1
-        name: curve
-        streams:
-          cam0: {{uri: "synthetic://scene?seed=5&duration=6", realtime: false}}
-        nodes:
-          window: {{type: avstream/av_window@v1, inputs: [cam0]}}
-          score:  {{type: avstream/highlight@v1, inputs: [window], params: {{model: "builtin:highlight"}}}}
-        outputs:
-          publish:
-            endpoint: "tcp://{ADDRESS}:{port}"
-            wait_for_subscribers: 1
-            wait_timeout_s: 60
-            curve: {{secret_key: {keys.name}/server.key_secret, clients: {keys.name}/clients}}
-          jsonl: {{path: {jsonl.name}}}
-    """))
-    return pipeline
+    return highlight_pipeline(tmp_path / "curve.yaml", "synthetic://scene?seed=5&duration=6", port, f"""
+        wait_for_subscribers: 1
+        wait_timeout_s: 60
+        curve: {{secret_key: {keys.name}/server.key_secret, clients: {keys.name}/clients}}
+    """, jsonl)
 
 
 def lines_of(sub: Subscriber) -> list[dict]:
@@ -166,20 +167,8 @@ def test_non_loopback_publish_without_keys_refuses_to_start(tmp_path: Path, port
 
 
 def test_curve_keys_that_are_missing_are_located_errors(tmp_path: Path, port: int) -> None:
-    pipeline = tmp_path / "p.yaml"
-    pipeline.write_text(textwrap.dedent(f"""
-        version: 1
-        name: p
-        streams:
-          cam0: {{uri: "synthetic://scene?duration=2"}}
-        nodes:
-          window: {{type: avstream/av_window@v1, inputs: [cam0]}}
-          score:  {{type: avstream/highlight@v1, inputs: [window], params: {{model: "builtin:highlight"}}}}
-        outputs:
-          publish:
-            endpoint: "tcp://{ADDRESS}:{port}"
-            curve: {{secret_key: nowhere.key_secret, clients: nobody}}
-    """))
+    pipeline = highlight_pipeline(tmp_path / "p.yaml", "synthetic://scene?duration=2", port,
+                                  "curve: {secret_key: nowhere.key_secret, clients: nobody}")
     res = run_cli("validate", str(pipeline))
     assert res.returncode == 2
     assert f"{pipeline}:" in res.stderr
