@@ -1,11 +1,13 @@
 """Overload (bench/overload.py): eight live 1920x1080 50 fps streams over HTTP on loopback into the
-monitor pipeline pinned to two CPUs. The graph must fall behind the input, drop what its policies
-say it may drop (media only, every drop counted), keep its latency bounded and its memory flat.
+monitor pipeline. The graph must fall behind the input, drop what its policies say it may drop
+(media only, every drop counted), keep its latency bounded and its memory flat.
+
+The bench pins the graph to two CPUs; the test pins it to one: on a fast CPU two cores decode the
+eight streams in time (the graph then keeps up and there is no overload to test).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from tests.live.servers import needs_ffmpeg
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SECONDS = 60.0
+CORES = 1
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +30,8 @@ def bench() -> Any:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory, bench: Any) -> dict[str, Any]:
     needs_ffmpeg()
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs two CPUs")
-    got: dict[str, Any] = bench.run_overload(Path(tmp_path_factory.mktemp("overload")), seconds=SECONDS)
+    got: dict[str, Any] = bench.run_overload(Path(tmp_path_factory.mktemp("overload")), seconds=SECONDS,
+                                             cores=CORES)
     print(bench.summary(got))
     return got
 
