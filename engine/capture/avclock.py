@@ -30,6 +30,10 @@ import numpy as np
 from avstream.engine.items import AudioChunk, VideoFrame
 
 LiveMedia = VideoFrame | AudioChunk
+# Frames placed on a frame grid sit this far after their grid point. Windows take "the first frame
+# at or after" each point, so a timestamp a few ticks early (an RTSP sender report re-syncing the
+# RTP clock moves frames by tens of microseconds) would otherwise make them take the next frame.
+GRID_MARGIN_S = 0.002
 
 
 class StreamClock:
@@ -37,8 +41,9 @@ class StreamClock:
 
     ``start`` is the media time of the first item (after a node restart: where the last run ended).
     With ``grid`` (the video frame period) set, a connection's first video frame lands on a multiple
-    of it, so window grids pick each frame at its own time rather than up to a frame late; with
-    ``video_first``, other tracks wait (None) until the connection's first video frame is mapped.
+    of it (plus :data:`GRID_MARGIN_S`), so window grids pick each frame at its own time rather than up
+    to a frame late; with ``video_first``, other tracks wait (None) until the connection's first
+    video frame is mapped.
     A jump of a track's timestamps by more than ``max_jump_s`` forwards or ``max_back_s`` backwards
     is a discontinuity: that track continues from the wall time elapsed since its previous item, and
     another track jumping by about the same amount soon after gets the same correction.
@@ -72,7 +77,7 @@ class StreamClock:
             gap = 0.0 if self.last_wall is None else max(0.0, wall - self.last_wall)
             base = self.start if self.last_wall is None else self.last_t + gap
             if self.grid > 0 and track == "video":
-                base = math.ceil(base / self.grid - 1e-9) * self.grid
+                base = math.ceil(base / self.grid - 1e-9) * self.grid + GRID_MARGIN_S
             self._offset = base - pts
         st = self._tracks.get(track)
         if st is None:

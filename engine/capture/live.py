@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from avstream.engine.backoff import backoff_delay
-from avstream.engine.capture.avclock import AudioClock, StreamClock
+from avstream.engine.capture.avclock import GRID_MARGIN_S, AudioClock, StreamClock
 from avstream.engine.capture.base import AudioChunker, MediaReader, redact_uri, source_error
 from avstream.engine.capture.fit import FrameFitter
 from avstream.engine.capture.settings import LiveSettings
@@ -44,7 +44,7 @@ class WallClock:
     """
 
     VIDEO_WAIT_S = 5.0
-    MARGIN_S = 0.002  # frames sit this far after their grid point: jitter must not push them before
+    MARGIN_S = GRID_MARGIN_S  # frames sit this far after their grid point: jitter must not push them before
 
     def __init__(self, start: float = 0.0, wait_for_video: bool = False):
         self.start = start

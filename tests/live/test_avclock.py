@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from avstream.engine.capture.avclock import AudioClock, ClockFit, JitterBuffer, LinearResampler, StreamClock
+from avstream.engine.capture.fit import GridGate
 from avstream.engine.items import AudioChunk, VideoFrame
 from avstream.engine.synthetic.scene import sync_audio
 
@@ -41,6 +42,23 @@ def test_stream_clock_bridges_a_jump_on_both_tracks_alike() -> None:
     assert tv == pytest.approx(49 * FRAME + FRAME, abs=1e-6)
     assert ta == pytest.approx(tv)  # the same correction: A/V alignment survives the jump
     assert c.jumps == 2
+
+
+def test_frames_a_few_ticks_early_still_take_their_own_grid_point() -> None:
+    """RTSP: a sender report re-syncs the RTP clock, and from then on video timestamps sit a 90 kHz
+    tick or two earlier. Frames must keep their own grid points, or every window after it takes the
+    next frame for each point and the video runs a frame ahead of the audio."""
+    c = StreamClock()
+    c.grid = FRAME
+    c.new_connection()
+    tick = 1 / 90000
+    pts = [1.064 + k * FRAME - (2 * tick if k >= 100 else 0.0) for k in range(200)]
+    times = [c.map("video", p, wall=100.0 + k * FRAME) for k, p in enumerate(pts)]
+    gate = GridGate(25)
+    assert all(t is not None and gate.keep(t) for t in times)  # each frame is the one for its point
+    assert [math.floor(t / FRAME) for t in times if t is not None] == list(range(200))
+    # the audio keeps the container's alignment with the video
+    assert c.map("audio", 1.064, wall=100.0) == pytest.approx(times[0])
 
 
 def test_clock_fit_finds_the_slope_under_one_sided_jitter() -> None:
