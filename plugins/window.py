@@ -31,6 +31,50 @@ class WindowParams(Params):
     sample_rate: int | None = Field(None, gt=0, le=192000, description="audio rate when no model says (default: native)")
 
 
+class _AudioTimeline:
+    """A stream's recent audio as the chunks it came in, by sample index at the window rate.
+
+    Kept as chunks rather than one array grown per chunk: that re-copied the whole buffer (up to a
+    window and a hop of audio) for every 0.1 s chunk, a churn of large blocks that fragments the
+    allocator of a process left running for months. Missing samples (a gap) read as silence.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[int, np.ndarray]] = []  # (index of the first sample, samples), in order
+
+    @property
+    def end(self) -> int:
+        """One past the index of the latest sample held (0 when empty)."""
+        if not self.chunks:
+            return 0
+        start, samples = self.chunks[-1]
+        return start + len(samples)
+
+    def add(self, start: int, samples: np.ndarray) -> None:
+        """Samples from index ``start``; where they overlap audio already held, that is kept."""
+        end = self.end
+        if self.chunks and start < end:
+            samples, start = samples[end - start:], end
+        if len(samples):
+            self.chunks.append((start, np.array(samples, np.float32)))  # a copy: the input may be a ring slot
+
+    def read(self, first: int, count: int) -> np.ndarray:
+        """Samples ``first`` .. ``first + count``; silence where none are held."""
+        out = np.zeros(count, np.float32)
+        for start, samples in self.chunks:
+            lo, hi = max(first, start), min(first + count, start + len(samples))
+            if hi > lo:
+                out[lo - first:hi - first] = samples[lo - start:hi - start]
+        return out
+
+    def drop_before(self, index: int) -> None:
+        """Forget the chunks that end at or before ``index``."""
+        keep = 0
+        while keep < len(self.chunks) and self.chunks[keep][0] + len(self.chunks[keep][1]) <= index:
+            keep += 1
+        del self.chunks[:keep]
+
+
 @dataclass
 class _StreamState:
     gate: GridGate  # the model's frame grid: the first frame at or after each point
@@ -38,8 +82,7 @@ class _StreamState:
     has_audio: bool | None = None
     next_t0: float | None = None  # set by the stream's first media item
     frames: list[tuple[float, float, np.ndarray]] = field(default_factory=list)  # (t, wall, small image)
-    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    audio_start: int = 0  # sample index (at the window rate) of audio[0]
+    audio: _AudioTimeline = field(default_factory=_AudioTimeline)
     audio_wall: float = 0.0
     video_t: float = -math.inf  # latest media time seen per modality
     audio_t: float = -math.inf
@@ -148,14 +191,7 @@ class AVWindowNode(Node[WindowParams]):
                                                   "resampling it here (counted as 'resampled')")
             n = int(round(len(samples) * rate / chunk.sample_rate))
             samples = np.interp(np.arange(n) * chunk.sample_rate / rate, np.arange(len(samples)), samples).astype(np.float32)
-        start = int(round(chunk.t * rate))
-        end_have = st.audio_start + len(st.audio)
-        if not len(st.audio):
-            st.audio_start, st.audio = start, samples.copy()
-        elif start >= end_have:  # a gap becomes silence
-            st.audio = np.concatenate([st.audio, np.zeros(start - end_have, np.float32), samples])
-        else:  # overlap: keep what we had
-            st.audio = np.concatenate([st.audio, samples[end_have - start:]])
+        st.audio.add(int(round(chunk.t * rate)), samples)
         st.audio_t = max(st.audio_t, chunk.t_end)
         st.audio_wall = chunk.wall
 
@@ -201,12 +237,7 @@ class AVWindowNode(Node[WindowParams]):
         audio = None
         if st.has_audio and self.rate:
             n = self.req.audio_samples or int(round(self.req.seconds * self.rate))
-            first = int(round(t0 * self.rate))
-            audio = np.zeros(n, np.float32)
-            lo = max(first, st.audio_start)
-            hi = min(first + n, st.audio_start + len(st.audio))
-            if hi > lo:
-                audio[lo - first:hi - first] = st.audio[lo - st.audio_start:hi - st.audio_start]
+            audio = st.audio.read(int(round(t0 * self.rate)), n)
             walls.append(st.audio_wall)
         self.ctx.count("windows")
         return AVWindow(stream, t0, t1, max(walls), frames, audio, self.fps, self.rate)
@@ -219,7 +250,4 @@ class AVWindowNode(Node[WindowParams]):
                 keep_from = i  # keep the last frame before t0 to fill a window start
         st.frames = st.frames[keep_from:]
         if self.rate:
-            cut = int(round(t0 * self.rate)) - st.audio_start
-            if cut > 0:
-                st.audio = st.audio[cut:]
-                st.audio_start += cut
+            st.audio.drop_before(int(round(t0 * self.rate)))
