@@ -33,6 +33,8 @@ COMMANDS = {
                           extra="report"),
     "keys": LazyCommand("avstream.engine.transport.keys_cli:keys_command",
                         "Write CURVE key pairs for publishing results over the network."),
+    "subscribe": LazyCommand("avstream.engine.transport.subscribe_cli:subscribe_command",
+                             "Print the results a run or daemon publishes as JSON lines."),
 }
 EVAL_TASKS = {
     "localization": LazyCommand("avstream.exporters.eval_tasks:localization_command",

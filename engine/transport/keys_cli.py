@@ -103,6 +103,8 @@ publisher (pipeline YAML):
     publish:
       endpoint: tcp://0.0.0.0:5560
       curve: {{secret_key: {where / 'server.key_secret'}, clients: {where / 'clients'}}}
+subscriber (shell):
+  avstream subscribe tcp://HOST:5560 --server-key {where / 'server.key'} --client-key {where / f'{client}.key_secret'}
 subscriber (Python):
   from avstream.engine.transport.curve import client_socket
   sock = client_socket(zmq.Context(), server_public_key="{where / 'server.key'}",

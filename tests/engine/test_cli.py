@@ -15,7 +15,7 @@ from avstream.engine.cli import COMMANDS, EVAL_TASKS, main
 from avstream.engine.cli_common import LazyGroup
 from tests.conftest import invoke_cli, run_cli
 
-TOP_LEVEL = ["run", "validate", "graph", "plugins", "eval", "export", "models", "serve", "report", "keys"]
+TOP_LEVEL = ["run", "validate", "graph", "plugins", "eval", "export", "models", "serve", "report", "keys", "subscribe"]
 HEAVY_MODULES = ("numpy", "av", "cv2", "onnxruntime", "torch", "matplotlib")
 
 
