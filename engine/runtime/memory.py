@@ -32,7 +32,7 @@ def _mallopt(param: int, value: int) -> bool:
         return False
 
 
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+def tune_malloc(arenas: int = MALLOC_ARENAS) -> bool:
     """glibc's malloc settings of this process (and of the processes it forks): at most ``arenas``
     arenas, and a fixed mmap threshold (see the module docstring). False off glibc."""
     return _mallopt(_M_ARENA_MAX, arenas) and _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
@@ -40,5 +40,5 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 
 def before_fork() -> None:
     """Keep what a forked worker inherits on shared pages (see the module docstring)."""
-    limit_malloc_arenas()
+    tune_malloc()
     gc.freeze()

@@ -45,6 +45,13 @@ def _dtype_name(arr: np.ndarray) -> str:
     return str(arr.dtype.newbyteorder("<").name)
 
 
+def jsonl_line(header: dict[str, Any], arrays: list[np.ndarray]) -> dict[str, Any]:
+    """A published message as the JSONL sink writes it: each payload's values inline under ``data``."""
+    line = dict(header)
+    line["payloads"] = [dict(p, data=a.tolist()) for p, a in zip(header["payloads"], arrays, strict=True)]
+    return line
+
+
 class ResultPublisher:
     def __init__(self, ctx: zmq.Context[Any], endpoint: str, jsonl: str | None = None, fsync: str = "batch",
                  sinks: SinkFanout | None = None, security: PublishSecurity | None = None):
@@ -132,9 +139,7 @@ class ResultPublisher:
         self.latest.setdefault(header["stream"], {})[header["kind"]] = header
         self.sinks.send(header, arrays)
         if self.jsonl is not None:
-            line = dict(header)
-            line["payloads"] = [dict(p, data=a.tolist()) for p, a in zip(header["payloads"], arrays, strict=True)]
-            outcome = self.jsonl.write(json.dumps(line) + "\n")
+            outcome = self.jsonl.write(json.dumps(jsonl_line(header, arrays)) + "\n")
             if outcome == FAILED:  # once per spell of failures; the lines dropped are counted in the status
                 self.publish_event(Event("output_write_failed", "", {
                     "output": "jsonl", "path": self.jsonl.path, "error": self.jsonl.last_error}))

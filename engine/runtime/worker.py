@@ -30,7 +30,7 @@ from avstream.engine.inference.batching import batch_limits, collect_batch
 from avstream.engine.items import AudioChunk, EndOfStream, Event, Item, Result, VideoFrame
 from avstream.engine.node import Node, NodeContext, NodeState, SourceNode
 from avstream.engine.runtime.graph import NodeSpec, PipelineSpec
-from avstream.engine.runtime.memory import limit_malloc_arenas
+from avstream.engine.runtime.memory import tune_malloc
 from avstream.engine.runtime.registry import load_registry
 from avstream.engine.transport.edges import Inbox, InputLink, InputPort, OutputPort
 
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help="shared nodes of `avstream serve`: never end on EOS")
     args = parser.parse_args(argv)
     _die_with_parent()
-    limit_malloc_arenas()  # a fresh interpreter (a restart) has not inherited the supervisor's setting
+    tune_malloc()  # a fresh interpreter (a restart) has not inherited the supervisor's setting
     set_process_name(f"avs:{args.process}")
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor coordinates a Ctrl-C

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import zmq
 
 from avstream.engine.cli_common import examples
+from avstream.engine.runtime.outputs import jsonl_line
 from avstream.engine.transport.curve import client_socket
+from avstream.engine.transport.wire import WireError, array_of
 
 POLL_MS = 200
 MAX_MESSAGE_BYTES = 256 << 20  # a publisher (or impostor) sending more is disconnected
@@ -32,14 +33,6 @@ class SubscribeError(Exception):
     """A mistake in the command line or a key file: one line for the user, exit 2."""
 
 
-def _payload_arrays(header: dict[str, Any], frames: list[bytes]) -> list[np.ndarray]:
-    out = []
-    for desc, buf in zip(header.get("payloads") or [], frames, strict=False):
-        dtype = np.dtype(str(desc["dtype"])).newbyteorder("<")
-        out.append(np.frombuffer(buf, dtype=dtype).reshape([int(n) for n in desc["shape"]]))
-    return out
-
-
 def decode(frames: list[bytes], payloads: bool) -> dict[str, Any]:
     """One published message as a JSON object; ValueError for one that is not SPEC §4."""
     if len(frames) < 2:
@@ -47,10 +40,16 @@ def decode(frames: list[bytes], payloads: bool) -> dict[str, Any]:
     header = json.loads(frames[1])
     if not isinstance(header, dict):
         raise ValueError("the header is not a JSON object")
-    if payloads and header.get("payloads"):
-        arrays = _payload_arrays(header, frames[2:])
-        header["payloads"] = [dict(p, data=a.tolist()) for p, a in zip(header["payloads"], arrays, strict=False)]
-    return header
+    if not payloads or not header.get("payloads"):
+        return header
+    descs = header["payloads"]
+    if not isinstance(descs, list) or len(descs) != len(frames) - 2:
+        raise ValueError(f"{len(frames) - 2} payload frame(s) for the header's {descs!r:.80}")
+    try:
+        arrays = [array_of(desc, buf) for desc, buf in zip(descs, frames[2:], strict=True)]
+    except (WireError, AttributeError) as exc:  # AttributeError: a description that is not an object
+        raise ValueError(str(exc)) from None
+    return jsonl_line(header, arrays)
 
 
 class SeqWatch:

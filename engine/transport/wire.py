@@ -200,7 +200,8 @@ def check_shape(raw: Any) -> tuple[int, ...]:
     return tuple(raw)
 
 
-def _array(spec: dict[str, Any], buf: Any) -> np.ndarray:
+def array_of(spec: dict[str, Any], buf: Any) -> np.ndarray:
+    """The array a ``{"dtype", "shape"}`` description says ``buf`` holds; WireError when it does not."""
     dtype = _dtype(spec)
     shape = check_shape(spec.get("shape"))
     view = memoryview(buf)
@@ -260,9 +261,9 @@ def parse(frames: list[Any]) -> Message:
                     raise WireError(f"bad bytes field {spec['bytes']!r}")
                 header[spec["bytes"]] = bytes(memoryview(buf))
             elif "payload" in spec and cls is Result and isinstance(spec["payload"], str):
-                payloads[spec["payload"]] = _array(spec, buf)
+                payloads[spec["payload"]] = array_of(spec, buf)
             elif spec.get("field") in array_fields and spec["field"] not in header:
-                arr = _array(spec, buf)
+                arr = array_of(spec, buf)
                 kinds, ndim = _ARRAY_RULES[spec["field"]]
                 if arr.dtype.kind not in kinds or arr.ndim != ndim:
                     raise WireError(f"{spec['field']} of dtype {arr.dtype.str} and {arr.ndim} dimensions")
