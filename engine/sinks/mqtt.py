@@ -213,7 +213,7 @@ class MqttSink(Sink):
     # --- state (called with the lock held) ------------------------------------------------------
 
     def _enqueue(self, topic: str, payload: bytes) -> None:
-        if len(self._queue) >= self.settings.queue_size:
+        while len(self._queue) >= self.settings.queue_size:
             self._queue.popleft()  # the newest results matter more than the oldest
             self.dropped += 1
         self._queue.append((topic, payload))
@@ -277,8 +277,15 @@ class MqttSink(Sink):
                     retain = False
             info = self.client.publish(topic, payload, qos=qos, retain=retain)
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                with self._cond:  # paho's own queue is full: the broker is slower than the graph
-                    self.dropped += 1
+                # paho's in-flight window is full (the broker has not acknowledged yet, e.g. while a
+                # reconnect flushes the backlog): the message goes back to the head of ours, which
+                # alone drops (the oldest, counted) when the broker stays slower than the graph
+                with self._cond:
+                    if retain:
+                        self._pending.setdefault(topic, payload)
+                        self._pending.move_to_end(topic, last=False)
+                    else:
+                        self._queue.appendleft((topic, payload))
                 time.sleep(0.01)
             else:
                 self.sent += 1  # NO_CONN included: paho keeps it and sends it after the reconnect
