@@ -1,0 +1,1 @@
+"""Prompt sets for zero-shot heads (``avstream export zero-shot --prompts NAME``)."""
