@@ -5,6 +5,7 @@
     avstream export --model model.onnx --quantize int8 --calibrate clip.mp4 [--out model.int8.onnx]
     avstream export --model model.onnx --precision fp16 | --format tensorrt [--precision int8 --calibrate URI]
     avstream export --build-engines pipeline.yaml
+    avstream export zero-shot --encoder HF_FOLDER --prompts violence|highlight|sound_events|FILE.yaml --out OUT.onnx
 
 Exit codes: 0 written, 2 user error (bad arguments, missing module, bad checkpoint, unsupported
 operator, parity failure), 1 unexpected failure.
@@ -163,12 +164,13 @@ class ExportOptions:
 SOURCES = ("--recipe", "--module", "--model", "--build-engines")
 
 
-@click.command("export", epilog=examples(
+@click.group("export", invoke_without_command=True, epilog=examples(
     "avstream export --recipe highlight --train-steps 1500 --out models/highlight.onnx",
     "avstream export --module my_pkg.nets:build --contract contract.json --out my.onnx",
     "avstream export --model my.onnx --quantize int8 --calibrate clip.mp4 --out my.int8.onnx",
     "avstream export --model my.onnx --format tensorrt --precision fp16",
-    "avstream export --build-engines pipeline.yaml"))
+    "avstream export --build-engines pipeline.yaml",
+    "avstream export zero-shot --encoder ./clip-vit-base-patch32 --prompts violence --out violence-clip.onnx"))
 @click.option("--recipe", type=click.Choice(RECIPES), help="train and export a built-in model")
 @click.option("--module", help="your own model: 'package.module:factory' returning a torch.nn.Module")
 @click.option("--model", help="an avstream ONNX model (file or builtin:NAME) to convert: --quantize int8, "
@@ -204,10 +206,13 @@ def export_command(**options: Any) -> int:
     """Build an ONNX model, or a lower-precision/TensorRT one.
 
     Give exactly one of --recipe (train and export a built-in model), --module (your own PyTorch
-    module), --model (convert an exported model) or --build-engines (TensorRT engines of a pipeline).
+    module), --model (convert an exported model) or --build-engines (TensorRT engines of a pipeline),
+    or run the zero-shot subcommand (a pretrained CLIP/CLAP folder plus prompts).
     Exit codes: 0 written, 2 user error (bad arguments, missing module, bad checkpoint, unsupported
     operator, parity failure), 1 unexpected failure.
     """
+    if click.get_current_context().invoked_subcommand is not None:
+        return 0  # the subcommand does the work and returns the exit code
     args = ExportOptions(**{**options, "calibrate": list(options["calibrate"]) or None})
     given = [flag for flag in SOURCES if getattr(args, flag[2:].replace("-", "_"))]
     if len(given) != 1:
@@ -224,3 +229,57 @@ def export_command(**options: Any) -> int:
         raise ModelError("--quantize/--precision/--format/--calibrate convert an exported model: "
                          "export first, then run avstream export --model OUT.onnx ...")
     return _export_recipe(args) if args.recipe else _export_module(args)
+
+
+def _load_tower(encoder: Path, frames: int, fps: float, seconds: float) -> Any:
+    """The tower of a Hugging Face folder, by its config.json ``model_type``."""
+    from .pretrained.clip import _read_model_type
+
+    kind = _read_model_type(encoder)
+    if kind == "clip":
+        from .pretrained.clip import load_clip
+
+        return load_clip(encoder, frames=frames, fps=fps)
+    if kind == "clap":
+        try:
+            from .pretrained.clap import load_clap  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise ModelError(f"{encoder}: a CLAP model, but CLAP support is not installed") from None
+        return load_clap(encoder, seconds=seconds)
+    raise ModelError(f"{encoder}/config.json: model_type {kind!r} is not supported (supported: clip, clap)")
+
+
+@export_command.command("zero-shot", epilog=examples(
+    "avstream export zero-shot --encoder ./clip-vit-base-patch32 --prompts violence --out violence-clip.onnx",
+    "avstream export zero-shot --encoder ./clip --prompts my_labels.yaml --frames 4 --fps 1 --out mine.onnx"))
+@click.option("--encoder", required=True, metavar="PATH", help="Hugging Face model folder (CLIPModel; ClapModel "
+              "when CLAP support is installed)")
+@click.option("--prompts", required=True, metavar="FILE|NAME", help="YAML of label -> prompt texts, or a built-in "
+              "set: violence, highlight, sound_events")
+@click.option("--out", required=True, help="output .onnx path")
+@click.option("--frames", type=int, default=8, show_default=True, help="video frames per window (CLIP)")
+@click.option("--fps", type=float, default=2.0, show_default=True, help="video frame rate of the window (CLIP)")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="audio window length (CLAP)")
+@click.option("--id", "model_id", default=None, help="model id in the metadata (default: zeroshot-<prompts>)")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="parity tolerance vs PyTorch, absolute")
+@click.option("--rtol", type=float, default=1e-3, show_default=True, help="parity tolerance vs PyTorch, relative")
+@reports_errors("avstream export zero-shot")
+def zero_shot_command(encoder: str, prompts: str, out: str, frames: int, fps: float, seconds: float,
+                      model_id: str | None, opset: int, atol: float, rtol: float) -> int:
+    """Bake a zero-shot classifier (labels from prompt texts) on a pretrained CLIP/CLAP encoder into ONNX.
+
+    The graph outputs the label probabilities (softmax over labels); the labels are in its metadata, so
+    the generic encoder node (avstream/onnx_encoder@v1) runs it. Exit codes: 0 written, 2 user error
+    (missing folder, unknown model_type, bad prompts file, parity failure), 1 unexpected failure.
+    """
+    from .export import import_torch
+    from .pretrained.zeroshot import export_zero_shot, load_prompts
+
+    prompt_set = load_prompts(prompts)  # a bad prompts file fails before the model is loaded
+    import_torch()
+    tower = _load_tower(Path(encoder), frames, fps, seconds)
+    _say(f"loaded {tower.name}: {tower.dim}-d embeddings, logit scale {tower.logit_scale:.2f}")
+    export_zero_shot(tower, prompt_set, Path(out), model_id=model_id, opset=opset, atol=atol, rtol=rtol,
+                     progress=_say)
+    return 0

@@ -156,8 +156,11 @@ def load_clip(path: Path, *, frames: int = 8, fps: float = 2.0) -> Tower:
             emb = _image_features(model, pixels).numpy().astype(np.float64)
         return _normalise(_normalise(emb).reshape(b, t, -1).mean(axis=1)).astype(np.float32)
 
+    max_tokens = int(model.config.text_config.max_position_embeddings)
+
     def embed_texts(texts: Sequence[str]) -> np.ndarray:
-        tokens = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        # truncate at the text tower's positions: a tokenizer config may leave model_max_length unset
+        tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
         with torch.no_grad():
             emb = _text_features(model, input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         return _normalise(emb.numpy().astype(np.float64)).astype(np.float32)
