@@ -79,8 +79,9 @@ def frame_geometry(processor: Any) -> tuple[int, int, int, int]:
 
 
 def _build_video_module(model: Any, processor: Any, height: int, width: int, crop_h: int, crop_w: int) -> Any:
-    torch = import_torch()
-    nn = torch.nn
+    import_torch()  # names the extra when torch is missing
+    import torch
+    from torch import nn
 
     class ClipVideoEncoder(nn.Module):
         """(B, T, H, W, 3) uint8 BGR -> (B, D) L2-normalised mean of the per-frame CLIP image embeddings."""

@@ -86,7 +86,8 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def build_head(tower: Tower, text: np.ndarray) -> Any:
-    torch = import_torch()
+    import_torch()  # names the extra when torch is missing
+    import torch
 
     class ZeroShotHead(torch.nn.Module):
         """Tower embedding (B, D) -> softmax(logit_scale * emb @ text.T) (B, L)."""

@@ -93,7 +93,7 @@ def receive_results(endpoint: str, run: subprocess.Popen[str], kind: str) -> lis
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, f"{kind}.".encode())
     sock.connect(endpoint)
-    got = []
+    got: list[tuple[dict[str, Any], list[np.ndarray]]] = []
     try:
         while True:
             if not sock.poll(500):
@@ -119,8 +119,8 @@ def test_zero_shot_export_runs_in_a_pipeline(clip_folder: Path, tmp_path: Path) 
                 "--out", "zs.onnx", "--frames", "2", "--fps", "2", cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "reference probabilities max abs" in r.stdout and "wrote zs.onnx" in r.stdout
-    contract, header = read_model(tmp_path / "zs.onnx")
-    assert [o.name for o in header.outputs] == ["probabilities"]
+    contract, onnx_header = read_model(tmp_path / "zs.onnx")
+    assert [o.name for o in onnx_header.outputs] == ["probabilities"]
     assert contract.task == "zero_shot" and contract.ref == "zeroshot-labels@1"
     assert contract.labels == ("a dog", "a cat", "a car")
     assert list(contract.outputs) == ["probabilities"]
