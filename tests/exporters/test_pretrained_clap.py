@@ -29,7 +29,7 @@ def _write_tokenizer(folder: Path) -> None:
     """A byte-level BPE RoBERTa tokenizer with a few dozen tokens: letters, 'Ġ'+letters, a few words."""
     letters = "abcdefghijklmnopqrstuvwxyz"
     tokens = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "Ġ", *letters, *[f"Ġ{c}" for c in letters]]
-    merges: list[str] = []
+    merges = [f"Ġ {c}" for c in letters]
     for word in WORDS:  # merge each word left to right, after its leading 'Ġ'
         piece = "Ġ" + word[0]
         for c in word[1:]:
@@ -39,7 +39,8 @@ def _write_tokenizer(folder: Path) -> None:
     vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
-    tok = transformers.RobertaTokenizer(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    # positional file paths: the constructor's first two parameters in both transformers 4 and 5
+    tok = transformers.RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), add_prefix_space=True)
     tok.save_pretrained(str(folder))
 
 
