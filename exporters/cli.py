@@ -5,7 +5,7 @@
     avstream export --model model.onnx --quantize int8 --calibrate clip.mp4 [--out model.int8.onnx]
     avstream export --model model.onnx --precision fp16 | --format tensorrt [--precision int8 --calibrate URI]
     avstream export --build-engines pipeline.yaml
-    avstream export zero-shot --encoder HF_FOLDER --prompts violence|highlight|sound_events|FILE.yaml --out OUT.onnx
+    avstream export zero-shot --encoder HF_FOLDER [--encoder HF_FOLDER] [--task violence|highlight|captions] [--prompts NAME|FILE.yaml] --out OUT.onnx
 
 Exit codes: 0 written, 2 user error (bad arguments, missing module, bad checkpoint, unsupported
 operator, parity failure), 1 unexpected failure.
@@ -249,37 +249,78 @@ def _load_tower(encoder: Path, frames: int, fps: float, seconds: float) -> Any:
     raise ModelError(f"{encoder}/config.json: model_type {kind!r} is not supported (supported: clip, clap)")
 
 
+def _window_seconds(encoders: list[Path], frames: int, fps: float, seconds: float | None) -> float:
+    """The audio window: ``--seconds``, else the video window when a video encoder is given, else 10 s."""
+    from .pretrained.clip import _read_model_type
+
+    kinds = [_read_model_type(e) for e in encoders]
+    if "clip" not in kinds:
+        return 10.0 if seconds is None else seconds
+    video_s = frames / fps
+    if seconds is not None and abs(seconds - video_s) > 1e-6:
+        raise ModelError(f"--seconds {seconds:g} differs from the video window ({frames} frames at {fps:g} fps = "
+                         f"{video_s:g} s): both encoders see the same window")
+    return video_s
+
+
+TASK_PROMPTS = {"violence": "violence", "highlight": "highlight", "captions": "captions"}
+
+
 @export_command.command("zero-shot", epilog=examples(
     "avstream export zero-shot --encoder ./clip-vit-base-patch32 --prompts violence --out violence-clip.onnx",
+    "avstream export zero-shot --task violence --encoder ./clip-vit-base-patch32 --encoder ./clap-htsat-unfused "
+    "--out models/zeroshot-violence.onnx",
+    "avstream export zero-shot --task captions --encoder ./clap-htsat-unfused --out models/zeroshot-captions.onnx",
     "avstream export zero-shot --encoder ./clip --prompts my_labels.yaml --frames 4 --fps 1 --out mine.onnx"))
-@click.option("--encoder", required=True, metavar="PATH", help="Hugging Face model folder (CLIPModel; ClapModel "
-              "when CLAP support is installed)")
-@click.option("--prompts", required=True, metavar="FILE|NAME", help="YAML of label -> prompt texts, or a built-in "
-              "set: violence, highlight, sound_events")
+@click.option("--encoder", "encoders", required=True, multiple=True, metavar="PATH",
+              help="Hugging Face model folder: CLIPModel (video) or ClapModel (audio); give one of each for "
+              "--task violence or highlight")
+@click.option("--task", type=click.Choice(["zero_shot", "violence", "highlight", "captions"]), default="zero_shot",
+              show_default=True, help="what the graph outputs: label probabilities, or the outputs of the "
+              "violence, highlight or retrieval-captions node")
+@click.option("--prompts", default=None, metavar="FILE|NAME", help="YAML of label -> prompt texts (or a caption "
+              "bank), or a built-in set: violence, highlight, sound_events, captions [default: the task's set]")
 @click.option("--out", required=True, help="output .onnx path")
 @click.option("--frames", type=int, default=8, show_default=True, help="video frames per window (CLIP)")
 @click.option("--fps", type=float, default=2.0, show_default=True, help="video frame rate of the window (CLIP)")
-@click.option("--seconds", type=float, default=10.0, show_default=True, help="audio window length (CLAP)")
+@click.option("--seconds", type=float, default=None, help="audio window length (CLAP) [default: the video "
+              "window with a CLIP encoder, else 10]")
+@click.option("--hop", type=float, default=None, help="seconds between windows [default: the window length]")
 @click.option("--id", "model_id", default=None, help="model id in the metadata (default: zeroshot-<prompts>)")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="parity tolerance vs PyTorch, absolute")
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="parity tolerance vs PyTorch, relative")
 @reports_errors("avstream export zero-shot")
-def zero_shot_command(encoder: str, prompts: str, out: str, frames: int, fps: float, seconds: float,
-                      model_id: str | None, opset: int, atol: float, rtol: float) -> int:
-    """Bake a zero-shot classifier (labels from prompt texts) on a pretrained CLIP/CLAP encoder into ONNX.
+def zero_shot_command(encoders: tuple[str, ...], task: str, prompts: str | None, out: str, frames: int, fps: float,
+                      seconds: float | None, hop: float | None, model_id: str | None, opset: int, atol: float,
+                      rtol: float) -> int:
+    """Bake a zero-shot head (labels from prompt texts) on pretrained CLIP/CLAP encoders into ONNX.
 
-    The graph outputs the label probabilities (softmax over labels); the labels are in its metadata, so
-    the generic encoder node (avstream/onnx_encoder@v1) runs it. Exit codes: 0 written, 2 user error
-    (missing folder, unknown model_type, bad prompts file, parity failure), 1 unexpected failure.
+    The prompts are embedded now; the graph needs no text tower and no tokenizer at run time. With
+    --task zero_shot it outputs the label probabilities (the generic encoder node runs it); with
+    violence, highlight or captions it outputs what avstream/violence@v1, avstream/highlight@v1 or
+    avstream/retrieval_captions@v1 take. Exit codes: 0 written, 2 user error (missing folder,
+    unknown model_type, bad prompts file, parity failure), 1 unexpected failure.
     """
     from .export import import_torch
     from .pretrained.zeroshot import export_zero_shot, load_prompts
 
-    prompt_set = load_prompts(prompts)  # a bad prompts file fails before the model is loaded
+    if prompts is None and task not in TASK_PROMPTS:
+        raise ModelError("--prompts is required with --task zero_shot (a YAML file or: violence, highlight, "
+                         "sound_events, captions)")
+    prompt_set = load_prompts(prompts or TASK_PROMPTS[task])  # a bad prompts file fails before the model loads
+    if frames <= 0 or fps <= 0:
+        raise ModelError(f"--frames ({frames}) and --fps ({fps:g}) must be positive")
+    if hop is not None and hop <= 0:
+        raise ModelError(f"--hop {hop:g} must be positive")
+    paths = [Path(e) for e in encoders]
+    window_s = _window_seconds(paths, frames, fps, seconds)
     import_torch()
-    tower = _load_tower(Path(encoder), frames, fps, seconds)
-    _say(f"loaded {tower.name}: {tower.dim}-d embeddings, logit scale {tower.logit_scale:.2f}")
-    export_zero_shot(tower, prompt_set, Path(out), model_id=model_id, opset=opset, atol=atol, rtol=rtol,
-                     progress=_say)
+    towers = []
+    for path in paths:
+        tower = _load_tower(path, frames, fps, window_s)
+        _say(f"loaded {tower.name}: {tower.dim}-d embeddings, logit scale {tower.logit_scale:.2f}")
+        towers.append(tower)
+    export_zero_shot(towers, prompt_set, Path(out), task=task, model_id=model_id, hop=hop, opset=opset, atol=atol,
+                     rtol=rtol, progress=_say)
     return 0
