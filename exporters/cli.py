@@ -231,7 +231,7 @@ def export_command(**options: Any) -> int:
     return _export_recipe(args) if args.recipe else _export_module(args)
 
 
-def _load_tower(encoder: Path, frames: int, fps: float, seconds: float) -> Any:
+def _load_tower(encoder: Path, frames: int, fps: float, seconds: float | None) -> Any:
     """The tower of a Hugging Face folder, by its config.json ``model_type``."""
     from .pretrained.clip import _read_model_type
 
@@ -249,13 +249,11 @@ def _load_tower(encoder: Path, frames: int, fps: float, seconds: float) -> Any:
     raise ModelError(f"{encoder}/config.json: model_type {kind!r} is not supported (supported: clip, clap)")
 
 
-def _window_seconds(encoders: list[Path], frames: int, fps: float, seconds: float | None) -> float:
-    """The audio window: ``--seconds``, else the video window when a video encoder is given, else 10 s."""
-    from .pretrained.clip import _read_model_type
-
-    kinds = [_read_model_type(e) for e in encoders]
+def _window_seconds(kinds: list[str], frames: int, fps: float, seconds: float | None) -> float | None:
+    """The audio window: ``--seconds``, else the video window when a video encoder is given, else the
+    audio model's own (None)."""
     if "clip" not in kinds:
-        return 10.0 if seconds is None else seconds
+        return seconds
     video_s = frames / fps
     if seconds is not None and abs(seconds - video_s) > 1e-6:
         raise ModelError(f"--seconds {seconds:g} differs from the video window ({frames} frames at {fps:g} fps = "
@@ -280,7 +278,8 @@ TASK_PROMPTS = {"violence": "violence", "highlight": "highlight", "captions": "c
               "violence, highlight or retrieval-captions node")
 @click.option("--prompts", default=None, metavar="FILE|NAME", help="YAML of label -> prompt texts (or a caption "
               "bank), or a built-in set: violence, highlight, sound_events, captions [default: the task's set]")
-@click.option("--out", required=True, help="output .onnx path")
+@click.option("--out", default=None, help="output .onnx path [default: ID.onnx in $AVSTREAM_MODELS or "
+              "~/.cache/avstream/models, which pipelines name as models:ID]")
 @click.option("--frames", type=int, default=8, show_default=True, help="video frames per window (CLIP)")
 @click.option("--fps", type=float, default=2.0, show_default=True, help="video frame rate of the window (CLIP)")
 @click.option("--seconds", type=float, default=None, help="audio window length (CLAP) [default: the video "
@@ -291,7 +290,7 @@ TASK_PROMPTS = {"violence": "violence", "highlight": "highlight", "captions": "c
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="parity tolerance vs PyTorch, absolute")
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="parity tolerance vs PyTorch, relative")
 @reports_errors("avstream export zero-shot")
-def zero_shot_command(encoders: tuple[str, ...], task: str, prompts: str | None, out: str, frames: int, fps: float,
+def zero_shot_command(encoders: tuple[str, ...], task: str, prompts: str | None, out: str | None, frames: int, fps: float,
                       seconds: float | None, hop: float | None, model_id: str | None, opset: int, atol: float,
                       rtol: float) -> int:
     """Bake a zero-shot head (labels from prompt texts) on pretrained CLIP/CLAP encoders into ONNX.
@@ -302,8 +301,11 @@ def zero_shot_command(encoders: tuple[str, ...], task: str, prompts: str | None,
     avstream/retrieval_captions@v1 take. Exit codes: 0 written, 2 user error (missing folder,
     unknown model_type, bad prompts file, parity failure), 1 unexpected failure.
     """
+    from avstream.engine.inference.contract import default_model_dir
+
     from .export import import_torch
-    from .pretrained.zeroshot import export_zero_shot, load_prompts
+    from .pretrained.clip import _read_model_type
+    from .pretrained.zeroshot import check_task, default_model_id, export_zero_shot, load_prompts
 
     if prompts is None and task not in TASK_PROMPTS:
         raise ModelError("--prompts is required with --task zero_shot (a YAML file or: violence, highlight, "
@@ -314,13 +316,23 @@ def zero_shot_command(encoders: tuple[str, ...], task: str, prompts: str | None,
     if hop is not None and hop <= 0:
         raise ModelError(f"--hop {hop:g} must be positive")
     paths = [Path(e) for e in encoders]
-    window_s = _window_seconds(paths, frames, fps, seconds)
+    kinds = [_read_model_type(p) for p in paths]
+    for path, kind in zip(paths, kinds, strict=True):
+        if kind not in ("clip", "clap"):
+            raise ModelError(f"{path}/config.json: model_type {kind!r} is not supported (supported: clip, clap)")
+    modalities = [{"clip": "video", "clap": "audio"}.get(k, k) for k in kinds]
+    check_task(task, modalities, prompt_set)  # mistakes in the arguments fail before any model loads
+    window_s = _window_seconds(kinds, frames, fps, seconds)
     import_torch()
     towers = []
     for path in paths:
         tower = _load_tower(path, frames, fps, window_s)
         _say(f"loaded {tower.name}: {tower.dim}-d embeddings, logit scale {tower.logit_scale:.2f}")
         towers.append(tower)
-    export_zero_shot(towers, prompt_set, Path(out), task=task, model_id=model_id, hop=hop, opset=opset, atol=atol,
+    model_id = model_id or default_model_id(task, prompt_set.name)
+    target = Path(out) if out else default_model_dir() / f"{model_id}.onnx"
+    export_zero_shot(towers, prompt_set, target, task=task, model_id=model_id, hop=hop, opset=opset, atol=atol,
                      rtol=rtol, progress=_say)
+    if not out:
+        _say(f"use it in a pipeline as  params: {{model: \"models:{model_id}\"}}")
     return 0

@@ -90,6 +90,18 @@ def window_source(window: AVWindow, contract: ModelContract, wanted: str) -> str
     return "av" if has_v and has_a else ("video" if has_v else "audio")
 
 
+def caption_due(next_t1: dict[str, float], w: AVWindow, every_s: float) -> bool:
+    """Pace per stream: a window is captioned when its end is ``every_s`` past the last caption's
+    (``next_t1``: stream -> the end time the next caption waits for, updated here)."""
+    nxt = next_t1.get(w.stream)
+    if nxt is not None and w.t1 < nxt - every_s - 1e-6:
+        nxt = None  # media time went back (the stream restarted): start over
+    if nxt is not None and w.t1 < nxt - 1e-6:
+        return False
+    next_t1[w.stream] = w.t1 + every_s
+    return True
+
+
 @dataclass
 class Caption:
     text: str
@@ -277,14 +289,7 @@ class CaptionNode(ModelNode[CaptionParams]):
         super().on_stop()
 
     def _due(self, w: AVWindow) -> bool:
-        """Pace per stream: a window is captioned when its end is ``every_s`` past the last caption's."""
-        nxt = self.next_t1.get(w.stream)
-        if nxt is not None and w.t1 < nxt - self.params.every_s - 1e-6:
-            nxt = None  # media time went back (the stream restarted): start over
-        if nxt is not None and w.t1 < nxt - 1e-6:
-            return False
-        self.next_t1[w.stream] = w.t1 + self.params.every_s
-        return True
+        return caption_due(self.next_t1, w, self.params.every_s)
 
     def process_batch(self, windows: Sequence[AVWindow]) -> list[Result]:
         if self.captioner is None:

@@ -333,12 +333,17 @@ class HighlightParams(ModelParams):
                              "media time: each score compares the window with this much of the stream's past")
     use_prior: bool = Field(default=True, description="start the rolling statistics from the model's activation "
                             "prior (outputs.activation.prior in its contract) when it has one")
+    prompt_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="for a model with a 'prompt_score' "
+                                 "output (a zero-shot highlight model): score = prompt_weight * prompt_score + "
+                                 "(1 - prompt_weight) * the rolling score")
 
 
 class HighlightNode(ModelNode[HighlightParams]):
     """Causal highlight score per stream from the model's representation activation (RASL-style).
 
-    Fields: ``score`` in [0, 1] and the raw ``activation`` it was computed from.
+    Fields: ``score`` in [0, 1] and the raw ``activation`` it was computed from. A model that also has
+    a ``prompt_score`` output (a zero-shot highlight model: the absolute probability of its
+    "interesting moment" prompts) gets it mixed into ``score`` by ``prompt_weight``, and published.
     """
 
     type_id: ClassVar[str] = "avstream/highlight@v1"
@@ -359,10 +364,15 @@ class HighlightNode(ModelNode[HighlightParams]):
             prior = activation_prior(self.contract) if self.params.use_prior else None
             roll = self.scores[window.stream] = RollingScore(self.params.horizon_s, prior=prior)
         score = roll.update(window.t1, activation)
-        self.latest[window.stream] = score
+        fields: dict[str, Any] = {"score": score, "activation": activation}
+        prompt = self.contract.outputs.get("prompt_score")
+        if prompt is not None:
+            p = float(np.asarray(outputs[prompt.name]).reshape(-1)[0])
+            w = self.params.prompt_weight
+            fields.update(score=w * p + (1.0 - w) * score, prompt_score=p, rolling_score=score)
+        self.latest[window.stream] = fields["score"]
         return Result(kind="highlight", stream=window.stream, t0=window.t0, t1=window.t1,
-                      capture_wall=window.wall, model=self.contract.ref,
-                      fields={"score": score, "activation": activation})
+                      capture_wall=window.wall, model=self.contract.ref, fields=fields)
 
     def on_eos(self, stream: str) -> Iterable[Item]:
         self.scores.pop(stream, None)

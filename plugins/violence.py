@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -49,6 +49,15 @@ def snippet_window_scores(scores: np.ndarray, audio: np.ndarray, visual: np.ndar
     idx = np.flatnonzero(mask)
     best = int(idx[np.argmax(s[idx])])
     return float(s[best]), float(np.asarray(audio).reshape(-1)[best]), float(np.asarray(visual).reshape(-1)[best])
+
+
+def fuse_scores(fusion: str, score: float, audio: float, visual: float) -> float:
+    """The window's score under the node's ``fusion`` param ("model": the model's own ``score``)."""
+    if fusion == "max":
+        return max(audio, visual)
+    if fusion == "mean":
+        return 0.5 * (audio + visual)
+    return {"visual": visual, "audio": audio}.get(fusion, score)
 
 
 @dataclass
@@ -100,6 +109,9 @@ class ViolenceParams(ModelParams):
                                  "stays below this for hold_s (must not exceed on_threshold)")
     hold_s: float = Field(default=2.0, ge=0.0, le=3600.0, description="seconds of media time the score must "
                           "stay below off_threshold before the alert turns off")
+    fusion: Literal["model", "max", "mean", "visual", "audio"] = Field(
+        default="model", description="the window's score: the model's own (model), or the node's fusion of its "
+        "audio_score and visual_score: the larger (max), their mean, or one modality alone")
 
 
 @dataclass
@@ -153,6 +165,7 @@ class ViolenceNode(ModelNode[ViolenceParams]):
                                                          st.prev_t1)
         else:  # a model without per-snippet outputs: its window scalars
             score, audio, visual = float(out("score")[0]), float(out("audio_score")[0]), float(out("visual_score")[0])
+        score = fuse_scores(self.params.fusion, score, audio, visual)
         new_t0 = window.t0 if st.prev_t1 is None else max(window.t0, st.prev_t1)
         alert, event = st.alarm.update(new_t0, window.t1, score)
         if event is not None:

@@ -66,6 +66,7 @@ __all__ = [  # METADATA_KEY, SCHEMA_VERSION, ContractError and DecoderSpec are r
 ]
 
 BUILTIN_PREFIX = "builtin:"
+MODELS_PREFIX = "models:"  # models:NAME -> NAME.onnx in the local models folder (exports, pulls)
 BUILTIN_PACKAGE = "avstream.models"
 VIDEO_LAYOUTS = ("NTHWC",)
 PIXEL_FORMATS = ("bgr24", "rgb24")
@@ -435,8 +436,24 @@ def builtin_models() -> dict[str, Path]:
     return dict(sorted(out.items()))
 
 
+def default_model_dir() -> Path:
+    """The local models folder: $AVSTREAM_MODELS, else ~/.cache/avstream/models. ``models pull`` and
+    ``export zero-shot`` write there by default; ``models:NAME`` reads from it."""
+    return Path(os.environ.get("AVSTREAM_MODELS") or Path.home() / ".cache" / "avstream" / "models")
+
+
 def resolve_model(ref: str, base_dir: Path) -> Path:
-    """``builtin:NAME`` → the shipped file; another path resolves against ``base_dir``."""
+    """``builtin:NAME`` → the shipped file; ``models:NAME`` → ``NAME.onnx`` in the local models folder;
+    another path resolves against ``base_dir``."""
+    if ref.startswith(MODELS_PREFIX):
+        name = ref[len(MODELS_PREFIX):]
+        folder = default_model_dir()
+        path = folder / (name if name.endswith(".onnx") else f"{name}.onnx")
+        if not name or "/" in name or name.startswith(".") or not path.is_file():
+            have = sorted(p.stem for p in folder.glob("*.onnx")) if folder.is_dir() else []
+            raise ModelError(f"model {ref!r}: no {path} (models in {folder}: {', '.join(have) or 'none'}; "
+                             "write one with  avstream export zero-shot ... or avstream models pull ...)")
+        return path
     if ref.startswith(BUILTIN_PREFIX):
         name = ref[len(BUILTIN_PREFIX) :]
         known = builtin_models()

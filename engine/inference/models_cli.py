@@ -21,6 +21,7 @@ from avstream.engine.inference.contract import (
     DecoderSpec,
     ModelContract,
     builtin_models,
+    default_model_dir,
     read_metadata,
     resolve_model,
 )
@@ -129,11 +130,6 @@ def _inspect(ref: str, out: Any, runs: int) -> int:
         except AvstreamError as exc:
             p(f"latency:     not measured ({exc})")
     return 0
-
-
-def default_model_dir() -> Path:
-    """Where pulled models go: $AVSTREAM_MODELS, else ~/.cache/avstream/models."""
-    return Path(os.environ.get("AVSTREAM_MODELS") or Path.home() / ".cache" / "avstream" / "models")
 
 
 def pull(source: str, folder: Path, out: Any) -> int:

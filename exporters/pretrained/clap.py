@@ -81,20 +81,26 @@ class ClapAudioTower(nn.Module):
         return nn.functional.normalize(self.audio_projection(pooled), dim=-1)
 
 
-def load_clap(path: Path, *, seconds: float = 10.0) -> Tower:
-    """The audio tower of the ClapModel folder ``path`` for windows of ``seconds``."""
+def load_clap(path: Path, *, seconds: float | None = None) -> Tower:
+    """The audio tower of the ClapModel folder ``path`` for windows of ``seconds`` (default: the
+    extractor's ``max_length_s``, the length the model was trained on)."""
     path = Path(path)
     _check_folder(path)
     try:
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
     except ImportError:
         raise ExportError("importing CLAP needs transformers: pip install 'avstream[export]'") from None
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress lines say what is loading
     try:
         model = ClapModel.from_pretrained(str(path)).eval()
         extractor = ClapFeatureExtractor.from_pretrained(str(path))
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
         raise ExportError(f"{path}: cannot load the CLAP checkpoint: {str(exc).splitlines()[0]}") from None
+    if seconds is None:
+        seconds = float(extractor.max_length_s)
     _check_modes(path, extractor, model, seconds)
     rate = int(extractor.sampling_rate)
 
@@ -108,8 +114,11 @@ def load_clap(path: Path, *, seconds: float = 10.0) -> Tower:
             out = torch.nn.functional.normalize(out, dim=-1)
         return np.asarray(out.cpu().numpy(), dtype=np.float32)
 
+    # RoBERTa positions start after the padding index: two of them are never a token's
+    max_tokens = int(model.config.text_config.max_position_embeddings) - 2
+
     def embed_texts(prompts: Sequence[str]) -> np.ndarray:
-        tokens = tokenizer(list(prompts), padding=True, return_tensors="pt")
+        tokens = tokenizer(list(prompts), padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
         with torch.no_grad():
             out = _embedding(model.get_text_features(input_ids=tokens["input_ids"],
                                                      attention_mask=tokens["attention_mask"]))

@@ -38,6 +38,7 @@ def _import_transformers() -> Any:
         from avstream.engine.errors import MissingDependencyError
 
         raise MissingDependencyError("importing a CLIP folder needs transformers: pip install 'avstream[export]'") from None
+    transformers.utils.logging.disable_progress_bar()  # our own progress lines say what is loading
     return transformers
 
 

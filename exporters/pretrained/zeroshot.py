@@ -36,7 +36,7 @@ from avstream.exporters.export import ExportReport, ParityError, export_onnx, im
 from avstream.exporters.pretrained.prompts import BUILTIN_PROMPTS, PromptSet, load_prompts
 from avstream.exporters.pretrained.tower import Tower
 
-__all__ = ["BUILTIN_PROMPTS", "TASKS", "HeadSpec", "PromptSet", "export_zero_shot", "load_prompts", "plan_head"]
+__all__ = ["BUILTIN_PROMPTS", "TASKS", "HeadSpec", "PromptSet", "check_task", "export_zero_shot", "load_prompts", "plan_head"]
 
 TASKS = ("zero_shot", "violence", "highlight", "captions")
 # ONNX vs the original library: logit_scale (up to 100) multiplies cosine differences of ~1e-6
@@ -68,22 +68,29 @@ def label_matrix(tower: Tower, labels: Mapping[str, list[str]]) -> np.ndarray:
     return np.stack(rows).astype(np.float32)
 
 
-def plan_head(task: str, towers: Sequence[Tower], prompts: PromptSet,
-              progress: Callable[[str], None] = print) -> HeadSpec:
-    """Check that the task, towers and prompts fit together, and embed the prompts."""
+def check_task(task: str, modalities: Sequence[str], prompts: PromptSet) -> None:
+    """That the task, the encoders' modalities and the prompts fit together (before loading anything)."""
     if task not in TASKS:
         raise ModelError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
-    order = sorted(towers, key=lambda t: t.modality != "video")  # graph inputs: video, then audio
-    if len({t.modality for t in order}) != len(order):
+    if len(set(modalities)) != len(modalities):
         raise ModelError("give at most one video encoder (CLIP) and one audio encoder (CLAP)")
-    if task in ("zero_shot", "captions") and len(order) != 1:
-        raise ModelError(f"task {task} takes one encoder (got {len(order)})")
+    if task in ("zero_shot", "captions") and len(modalities) != 1:
+        raise ModelError(f"task {task} takes one encoder (got {len(modalities)})")
     if task == "captions" and not prompts.captions:
         raise ModelError(f"{prompts.source}: task captions needs a caption bank ('captions: [...]'); "
                          "try --prompts captions")
     if task in ("violence", "highlight") and not prompts.positive:
         raise ModelError(f"{prompts.source}: task {task} needs 'positive:' labels (which labels count as "
                          f"{task}); the built-in set is --prompts {task}")
+    for modality in modalities:
+        prompts.for_modality(modality)
+
+
+def plan_head(task: str, towers: Sequence[Tower], prompts: PromptSet,
+              progress: Callable[[str], None] = print) -> HeadSpec:
+    """Check that the task, towers and prompts fit together, and embed the prompts."""
+    check_task(task, [t.modality for t in towers], prompts)
+    order = sorted(towers, key=lambda t: t.modality != "video")  # graph inputs: video, then audio
     spec = HeadSpec(task, prompts, order, [], [], [])
     for tower in order:
         labels = prompts.for_modality(tower.modality)
@@ -217,6 +224,11 @@ def reference_parity(spec: HeadSpec, onnx_path: Path, inputs: Mapping[str, np.nd
     return worst
 
 
+def default_model_id(task: str, prompts_name: str) -> str:
+    """zeroshot-violence (task violence, its own prompts), zeroshot-sound_events (zero_shot), ..."""
+    return f"zeroshot-{prompts_name}" if task in ("zero_shot", prompts_name) else f"zeroshot-{task}-{prompts_name}"
+
+
 def export_zero_shot(towers: Tower | Sequence[Tower], prompts: PromptSet, out: Path, *, task: str = "zero_shot",
                      model_id: str | None = None, version: str = "1", hop: float | None = None,
                      opset: int = 17, atol: float = 1e-4, rtol: float = 1e-3,
@@ -226,8 +238,7 @@ def export_zero_shot(towers: Tower | Sequence[Tower], prompts: PromptSet, out: P
     torch module (``atol``/``rtol``, in ``export_onnx``) and ONNX vs ``Tower.reference`` + the head
     (``reference_atol``)."""
     spec = plan_head(task, [towers] if isinstance(towers, Tower) else list(towers), prompts, progress)
-    default_id = f"zeroshot-{prompts.name}" if task in ("zero_shot", prompts.name) else f"zeroshot-{task}-{prompts.name}"
-    contract = contract_for(spec, model_id or default_id, version, hop)
+    contract = contract_for(spec, model_id or default_model_id(task, prompts.name), version, hop)
     report = export_onnx(build_model(spec), None, contract, Path(out), opset=opset, atol=atol, rtol=rtol,
                          progress=progress)
     from avstream.engine.inference.contract import contract_from_dict
