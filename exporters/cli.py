@@ -261,6 +261,42 @@ def _window_seconds(kinds: list[str], frames: int, fps: float, seconds: float | 
     return video_s
 
 
+def _export_localization(encoders: tuple[str, ...], projection: str | None, out: str | None, frames: int, fps: float,
+                         seconds: float | None, hop: float | None, model_id: str | None, opset: int, atol: float,
+                         rtol: float) -> int:
+    from avstream.engine.inference.contract import default_model_dir
+
+    from .export import import_torch
+    from .pretrained.clip import _read_model_type
+
+    paths = {_read_model_type(Path(e)): Path(e) for e in encoders}
+    if len(encoders) != 2 or set(paths) != {"clip", "clap"}:
+        raise ModelError("--task localization takes two encoders: a CLIP folder (the frame) and a CLAP folder "
+                         "(the sound)")
+    if projection is None:
+        raise ModelError("--task localization needs --projection FILE.npy (audio dim x video dim, taking CLAP "
+                         "audio embeddings into CLIP's image space), or identity for an audio tower trained in "
+                         "CLIP's space")
+    if frames <= 0 or fps <= 0:
+        raise ModelError(f"--frames ({frames}) and --fps ({fps:g}) must be positive")
+    window_s = _window_seconds(["clip"], frames, fps, seconds)
+    import_torch()
+    from .pretrained.clip_patches import load_clip_patches
+    from .pretrained.localization import export_localization
+
+    patches = load_clip_patches(paths["clip"], frames=frames, fps=fps)
+    audio = _load_tower(paths["clap"], frames, fps, window_s)
+    grid = patches.extra["grid"]
+    _say(f"loaded {patches.name}: a {grid[0]}x{grid[1]} patch grid; {audio.name}")
+    model_id = model_id or "zeroshot-localization"
+    target = Path(out) if out else default_model_dir() / f"{model_id}.onnx"
+    export_localization(patches, audio, projection, target, model_id=model_id, hop=hop, opset=opset, atol=atol,
+                        rtol=rtol, progress=_say)
+    if not out:
+        _say(f"use it in a pipeline as  params: {{model: \"models:{model_id}\"}}")
+    return 0
+
+
 TASK_PROMPTS = {"violence": "violence", "highlight": "highlight", "captions": "captions"}
 
 
@@ -269,13 +305,16 @@ TASK_PROMPTS = {"violence": "violence", "highlight": "highlight", "captions": "c
     "avstream export zero-shot --task violence --encoder ./clip-vit-base-patch32 --encoder ./clap-htsat-unfused "
     "--out models/zeroshot-violence.onnx",
     "avstream export zero-shot --task captions --encoder ./clap-htsat-unfused --out models/zeroshot-captions.onnx",
+    "avstream export zero-shot --task localization --encoder ./clip --encoder ./clap --projection clap_to_clip.npy",
     "avstream export zero-shot --encoder ./clip --prompts my_labels.yaml --frames 4 --fps 1 --out mine.onnx"))
 @click.option("--encoder", "encoders", required=True, multiple=True, metavar="PATH",
               help="Hugging Face model folder: CLIPModel (video) or ClapModel (audio); give one of each for "
               "--task violence or highlight")
-@click.option("--task", type=click.Choice(["zero_shot", "violence", "highlight", "captions"]), default="zero_shot",
-              show_default=True, help="what the graph outputs: label probabilities, or the outputs of the "
-              "violence, highlight or retrieval-captions node")
+@click.option("--task", type=click.Choice(["zero_shot", "violence", "highlight", "captions", "localization"]),
+              default="zero_shot", show_default=True, help="what the graph outputs: label probabilities, or the "
+              "outputs of the violence, highlight, retrieval-captions or localization node")
+@click.option("--projection", default=None, metavar="FILE.npy|identity", help="--task localization: the "
+              "(audio dim x video dim) matrix taking CLAP audio embeddings into CLIP's image space")
 @click.option("--prompts", default=None, metavar="FILE|NAME", help="YAML of label -> prompt texts (or a caption "
               "bank), or a built-in set: violence, highlight, sound_events, captions [default: the task's set]")
 @click.option("--out", default=None, help="output .onnx path [default: ID.onnx in $AVSTREAM_MODELS or "
@@ -290,8 +329,8 @@ TASK_PROMPTS = {"violence": "violence", "highlight": "highlight", "captions": "c
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="parity tolerance vs PyTorch, absolute")
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="parity tolerance vs PyTorch, relative")
 @reports_errors("avstream export zero-shot")
-def zero_shot_command(encoders: tuple[str, ...], task: str, prompts: str | None, out: str | None, frames: int, fps: float,
-                      seconds: float | None, hop: float | None, model_id: str | None, opset: int, atol: float,
+def zero_shot_command(encoders: tuple[str, ...], task: str, projection: str | None, prompts: str | None,
+                      out: str | None, frames: int, fps: float, seconds: float | None, hop: float | None, model_id: str | None, opset: int, atol: float,
                       rtol: float) -> int:
     """Bake a zero-shot head (labels from prompt texts) on pretrained CLIP/CLAP encoders into ONNX.
 
@@ -307,6 +346,10 @@ def zero_shot_command(encoders: tuple[str, ...], task: str, prompts: str | None,
     from .pretrained.clip import _read_model_type
     from .pretrained.zeroshot import check_task, default_model_id, export_zero_shot, load_prompts
 
+    if task == "localization":
+        return _export_localization(encoders, projection, out, frames, fps, seconds, hop, model_id, opset, atol, rtol)
+    if projection is not None:
+        raise ModelError("--projection is for --task localization")
     if prompts is None and task not in TASK_PROMPTS:
         raise ModelError("--prompts is required with --task zero_shot (a YAML file or: violence, highlight, "
                          "sound_events, captions)")

@@ -174,3 +174,35 @@ def test_bad_prompt_sections_are_located(tmp_path: Path, text: str, message: str
     with pytest.raises(ModelError, match=message) as err:
         load_prompts(tmp_path / "p.yaml")
     assert str(tmp_path / "p.yaml") in str(err.value)
+
+
+def test_localization_from_clip_patches_and_a_projected_clap_embedding(encoders: dict[str, Path], models_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    from avstream.engine.inference.contract import read_model
+
+    projection = tmp_path / "clap_to_clip.npy"
+    np.save(projection, np.random.default_rng(0).normal(size=(16, 16)).astype(np.float32))
+    export(models_dir, "--task", "localization", "--encoder", str(encoders["clip"]), "--encoder", str(encoders["clap"]),
+           "--projection", str(projection))
+    contract, header = read_model(models_dir / "zeroshot-localization.onnx")
+    assert contract.task == "localization" and [o.name for o in header.outputs] == ["heatmap", "score"]
+    # the whole frame, not the centre crop: 30 px high (5 patches of 6), 16:9 wide rounded to patches (54 = 9)
+    assert contract.video is not None and (contract.video.height, contract.video.width) == (30, 54)
+    assert contract.raw["localization"]["grid"] == [5, 9]
+    got = run_pipeline("zeroshot-localization", models_dir, "localization")
+    assert len(got) == 4
+    for h, (heatmap,) in got:
+        assert heatmap.shape == (5, 9) and 0.0 <= h["score"] <= 1.0
+        assert all(0.0 <= c <= 1.0 for c in h["peak"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--encoder", "{clip}", "--encoder", "{clap}"], "needs --projection FILE.npy"),
+    (["--encoder", "{clip}"], "takes two encoders"),
+    (["--encoder", "{clip}", "--encoder", "{clap}", "--projection", "{clip}/config.json"], "cannot read the projection"),
+])
+def test_localization_mistakes(encoders: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:
+    args = [a.format(**{k: str(v) for k, v in encoders.items()}) for a in args]
+    r = invoke_cli("export", "zero-shot", "--task", "localization", *args, "--frames", "2", "--fps", "2",
+                   "--out", str(tmp_path / "x.onnx"))
+    assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
