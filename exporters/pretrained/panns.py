@@ -41,6 +41,7 @@ CNN14_HIDDEN = 2048
 AUDIOSET_CLASSES = 527
 POOLS = 5  # conv blocks 1-5 halve time and frequency; block 6 does not pool
 # ONNX (float32 DFT-as-conv) vs the float64 numpy front end + the torch body, on the probabilities
+# (measured on random-weight Cnn14s over the probe signals: 2.6e-6 full width, 4e-5 narrow)
 REFERENCE_ATOL = 1e-3
 LABEL_COLUMNS = ("index", "mid", "display_name")
 
@@ -141,14 +142,16 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
 def _check_keys(state: dict[str, torch.Tensor], path: Path) -> None:
     want = expected_keys()
     for key in want - set(state):  # older BatchNorm checkpoints lack the counter; eval never reads it
-        if key.endswith(".num_batches_tracked"):
+        bn = key.removesuffix(".num_batches_tracked")
+        if bn != key and f"{bn}.running_var" in state:
             state[key] = torch.tensor(0, dtype=torch.long)
     missing, unexpected = sorted(want - set(state)), sorted(set(state) - want)
     if missing or unexpected:
         def few(keys: list[str]) -> str:
-            return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-        parts = [f"missing {len(missing)} keys ({few(missing)})"] if missing else []
-        parts += [f"unexpected {len(unexpected)} keys ({few(unexpected)})"] if unexpected else []
+            more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+            return f"{len(keys)} key{'s' if len(keys) > 1 else ''} ({', '.join(keys[:4])}{more})"
+        parts = [f"missing {few(missing)}"] if missing else []
+        parts += [f"unexpected {few(unexpected)}"] if unexpected else []
         raise ModelError(f"{path}: not a PANNs Cnn14 checkpoint: {'; '.join(parts)}")
 
 
@@ -289,7 +292,10 @@ def probe_signals(samples: int, rate: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(7)
     tone = sum(0.3 / k * np.sin(2 * np.pi * 440 * k * t) for k in (1, 2, 3)) + 0.03 * rng.normal(size=samples)
     top = 0.45 * rate
+    # a sweep over a -70 dBFS noise floor, as recorded: a pure digital sweep leaves bins near the 1e-10
+    # floor, where float32 round-off of the DFT (not the export) moves the dB values by up to 0.06 dB
     chirp = 0.5 * np.sin(2 * np.pi * (100 * t + (top - 100) * t ** 2 / (2 * t[-1] + 1e-9)))
+    chirp = chirp + 3e-4 * rng.normal(size=samples)
     bursts = np.where((t % 0.5) < 0.1, np.clip(rng.normal(0, 0.5, size=samples), -1, 1), 0.0)
     out = {"tone+noise": tone, "chirp": chirp, "bursts": bursts, "silence": np.zeros(samples)}
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
