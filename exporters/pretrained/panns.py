@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +125,13 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if unsafe:  # e.g. a training checkpoint that also pickled numpy state next to the weights
+            raise ModelError(f"{path}: holds Python objects besides tensors ({unsafe.group(1)}), which a weights-only "
+                             "load refuses; from a copy you trust, save just the weights: torch.save(torch.load(f, "
+                             "weights_only=False)['model'], 'Cnn14_weights.pth')") from None
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise ModelError(f"{path}: cannot read it as a PyTorch checkpoint (weights only): {first}") from None
     for wrapper in ("model", "state_dict"):  # PANNs saves {"model": ..., "iteration": ...}
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):

@@ -275,6 +275,8 @@ def _other_architecture(d: Path) -> None:
 @pytest.mark.parametrize("make, args, message", [
     (lambda d: None, [], "ckpt.pth: checkpoint file not found"),
     (lambda d: (d / "ckpt.pth").write_bytes(b"not a checkpoint"), [], "cannot read it as a PyTorch checkpoint"),
+    (lambda d: torch.save({"model": make_state(), "sampler": {"state": np.random.get_state()}}, str(d / "ckpt.pth")),
+     [], "holds Python objects besides tensors (numpy"),
     (_other_architecture, [], "not a PANNs Cnn14 checkpoint: missing 24 keys (conv_block5.bn1.bias"),
     (lambda d: save(d / "ckpt.pth", make_state(front=FrontEnd(16000, 512, 160, 64, 50, 8000))), [],
      "the checkpoint's STFT window is 512 samples, not --window-size 1024"),
