@@ -188,9 +188,9 @@ def load_cnn14(path: Path, *, seconds: float = 10.0, front: FrontEnd = FrontEnd(
     _check_keys(state, path)
     check_frontend(state, str(path), sample_rate=front.sample_rate, window_size=front.window_size,
                    mel_bins=front.mel_bins, fmin=front.fmin, fmax=front.fmax)
-    samples = int(round(seconds * front.sample_rate))
+    samples = int(round(seconds * front.sample_rate)) if math.isfinite(seconds) else 0
     frames = 1 + samples // front.hop_size
-    if not math.isfinite(seconds) or frames < 2 ** POOLS or samples <= front.window_size // 2:
+    if frames < 2 ** POOLS or samples <= front.window_size // 2:
         raise ModelError(f"a window of {seconds:g} s gives {max(frames, 0)} frames; Cnn14 pools time by "
                          f"{2 ** POOLS}: use at least {(2 ** POOLS - 1) * front.hop_size / front.sample_rate:g} s")
     widths, hidden, classes = _shapes(state)
