@@ -6,6 +6,7 @@
     avstream export --model model.onnx --precision fp16 | --format tensorrt [--precision int8 --calibrate URI]
     avstream export --build-engines pipeline.yaml
     avstream export zero-shot --encoder HF_FOLDER [--encoder HF_FOLDER] [--task violence|highlight|captions] [--prompts NAME|FILE.yaml] --out OUT.onnx
+    avstream export audio-tagger --checkpoint Cnn14_mAP=0.431.pth [--labels class_labels_indices.csv] --out OUT.onnx
 
 Exit codes: 0 written, 2 user error (bad arguments, missing module, bad checkpoint, unsupported
 operator, parity failure), 1 unexpected failure.
@@ -170,7 +171,8 @@ SOURCES = ("--recipe", "--module", "--model", "--build-engines")
     "avstream export --model my.onnx --quantize int8 --calibrate clip.mp4 --out my.int8.onnx",
     "avstream export --model my.onnx --format tensorrt --precision fp16",
     "avstream export --build-engines pipeline.yaml",
-    "avstream export zero-shot --encoder ./clip-vit-base-patch32 --prompts violence --out violence-clip.onnx"))
+    "avstream export zero-shot --encoder ./clip-vit-base-patch32 --prompts violence --out violence-clip.onnx",
+    "avstream export audio-tagger --checkpoint Cnn14_mAP=0.431.pth --labels class_labels_indices.csv --out cnn14.onnx"))
 @click.option("--recipe", type=click.Choice(RECIPES), help="train and export a built-in model")
 @click.option("--module", help="your own model: 'package.module:factory' returning a torch.nn.Module")
 @click.option("--model", help="an avstream ONNX model (file or builtin:NAME) to convert: --quantize int8, "
@@ -207,7 +209,8 @@ def export_command(**options: Any) -> int:
 
     Give exactly one of --recipe (train and export a built-in model), --module (your own PyTorch
     module), --model (convert an exported model) or --build-engines (TensorRT engines of a pipeline),
-    or run the zero-shot subcommand (a pretrained CLIP/CLAP folder plus prompts).
+    or run a subcommand: zero-shot (a pretrained CLIP/CLAP folder plus prompts), audio-tagger (a PANNs
+    Cnn14 checkpoint).
     Exit codes: 0 written, 2 user error (bad arguments, missing module, bad checkpoint, unsupported
     operator, parity failure), 1 unexpected failure.
     """
@@ -378,4 +381,52 @@ def zero_shot_command(encoders: tuple[str, ...], task: str, projection: str | No
                      rtol=rtol, progress=_say)
     if not out:
         _say(f"use it in a pipeline as  params: {{model: \"models:{model_id}\"}}")
+    return 0
+
+
+@export_command.command("audio-tagger", epilog=examples(
+    "avstream export audio-tagger --checkpoint Cnn14_mAP=0.431.pth --labels class_labels_indices.csv "
+    "--out cnn14.onnx",
+    "avstream export audio-tagger --checkpoint Cnn14_16k_mAP=0.438.pth --sample-rate 16000 --window-size 512 "
+    "--hop-size 160 --fmax 8000 --seconds 5 --out cnn14-16k.onnx"))
+@click.option("--checkpoint", required=True, metavar="FILE.pth", help="PANNs Cnn14 checkpoint ({'model': "
+              "state_dict} as published, or a bare state_dict)")
+@click.option("--labels", default=None, metavar="CSV", help="class names: index,mid,display_name (AudioSet's "
+              "class_labels_indices.csv); without it the labels are class_0..class_N-1")
+@click.option("--out", required=True, help="output .onnx path")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="audio window length")
+@click.option("--sample-rate", type=int, default=32000, show_default=True, help="the checkpoint's sample rate")
+@click.option("--window-size", type=int, default=1024, show_default=True, help="STFT window (n_fft)")
+@click.option("--hop-size", type=int, default=320, show_default=True, help="STFT hop")
+@click.option("--mel-bins", type=int, default=64, show_default=True, help="mel bins")
+@click.option("--fmin", type=float, default=50.0, show_default=True, help="lowest mel frequency, Hz")
+@click.option("--fmax", type=float, default=14000.0, show_default=True, help="highest mel frequency, Hz")
+@click.option("--id", "model_id", default="panns-cnn14", show_default=True, help="model id in the metadata")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="parity tolerance vs PyTorch, absolute")
+@click.option("--rtol", type=float, default=1e-3, show_default=True, help="parity tolerance vs PyTorch, relative")
+@reports_errors("avstream export audio-tagger")
+def audio_tagger_command(checkpoint: str, labels: str | None, out: str, seconds: float, sample_rate: int,
+                         window_size: int, hop_size: int, mel_bins: int, fmin: float, fmax: float,
+                         model_id: str, opset: int, atol: float, rtol: float) -> int:
+    """Export a PANNs Cnn14 audio tagger from a local checkpoint, log-mel front end inside the graph.
+
+    The graph takes mono samples at --sample-rate (the engine resamples to it) and outputs one sigmoid
+    probability per label (multi-label, task audio_tags); the labels are in its metadata, so the generic
+    encoder node (avstream/onnx_encoder@v1) runs it. Exit codes: 0 written, 2 user error (missing file,
+    another architecture, settings the checkpoint contradicts, bad labels CSV, parity failure), 1
+    unexpected failure.
+    """
+    from .export import import_torch
+
+    import_torch()
+    from .pretrained.panns import FrontEnd, export_audio_tagger, load_cnn14, read_labels
+
+    label_set = read_labels(Path(labels)) if labels else None  # a bad CSV fails before the model loads
+    front = FrontEnd(sample_rate=sample_rate, window_size=window_size, hop_size=hop_size, mel_bins=mel_bins,
+                     fmin=fmin, fmax=fmax)
+    tagger = load_cnn14(Path(checkpoint), seconds=seconds, front=front)
+    _say(f"loaded {tagger.name}: {tagger.classes} classes, widths {tagger.extra['widths']}")
+    export_audio_tagger(tagger, label_set, Path(out), model_id=model_id, opset=opset, atol=atol, rtol=rtol,
+                        progress=_say)
     return 0
