@@ -200,8 +200,11 @@ def download(resolved: Resolved, root: Path, say: Callable[[str], None], *, forc
     checked: dict[str, dict[str, str]] = {}
     for name, want in resolved.expected.items():
         say(f"  {name} ({_size(resolved.sizes.get(name))}) ...")
-        path = Path(hub_errors(f"{ck.repo}@{resolved.commit}: {name}", lambda n=name: hub.hf_hub_download(
-            ck.repo, n, revision=resolved.commit, local_dir=partial, force_download=force)))
+        def fetch(name: str = name) -> Any:
+            return hub.hf_hub_download(ck.repo, name, revision=resolved.commit, local_dir=partial,
+                                       force_download=force)
+
+        path = Path(hub_errors(f"{ck.repo}@{resolved.commit}: {name}", fetch))
         got = digest(path, want.algorithm)
         if got != want.digest:
             shutil.rmtree(partial, ignore_errors=True)  # the bad file and the rest of this download

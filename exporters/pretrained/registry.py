@@ -136,8 +136,8 @@ def _entry(name: str, raw: Any, where: str) -> Checkpoint:
 
 def load_registry(path: str | None = None) -> dict[str, Checkpoint]:
     """The built-in entries, plus (replacing same-named ones) those of ``$AVSTREAM_MODEL_REGISTRY``."""
-    path = path if path is not None else os.environ.get(REGISTRY_ENV)
     entries = dict(BUILTIN)
+    path = path if path is not None else os.environ.get(REGISTRY_ENV, "")
     if not path:
         return entries
     try:
@@ -146,6 +146,8 @@ def load_registry(path: str | None = None) -> dict[str, Checkpoint]:
         raise ModelError(f"{path} (${REGISTRY_ENV}): cannot read it: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ModelError(f"{path} (${REGISTRY_ENV}): not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:  # an empty file adds nothing
+        data = {}
     if not isinstance(data, dict):
         raise ModelError(f"{path} (${REGISTRY_ENV}): expected a mapping of NAME -> entry")
     for name, raw in data.items():
@@ -177,10 +179,9 @@ def parse_source(source: str, registry: Mapping[str, Checkpoint]) -> Checkpoint 
     if url.scheme in ("http", "https") and url.hostname in ("huggingface.co", "hf.co") \
             and not url.path.endswith(".onnx"):
         parts = [p for p in url.path.split("/") if p]
-        revision = parts[3] if len(parts) >= 4 and parts[2] in ("tree", "commit") else None
-        if len(parts) < 2 or len(parts) not in (2, 4):
+        if len(parts) not in (2, 4) or len(parts) == 4 and parts[2] not in ("tree", "commit"):
             raise ModelError(f"{source}: expected https://huggingface.co/ORG/REPO[/tree/REVISION]")
-        return _hub_source("/".join(parts[:2]), revision, source)
+        return _hub_source("/".join(parts[:2]), parts[3] if len(parts) == 4 else None, source)
     if source in registry:
         return registry[source]
     if url.scheme in ("http", "https") or source.endswith(".onnx") or Path(source).is_file():
