@@ -24,7 +24,10 @@ COMMANDS = {
     "export": LazyCommand("avstream.exporters.cli:export_command",
                           "Build an ONNX model, or a lower-precision/TensorRT one.",
                           extra="export"),
-    "models": LazyCommand("avstream.engine.inference.models_cli:models_group", "List, inspect and pull models."),
+    "models": LazyCommand("avstream.engine.inference.models_cli:models_group", "List, inspect and pull models.",
+                          subcommands={"pull": LazyCommand(
+                              "avstream.exporters.pull_cli:pull_command",
+                              "Fetch a model or a pretrained checkpoint, check it, keep it locally.")}),
     "serve": LazyCommand("avstream.engine.serve.cli:serve_command",
                          "Run many streams as one daemon with a REST API.",
                          extra="serve"),

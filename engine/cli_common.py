@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec
 
 import click
@@ -29,6 +29,9 @@ class LazyCommand:
     target: str  # "package.module:attribute" of the click.Command
     summary: str  # the first sentence of that command's help, shown by the group's --help
     extra: str = ""  # the avstream extra that provides the module's imports, named when they fail
+    # lazy subcommands of a LazyGroup target, declared by the caller: the group's own module need not
+    # import their modules (engine.cli adds the exporters' ``models pull`` to the engine's models group)
+    subcommands: dict[str, LazyCommand] = field(default_factory=dict)
 
 
 class LazyGroup(click.Group):
@@ -61,6 +64,10 @@ class LazyGroup(click.Group):
         command = getattr(module, attribute)
         if not isinstance(command, click.Command):
             raise TypeError(f"{lazy.target} is not a click command")
+        if lazy.subcommands:
+            if not isinstance(command, LazyGroup):
+                raise TypeError(f"{lazy.target} is not a LazyGroup, so it cannot take lazy subcommands")
+            command.lazy_commands.update(lazy.subcommands)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

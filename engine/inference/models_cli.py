@@ -1,4 +1,9 @@
-"""``avstream models list``, ``inspect FILE|builtin:NAME`` and ``pull URL|FILE``."""
+"""``avstream models list``, ``inspect FILE|builtin:NAME`` and the ``.onnx`` half of ``pull``.
+
+The ``pull`` command itself is in ``avstream.exporters.pull_cli`` (it also imports pretrained
+checkpoints, which needs the exporters); ``engine.cli`` adds it to this group lazily, and it calls
+:func:`pull` here for an ``.onnx`` URL or file.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Any
 
 import click
 
-from avstream.engine.cli_common import examples, reports_errors
+from avstream.engine.cli_common import LazyGroup, examples, reports_errors
 from avstream.engine.errors import AvstreamError, ModelError
 from avstream.engine.inference.contract import (
     METADATA_KEY,
@@ -172,8 +177,9 @@ def pull(source: str, folder: Path, out: Any) -> int:
     return 0
 
 
-@click.group("models", epilog=examples("avstream models list", "avstream models inspect builtin:highlight",
-                                         "avstream models pull https://example.org/my_model.onnx"))
+@click.group("models", cls=LazyGroup, epilog=examples(
+    "avstream models list", "avstream models inspect builtin:highlight", "avstream models pull clip-vit-b-32",
+    "avstream models pull https://example.org/my_model.onnx"))
 def models_group() -> None:
     """List, inspect and pull models."""
 
@@ -199,18 +205,3 @@ def inspect_command(model: str, runs: int) -> int:
     MODEL is an ONNX file or builtin:NAME.
     """
     return _inspect(model, sys.stdout, runs)
-
-
-@models_group.command("pull", epilog=examples("avstream models pull https://example.org/my_model.onnx",
-                                              "avstream models pull ./my_model.onnx --dir models/"))
-@click.argument("source")
-@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="where to keep it (default: $AVSTREAM_MODELS or ~/.cache/avstream/models)")
-@reports_errors("avstream models")
-def pull_command(source: str, folder: Path | None) -> int:
-    """Fetch a model, check its contract, keep it locally.
-
-    SOURCE is an http(s) URL or the path of an .onnx file with avstream metadata; a file whose
-    contract does not read is not kept.
-    """
-    return pull(source, folder or default_model_dir(), sys.stdout)

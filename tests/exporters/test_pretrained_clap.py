@@ -15,58 +15,13 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from avstream.exporters.export import ExportError, export_onnx  # noqa: E402
 from avstream.exporters.pretrained.clap import load_clap  # noqa: E402
+from tests.exporters.tiny_checkpoints import CLAP_RATE as RATE  # noqa: E402
+from tests.exporters.tiny_checkpoints import make_clap  # noqa: E402
 
-RATE = 16000
 SECONDS = 1.0
 # dB: the graph's float32 DFT-as-conv vs the extractor's float64 rfft (measured: ~1e-5 dB)
 FRONTEND_ATOL_DB = 1e-3
 EMBED_ATOL = 1e-5  # unit-norm embeddings of dimension 16, ONNX Runtime vs transformers (measured: ~1e-7)
-
-WORDS = ["a", "dog", "barks", "car", "horn", "rain", "music", "the", "of", "sound"]
-
-
-def _write_tokenizer(folder: Path) -> None:
-    """A byte-level BPE RoBERTa tokenizer with a few dozen tokens: letters, 'Ġ'+letters, a few words."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    tokens = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "Ġ", *letters, *[f"Ġ{c}" for c in letters]]
-    merges = [f"Ġ {c}" for c in letters]
-    for word in WORDS:  # merge each word left to right, after its leading 'Ġ'
-        piece = "Ġ" + word[0]
-        for c in word[1:]:
-            merges.append(f"{piece} {c}")
-            piece += c
-            tokens.append(piece)
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
-    # positional file paths: the constructor's first two parameters in both transformers 4 and 5
-    tok = transformers.RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), add_prefix_space=True)
-    tok.save_pretrained(str(folder))
-
-
-def make_clap(folder: Path, *, truncation: str = "rand_trunc", padding: str = "repeatpad",
-              max_length_s: int = 1, fusion: bool = False) -> Path:
-    torch.manual_seed(0)
-    audio = transformers.ClapAudioConfig(
-        spec_size=64, num_mel_bins=16, window_size=4, patch_size=4, patch_stride=(4, 4),
-        depths=[1, 1], num_attention_heads=[1, 2], patch_embeds_hidden_size=16, hidden_size=32,
-        projection_dim=16, num_hidden_layers=2, enable_fusion=fusion, fusion_type="aff_2d" if fusion else None,
-    )
-    text = transformers.ClapTextConfig(
-        vocab_size=128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=40, projection_dim=16,
-    )
-    config = transformers.ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)
-    model = transformers.ClapModel(config).eval()
-    model.save_pretrained(str(folder))
-    # 1 s at 16 kHz, hop 64 → 251 frames (< spec width 256: HTSAT interpolates), 16 mel bands
-    extractor = transformers.ClapFeatureExtractor(
-        feature_size=16, sampling_rate=RATE, hop_length=64, max_length_s=max_length_s, fft_window_size=256,
-        frequency_min=50, frequency_max=7000, truncation=truncation, padding=padding,
-    )
-    extractor.save_pretrained(str(folder))
-    _write_tokenizer(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_port, invoke_cli, run_cli
+from tests.exporters.tiny_checkpoints import make_tiny_clip
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -23,31 +24,6 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("PIL")
 zmq = pytest.importorskip("zmq")
 pytestmark = pytest.mark.timeout(180)
-
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-
-def make_tiny_clip(folder: Path) -> Path:
-    """A CLIPModel (hidden 32, 2 layers, 30 px images, patch 6, projection 16), a character-level
-    CLIPTokenizer and a CLIP image processor config, written like a downloaded model folder."""
-    torch.manual_seed(0)
-    layers = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
-    config = transformers.CLIPConfig(
-        text_config={**layers, "vocab_size": 2 + 2 * len(LETTERS), "max_position_embeddings": 77,
-                     "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
-        vision_config={**layers, "image_size": 30, "patch_size": 6}, projection_dim=16)
-    transformers.CLIPModel(config).eval().save_pretrained(folder)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in LETTERS:
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")  # no merges: every letter is a token
-    transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)
-    processor = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
-    processor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}).save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
