@@ -20,7 +20,8 @@ import click
 
 from avstream.engine.cli_common import USAGE_ERROR, examples, reports_errors
 from avstream.engine.errors import ModelError
-from avstream.engine.inference.models_cli import default_model_dir, pull
+from avstream.engine.inference.contract import default_model_dir
+from avstream.engine.inference.models_cli import pull
 from avstream.exporters.pretrained.registry import (
     DEFAULT_PROMPTS,
     KINDS,
@@ -93,23 +94,37 @@ def _export(ck: Checkpoint, kind: str, checkpoint: Path, todo: dict[str, Path]) 
         try:
             _say(f"exporting {out.name} ({prompt_sets[spec].name} prompts)")
             tmp = staging / out.name
-            export_zero_shot(tower, prompt_sets[spec], tmp, model_id=out.stem, progress=_say)
+            task = TASK_PIPELINES.get(prompt_sets[spec].name, ("zero_shot", ""))[0]
+            export_zero_shot(tower, prompt_sets[spec], tmp, task=task, model_id=out.stem, progress=_say)
             tmp.replace(out)  # a half-written model never carries the final name
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+# a built-in prompt set -> the task its model is exported for, and that task's node in its zeroshot-* pipeline
+TASK_PIPELINES = {"violence": ("violence", "violence"), "highlight": ("highlight", "score"),
+                  "captions": ("captions", "caption")}
+
+
 def _report(ck: Checkpoint, checkpoint: Path, outputs: dict[str, Path]) -> None:
-    from avstream.engine.inference.contract import read_metadata
+    from avstream.engine.inference.contract import default_model_dir, read_metadata
 
     _say(f"checkpoint: {checkpoint}")
     for out in outputs.values():
         meta, _ = read_metadata(out)
-        _say(f"  {out}  ({meta.ref}, labels: {', '.join(getattr(meta, 'labels', ()))})")
-    first = next(iter(outputs.values()))
-    _say(f"use one in a pipeline as  {{type: avstream/onnx_encoder@v1, inputs: [window], "
-         f"params: {{model: \"{first}\"}}}}")
-    _say(f"  avstream models inspect {first}")
+        labels = getattr(meta, "labels", ())
+        shown = ", ".join(labels[:8]) + (f", ... ({len(labels)} in all)" if len(labels) > 8 else "")
+        _say(f"  {out}  ({meta.ref}, task {meta.task}, labels: {shown})")
+    for out in outputs.values():
+        meta, _ = read_metadata(out)
+        ref = f"models:{out.stem}" if out.parent == default_model_dir() else str(out)
+        node = next((n for t, n in TASK_PIPELINES.values() if t == meta.task), None)
+        if node is not None:
+            _say(f"run it:  avstream run zeroshot-{meta.task} --input URI --set nodes.{node}.params.model={ref}")
+        else:
+            _say(f"use it in a pipeline as  {{type: avstream/onnx_encoder@v1, inputs: [window], "
+                 f"params: {{model: \"{ref}\"}}}}")
+    _say(f"  avstream models inspect {next(iter(outputs.values()))}")
     _say(f"  avstream export zero-shot --encoder {checkpoint} --prompts my_labels.yaml --out my_labels.onnx")
 
 

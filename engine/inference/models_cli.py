@@ -26,7 +26,6 @@ from avstream.engine.inference.contract import (
     DecoderSpec,
     ModelContract,
     builtin_models,
-    default_model_dir,
     read_metadata,
     resolve_model,
 )

@@ -30,7 +30,7 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 KINDS = ("clip", "clap")
 # the built-in prompt sets each kind of tower is exported with (zeroshot.BUILTIN_PROMPTS)
-DEFAULT_PROMPTS = {"clip": ("violence", "highlight"), "clap": ("violence", "sound_events")}
+DEFAULT_PROMPTS = {"clip": ("violence", "highlight"), "clap": ("violence", "captions", "sound_events")}
 # what an unlisted repository contributes: config, preprocessing, tokenizer, one weights file
 FOLDER_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "vocab.json", "merges.txt")

@@ -31,11 +31,6 @@ pytestmark = pytest.mark.timeout(300)
 
 CLIP_COMMIT = hashlib.sha1(b"tiny-clip", usedforsecurity=False).hexdigest()
 CLAP_COMMIT = hashlib.sha1(b"tiny-clap", usedforsecurity=False).hexdigest()
-PROMPTS = Path(__file__).resolve().parents[2] / "exporters" / "prompts"
-
-
-def labels_of(prompt_set: str) -> list[str]:
-    return list(yaml.safe_load((PROMPTS / f"{prompt_set}.yaml").read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +68,24 @@ def pull(source: str, tmp: Path, endpoint: str, *args: str, reg: Path | None = N
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def check_models(models: Path, stems: dict[str, str]) -> None:
-    """Each file is a zero-shot model ONNX Runtime runs, whose metadata labels are its prompt set's."""
+TASK_OUTPUTS = {"zero_shot": ["probabilities"], "captions": ["caption_scores"],
+                "violence": ["score", "audio_score", "visual_score", "{m}_probabilities"],
+                "highlight": ["activation", "prompt_score", "{m}_probabilities"]}
+
+
+def check_models(models: Path, stems: dict[str, str], modality: str) -> None:
+    """Each file is a model of its prompt set's task that ONNX Runtime runs, with the set's labels."""
     from avstream.engine.inference.contract import read_model
+    from avstream.exporters.pretrained.prompts import load_prompts
 
     for stem, prompt_set in stems.items():
         path = models / f"{stem}.onnx"
         contract, _ = read_model(path)
-        assert contract.task == "zero_shot" and contract.ref == f"{stem}@1"
-        assert list(contract.labels) == labels_of(prompt_set)
+        task = prompt_set if prompt_set in ("violence", "highlight", "captions") else "zero_shot"
+        assert contract.task == task and contract.ref == f"{stem}@1"
+        assert list(contract.labels) == list(load_prompts(prompt_set).for_modality(modality))
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        assert [o.name for o in sess.get_outputs()] == ["probabilities"]
+        assert [o.name for o in sess.get_outputs()] == [n.format(m=modality) for n in TASK_OUTPUTS[task]]
 
 
 def test_a_clip_checkpoint_is_pulled_checked_exported_and_then_cached(hub: HubServer, tmp_path: Path) -> None:
@@ -96,7 +98,8 @@ def test_a_clip_checkpoint_is_pulled_checked_exported_and_then_cached(hub: HubSe
     assert all((folder / n).read_bytes() == data for n, data in served.items())
     assert not list((tmp_path / "models" / "checkpoints").glob(".*partial"))
     assert "recorded in" in r.stdout and "reported by the Hub" in r.stdout  # both kinds of check ran
-    check_models(tmp_path / "models", {"tiny-clip-violence": "violence", "tiny-clip-highlight": "highlight"})
+    check_models(tmp_path / "models", {"tiny-clip-violence": "violence", "tiny-clip-highlight": "highlight"}, "video")
+    assert "avstream run zeroshot-violence --input URI --set nodes.violence.params.model=" in r.stdout
     assert "avstream models inspect" in r.stdout and "avstream export zero-shot --encoder" in r.stdout
 
     before = len(hub.requests)
@@ -105,13 +108,13 @@ def test_a_clip_checkpoint_is_pulled_checked_exported_and_then_cached(hub: HubSe
     assert "cached" in again.stdout and len(hub.requests) == before  # no request at all the second time
 
 
-def test_a_clap_checkpoint_gives_violence_and_sound_event_models(hub: HubServer, tmp_path: Path) -> None:
+def test_a_clap_checkpoint_gives_violence_caption_and_sound_event_models(hub: HubServer, tmp_path: Path) -> None:
     registry(tmp_path / "registry.yaml", hub)
     r = pull("tiny-clap", tmp_path, hub.endpoint)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "models" / "checkpoints" / f"tiny-clap@{CLAP_COMMIT}" / "avstream-checkpoint.json").is_file()
-    check_models(tmp_path / "models", {"tiny-clap-violence": "violence",
-                                       "tiny-clap-sound_events": "sound_events"})
+    check_models(tmp_path / "models", {"tiny-clap-violence": "violence", "tiny-clap-captions": "captions",
+                                       "tiny-clap-sound_events": "sound_events"}, "audio")
 
 
 def test_a_file_that_does_not_match_its_hash_is_refused_and_nothing_kept(hub: HubServer, tmp_path: Path) -> None:

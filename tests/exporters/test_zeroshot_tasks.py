@@ -22,8 +22,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("PIL")
 pytest.importorskip("zmq")
 
-from tests.exporters.test_pretrained_clap import make_clap  # noqa: E402
-from tests.exporters.test_pretrained_clip import make_tiny_clip, receive_results  # noqa: E402
+from tests.exporters.test_pretrained_clip import receive_results  # noqa: E402
+from tests.exporters.tiny_checkpoints import make_clap, make_tiny_clip  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
