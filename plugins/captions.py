@@ -90,6 +90,13 @@ def window_source(window: AVWindow, contract: ModelContract, wanted: str) -> str
     return "av" if has_v and has_a else ("video" if has_v else "audio")
 
 
+def paced_requirement(contract: ModelContract, every_s: float) -> WindowRequirement:
+    """The model's window with the caption interval as its hop."""
+    req = contract.window_requirement()
+    return WindowRequirement(req.seconds, every_s, req.fps, req.frames, req.height, req.width, req.sample_rate,
+                             req.audio_samples, req.source)
+
+
 def caption_due(next_t1: dict[str, float], w: AVWindow, every_s: float) -> bool:
     """Pace per stream: a window is captioned when its end is ``every_s`` past the last caption's
     (``next_t1``: stream -> the end time the next caption waits for, updated here)."""
@@ -234,9 +241,7 @@ class CaptionNode(ModelNode[CaptionParams]):
     @classmethod
     def window_requirement(cls, params: Any, base_dir: Path) -> WindowRequirement | None:
         p = cls._parsed(params)
-        req = read_contract(resolve_encoder(p.model, base_dir)).window_requirement()
-        return WindowRequirement(req.seconds, p.every_s, req.fps, req.frames, req.height, req.width,
-                                 req.sample_rate, req.audio_samples, req.source)
+        return paced_requirement(read_contract(resolve_encoder(p.model, base_dir)), p.every_s)
 
     @classmethod
     def check(cls, params: Any, ctx: CheckContext) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ from avstream.engine.inference.contract import ModelContract, read_contract, res
 from avstream.engine.items import AVWindow, Item, Result
 from avstream.engine.node import CheckContext, NodeContext, Params, WindowRequirement
 
-from .captions import caption_due, model_sources
+from .captions import caption_due, model_sources, paced_requirement
 from .encoders import ModelNode, ModelParams
 
 SCORES = "caption_scores"
@@ -64,9 +64,7 @@ class RetrievalCaptionNode(ModelNode[RetrievalCaptionParams]):
     @classmethod
     def window_requirement(cls, params: Any, base_dir: Path) -> WindowRequirement | None:
         p = cls.parse_params(params)
-        req = read_contract(resolve_model(p.model, base_dir)).window_requirement()
-        return WindowRequirement(req.seconds, p.every_s, req.fps, req.frames, req.height, req.width,
-                                 req.sample_rate, req.audio_samples, req.source)
+        return paced_requirement(read_contract(resolve_model(p.model, base_dir)), p.every_s)
 
     @classmethod
     def check(cls, params: Any, ctx: CheckContext) -> list[tuple[str, str]]:

@@ -62,13 +62,33 @@ def endpoint() -> str:
     return str(constants.ENDPOINT)
 
 
+def _transports() -> list[Any]:
+    """The HTTP libraries installed, whichever of them this huggingface_hub uses (literal imports only)."""
+    found: list[Any] = []
+    try:
+        import httpx2  # type: ignore[import-not-found,unused-ignore]  # huggingface_hub >= 2
+
+        found.append(httpx2)
+    except ImportError:
+        pass
+    try:
+        import httpx  # type: ignore[import-not-found,unused-ignore]
+
+        found.append(httpx)
+    except ImportError:
+        pass
+    try:
+        import requests  # type: ignore[import-untyped,unused-ignore]
+
+        found.append(requests)
+    except ImportError:
+        pass
+    return found
+
+
 def _network_errors(hub_errors: Any) -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [hub_errors.OfflineModeIsEnabled, ConnectionError, TimeoutError]
-    for module in ("httpx2", "httpx", "requests"):  # whichever transport this huggingface_hub uses
-        try:
-            mod = __import__(module)
-        except ImportError:
-            continue
+    for mod in _transports():
         base = getattr(mod, "TransportError", None) or getattr(getattr(mod, "exceptions", None),
                                                                 "ConnectionError", None)
         if isinstance(base, type) and issubclass(base, BaseException):

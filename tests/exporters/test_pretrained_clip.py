@@ -5,8 +5,6 @@ generic encoder node in a pipeline whose PUB socket we read."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_port, invoke_cli, run_cli
+from tests.exporters.pipeline_results import run_and_receive
 from tests.exporters.tiny_checkpoints import make_tiny_clip
 
 torch = pytest.importorskip("torch")
@@ -63,29 +62,6 @@ def test_the_tower_matches_the_library_and_exports(clip_folder: Path, tmp_path: 
     np.testing.assert_allclose(texts[0], texts[2], atol=1e-6)
 
 
-def receive_results(endpoint: str, run: subprocess.Popen[str], kind: str) -> list[tuple[dict[str, Any], list[np.ndarray]]]:
-    """Every ``kind`` message on the PUB socket until the run ends: (header, decoded payloads)."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, f"{kind}.".encode())
-    sock.connect(endpoint)
-    got: list[tuple[dict[str, Any], list[np.ndarray]]] = []
-    try:
-        while True:
-            if not sock.poll(500):
-                if run.poll() is not None:
-                    return got
-                continue
-            topic, header_bytes, *frames = sock.recv_multipart()
-            header = json.loads(header_bytes)
-            payloads = [np.frombuffer(f, dtype=p["dtype"]).reshape(p["shape"])
-                        for f, p in zip(frames, header["payloads"], strict=True)]
-            got.append((header, payloads))
-    finally:
-        sock.close(0)
-        ctx.term()
-
-
 def test_zero_shot_export_runs_in_a_pipeline(clip_folder: Path, tmp_path: Path) -> None:
     from avstream.engine.inference.contract import read_model
 
@@ -114,16 +90,7 @@ nodes:
 outputs:
   publish: {{endpoint: "{endpoint}", wait_for_subscribers: 1}}
 """)
-    run = subprocess.Popen([sys.executable, "-m", "avstream.engine.cli", "run", "p.yaml", "--quiet"], cwd=tmp_path,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        got = receive_results(endpoint, run, "zero_shot")
-        _, err = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    assert run.returncode == 0, err
+    got, err = run_and_receive(["p.yaml", "--quiet"], endpoint, "zero_shot", cwd=tmp_path)
     assert [h["t0"] for h, _ in got] == [0.0, 1.0, 2.0], err
     for header, (probs,) in got:
         assert header["model"] == "zeroshot-labels@1" and header["stream"] == "cam"

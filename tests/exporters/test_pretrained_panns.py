@@ -6,9 +6,6 @@ exported model run by the generic encoder node in a pipeline."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ from avstream.exporters.pretrained.panns import (  # noqa: E402
     read_labels,
 )
 from avstream.exporters.pretrained.panns_frontend import dft_weights  # noqa: E402
+from tests.exporters.pipeline_results import run_and_receive  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -179,27 +177,6 @@ def test_onnx_matches_torch_fed_librosa_logmel(checkpoint: Path, tmp_path: Path)
     assert err < PROBS_ATOL, f"ONNX vs torch on librosa's log-mel: {err:.3e}"
 
 
-def receive(endpoint: str, run: subprocess.Popen[str], kind: str) -> list[tuple[dict[str, Any], list[np.ndarray]]]:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, f"{kind}.".encode())
-    sock.connect(endpoint)
-    got: list[tuple[dict[str, Any], list[np.ndarray]]] = []
-    try:
-        while True:
-            if not sock.poll(500):
-                if run.poll() is not None:
-                    return got
-                continue
-            _, header_bytes, *frames = sock.recv_multipart()
-            header = json.loads(header_bytes)
-            got.append((header, [np.frombuffer(f, dtype=p["dtype"]).reshape(p["shape"])
-                                 for f, p in zip(frames, header["payloads"], strict=True)]))
-    finally:
-        sock.close(0)
-        ctx.term()
-
-
 def test_cli_export_with_labels_runs_in_a_pipeline(checkpoint: Path, tmp_path: Path) -> None:
     from avstream.engine.inference.contract import read_model
 
@@ -229,16 +206,7 @@ nodes:
 outputs:
   publish: {{endpoint: "{endpoint}", wait_for_subscribers: 1}}
 """)
-    run = subprocess.Popen([sys.executable, "-m", "avstream.engine.cli", "run", "p.yaml", "--quiet"], cwd=tmp_path,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        got = receive(endpoint, run, "audio_tags")
-        _, err = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    assert run.returncode == 0, err
+    got, err = run_and_receive(["p.yaml", "--quiet"], endpoint, "audio_tags", cwd=tmp_path)
     assert [h["t0"] for h, _ in got] == [0.0, 1.0, 2.0], err
     for head, (probs,) in got:
         assert head["model"] == "panns-cnn14@1" and head["payloads"][0]["name"] == "probabilities"

@@ -6,9 +6,7 @@ node, their results read from the PUB socket."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("PIL")
 pytest.importorskip("zmq")
 
-from tests.exporters.test_pretrained_clip import receive_results  # noqa: E402
+from tests.exporters.pipeline_results import Message, run_and_receive  # noqa: E402
 from tests.exporters.tiny_checkpoints import make_clap, make_tiny_clip  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -51,25 +49,13 @@ def export(models_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return r
 
 
-def run_pipeline(name: str, models_dir: Path, kind: str, *extra: str) -> list[tuple[dict[str, Any], list[np.ndarray]]]:
+def run_pipeline(name: str, models_dir: Path, kind: str, *extra: str) -> list[Message]:
     """The built-in pipeline ``name`` on a synthetic scene, as fast as it decodes; its ``kind`` results."""
-    import os
-
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    run = subprocess.Popen(
-        [sys.executable, "-m", "avstream.engine.cli", "run", name, "--input", SYNTHETIC, "--quiet",
-         "--publish", endpoint, "--set", "streams.cam0.realtime=false",
-         "--set", "outputs.publish.wait_for_subscribers=1", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, AVSTREAM_MODELS=str(models_dir)))
-    try:
-        got = receive_results(endpoint, run, kind)
-        _, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    assert run.returncode == 0, err
+    got, err = run_and_receive([name, "--input", SYNTHETIC, "--quiet", "--publish", endpoint,
+                                "--set", "streams.cam0.realtime=false",
+                                "--set", "outputs.publish.wait_for_subscribers=1", *extra],
+                               endpoint, kind, env={"AVSTREAM_MODELS": str(models_dir)})
     assert got, err
     return got
 
