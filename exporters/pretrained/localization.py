@@ -43,7 +43,8 @@ def load_projection(spec: str, audio_dim: int, video_dim: int) -> np.ndarray:
 
 
 def build_map(projection: np.ndarray) -> Any:
-    torch = import_torch()
+    import_torch()  # names the extra when torch is missing
+    import torch
 
     class AudioVisualMap(torch.nn.Module):
         """(B, h, w, D) patch embeddings, (B, D_a) audio embedding -> heatmap (B, h, w), score (B,)."""
@@ -61,7 +62,8 @@ def build_map(projection: np.ndarray) -> Any:
 
 
 def build_model(patches: Tower, audio: Tower, projection: np.ndarray) -> Any:
-    torch = import_torch()
+    import_torch()  # names the extra when torch is missing
+    import torch
     av_map = build_map(projection)
 
     class LocalizationModel(torch.nn.Module):

@@ -111,7 +111,8 @@ def output_names(spec: HeadSpec) -> list[str]:
 
 def build_head_math(spec: HeadSpec) -> Any:
     """A torch module: per-tower embeddings (B, D_i) -> the task's outputs (see ``output_names``)."""
-    torch = import_torch()
+    import_torch()  # names the extra when torch is missing
+    import torch
 
     class HeadMath(torch.nn.Module):
         def __init__(self) -> None:
@@ -139,7 +140,8 @@ def build_head_math(spec: HeadSpec) -> Any:
 
 
 def build_model(spec: HeadSpec) -> Any:
-    torch = import_torch()
+    import_torch()  # names the extra when torch is missing
+    import torch
     math = build_head_math(spec)
     towers = torch.nn.ModuleList([t.module for t in spec.towers])
 
