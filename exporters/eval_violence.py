@@ -43,6 +43,12 @@ from avstream.engine.cli_common import examples, reports_errors
 from avstream.engine.errors import AvstreamError
 from avstream.engine.node import WindowRequirement
 from avstream.exporters.metrics import accuracy, average_precision, bootstrap_ci
+from avstream.exporters.violence_baselines import (
+    FlowRegression,
+    motion_energy,
+    window_flow_statistics,
+)
+from avstream.exporters.violence_calibration import OFF_RATIO, best_accuracy_threshold, operating_points
 from avstream.exporters.violence_clips import (
     DEFAULT_DATA,
     Clip,
@@ -53,10 +59,12 @@ from avstream.exporters.violence_clips import (
     load_clips,
     windows_of,
 )
+from avstream.exporters.violence_continuous import ContinuousFigures, evaluate, join, pooled
 
 SYNTH_SEED0 = 1_000_000  # held-out synthetic seeds start here; training uses seeds below
 ON_THRESHOLD = 0.5  # the violence node's default on-threshold: learned alerts are measured at it
-TARGETS = {"clip_ap": 0.85, "accuracy": 0.75, "frame_ap": 0.9}
+TARGETS = {"clip_ap": 0.88, "accuracy": 0.80, "frame_ap": 0.9, "ap_over_flow": 0.05}
+HOLD_S, HOP_S = 2.0, 0.5  # the violence node's default hold and the model's hop
 
 
 class Learner(Protocol):
@@ -99,26 +107,6 @@ def grouped_folds(groups: Sequence[str] | np.ndarray, labels: Sequence[int] | np
         count[best] += n
         pos[best] += p
     return [np.flatnonzero(np.isin(g, m)) for m in members]
-
-
-def new_frame_mask(w: StreamWindows) -> np.ndarray:
-    """(W, T) True where a window's frame lies in media time no earlier window covered."""
-    n_win, n_frames = w.frames.shape[:2]
-    times = w.t0[:, None] + np.arange(n_frames)[None, :] / w.fps
-    prev_t1 = np.r_[-np.inf, w.t1[:-1]]
-    return np.asarray(times >= prev_t1[:, None] - 1e-6)
-
-
-def motion_energy(w: StreamWindows) -> np.ndarray:
-    """Non-learned baseline: mean |grey frame difference| (0..1) over each window's new frames."""
-    grey = w.frames.astype(np.float32).mean(axis=-1) / 255.0  # (W, T, H, W)
-    diff = np.abs(np.diff(grey, axis=1)).mean(axis=(2, 3))  # (W, T-1): pair (k-1, k)
-    new = new_frame_mask(w)[:, 1:]
-    scores = np.zeros(len(diff))
-    for i in range(len(diff)):
-        pick = diff[i][new[i]] if new[i].any() else diff[i]
-        scores[i] = float(pick.mean()) if pick.size else 0.0
-    return scores
 
 
 def clip_score(scorer: StreamScorer, w: StreamWindows) -> float:
@@ -168,32 +156,58 @@ def clip_figures(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
     }
 
 
-def cross_validate(data: Sequence[ClipData], learner: Learner | None, folds: int = 5, seed: int = 0,
-                   progress: Callable[[str], None] = print, rounds: int = 1000) -> dict[str, Any]:
-    """Out-of-fold clip scores of each method and audio condition, and their figures.
+def _nested_thresholds(labels: np.ndarray, scores: np.ndarray, fold_ix: Sequence[np.ndarray],
+                       pick: Callable[[np.ndarray, np.ndarray], float]) -> np.ndarray:
+    """Each test clip's threshold chosen on the out-of-fold scores of the clips outside its fold."""
+    thr = np.zeros(len(labels))
+    for test in fold_ix:
+        others = np.setdiff1d(np.arange(len(labels)), test)
+        thr[test] = pick(labels[others], scores[others])
+    return thr
 
-    Returns ``{"rows": {(method, audio): {"clip_ap": Figure, "accuracy": Figure}}, "scores": ...,
-    "folds": [...]}``; methods ``learned`` and ``random`` need ``learner``, ``motion`` does not.
+
+def cross_validate(data: Sequence[ClipData], learner: Learner | None, folds: int = 5, seed: int = 0,
+                   progress: Callable[[str], None] = print, rounds: int = 1000, hold_s: float = HOLD_S,
+                   continuous: bool = True) -> dict[str, Any]:
+    """Out-of-fold clip scores of each method and audio condition, their figures, and the
+    continuous-footage figures (the fold's clips joined back to back).
+
+    Methods: ``motion`` and ``flow`` (baselines; their thresholds fitted on the training folds), and,
+    with a ``learner``, ``learned`` and ``random`` (same network, initial weights), whose on-thresholds
+    are the ``accuracy`` operating point chosen on the other folds' out-of-fold scores, as the released
+    model's are chosen on all of them. Returns ``{"rows": {(method, audio): {"clip_ap", "accuracy",
+    "false_alarm_share"}}, "continuous": {(method, audio): ContinuousFigures}, "operating_points": ...,
+    "scores", "thresholds", "folds", ...}``.
     """
     labels = np.array([d.clip.label for d in data])
     groups = np.array([d.clip.group for d in data])
     fold_ix = grouped_folds(groups, labels, folds, seed)
-    conditions = {"recorded": lambda w: w, "silenced": StreamWindows.silenced}
-    motion = np.array([float(motion_energy(d.windows).max()) for d in data])
+    conditions: dict[str, Callable[[StreamWindows], StreamWindows]] = {"recorded": lambda w: w,
+                                                                       "silenced": StreamWindows.silenced}
     scores: dict[tuple[str, str], np.ndarray] = {}
     thresholds: dict[tuple[str, str], np.ndarray] = {}
-    for cond in conditions:
-        scores[("motion", cond)] = motion  # video only: audio does not change it
-        thr = np.zeros(len(data))
-        for test in fold_ix:
-            train = np.setdiff1d(np.arange(len(data)), test)
-            thr[test] = fit_threshold(labels[train], motion[train])
-        thresholds[("motion", cond)] = thr
+    fold_scorers: dict[str, list[StreamScorer]] = {"motion": [motion_energy] * len(fold_ix), "flow": []}
+    motion = np.array([float(motion_energy(d.windows).max()) for d in data])
+    t0 = time.perf_counter()
+    flow_feats = [window_flow_statistics(d.windows) for d in data]
+    progress(f"optical-flow statistics of {len(data)} clips in {time.perf_counter() - t0:.0f} s")
+    flow = np.zeros(len(data))
+    thr_motion, thr_flow = np.zeros(len(data)), np.zeros(len(data))
+    for test in fold_ix:
+        train = np.setdiff1d(np.arange(len(data)), test)
+        thr_motion[test] = fit_threshold(labels[train], motion[train])
+        reg = FlowRegression().fit([flow_feats[i] for i in train], labels[train].tolist())
+        fold_scorers["flow"].append(reg.scorer())
+        flow[test] = [reg.scores(flow_feats[i]).max() for i in test]
+        thr_flow[test] = fit_threshold(labels[train], np.array([reg.scores(flow_feats[i]).max() for i in train]))
+    for cond in conditions:  # video only: audio does not change them
+        scores[("motion", cond)], thresholds[("motion", cond)] = motion, thr_motion
+        scores[("flow", cond)], thresholds[("flow", cond)] = flow, thr_flow
     if learner is not None:
+        fold_scorers["learned"], fold_scorers["random"] = [], []
         for method in ("learned", "random"):
             for cond in conditions:
                 scores[(method, cond)] = np.zeros(len(data))
-                thresholds[(method, cond)] = np.full(len(data), ON_THRESHOLD)
         for f, test in enumerate(fold_ix):
             train = np.setdiff1d(np.arange(len(data)), test)
             t0 = time.perf_counter()
@@ -202,13 +216,53 @@ def cross_validate(data: Sequence[ClipData], learner: Learner | None, folds: int
             scorers = {"learned": learner.fit([data[i] for i in train], seed + f, progress),
                        "random": learner.untrained(seed + f)}
             for method, scorer in scorers.items():
+                fold_scorers[method].append(scorer)
                 for cond, change in conditions.items():
                     for i in test:
                         scores[(method, cond)][i] = clip_score(scorer, change(data[i].windows))
             progress(f"fold {f + 1}/{folds} done in {time.perf_counter() - t0:.0f} s")
+        for method in ("learned", "random"):
+            for cond in conditions:
+                thresholds[(method, cond)] = _nested_thresholds(labels, scores[(method, cond)], fold_ix,
+                                                                best_accuracy_threshold)
     rows = {key: clip_figures(labels, s, thresholds[key], groups, rounds) for key, s in scores.items()}
-    return {"rows": rows, "scores": scores, "thresholds": thresholds, "folds": fold_ix,
-            "labels": labels, "groups": groups}
+    for key, row in rows.items():
+        alerts = scores[key] >= thresholds[key]
+
+        def calm_alerting(i: np.ndarray, alerts: np.ndarray = alerts) -> float:
+            calm = labels[i] == 0
+            return float(alerts[i][calm].mean()) if calm.any() else 0.0
+
+        row["false_alarm_share"] = with_ci(calm_alerting, len(labels), groups, rounds)
+    out: dict[str, Any] = {"rows": rows, "scores": scores, "thresholds": thresholds, "folds": fold_ix,
+                           "labels": labels, "groups": groups, "hold_s": hold_s}
+    if learner is not None:
+        out["operating_points"] = {cond: operating_points(labels, scores[("learned", cond)]) for cond in conditions}
+    if continuous:
+        out["continuous"] = continuous_figures(data, fold_ix, fold_scorers, thresholds, conditions, seed, hold_s)
+    return out
+
+
+def continuous_figures(data: Sequence[ClipData], fold_ix: Sequence[np.ndarray],
+                       fold_scorers: dict[str, list[StreamScorer]], thresholds: dict[tuple[str, str], np.ndarray],
+                       conditions: dict[str, Callable[[StreamWindows], StreamWindows]], seed: int,
+                       hold_s: float) -> dict[tuple[str, str], ContinuousFigures]:
+    """Each fold's test clips joined in a seeded random order, scored by that fold's scorers, and the
+    node's hysteresis at that fold's thresholds; figures pooled over folds."""
+    labels = [d.clip.label for d in data]
+    per: dict[tuple[str, str], list[ContinuousFigures]] = {}
+    hop_frames = max(1, int(round(HOP_S * data[0].windows.fps)))
+    for f, test in enumerate(fold_ix):
+        order = np.random.default_rng(seed + 1000 + f).permutation(len(test))
+        stream = join([data[i].windows for i in test], [labels[i] for i in test], order.tolist(), hop_frames)
+        for method, scorers in fold_scorers.items():
+            for cond, change in conditions.items():
+                if method in ("motion", "flow") and cond == "silenced":
+                    continue  # video only: the recorded figures hold for both
+                on = float(thresholds[(method, cond)][test][0])
+                s = np.asarray(scorers[f](change(stream.windows)), dtype=np.float64).reshape(-1)
+                per.setdefault((method, cond), []).append(evaluate(stream, s, on, on * OFF_RATIO, hold_s, HOP_S))
+    return {key: pooled(figs) for key, figs in per.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,10 +342,27 @@ def format_table(cv: dict[str, Any] | None, synth: dict[str, Figure] | None, n_c
     lines = []
     if cv is not None:
         lines.append(f"real clips, {len(cv['folds'])}-fold cross-validation by source group ({n_clips} clips); "
-                     "95% CI: bootstrap over groups")
-        lines.append(f"{'method':<10} {'audio':<9} {'clip AP':<24} {'alert accuracy':<24}")
+                     "95% CI: bootstrap over groups; accuracy and false alarms at each method's own thresholds "
+                     "(learned/random: the accuracy operating point chosen on the other folds)")
+        lines.append(f"{'method':<10} {'audio':<9} {'clip AP':<24} {'alert accuracy':<24} {'calm clips alerting':<24}")
         for (method, cond), row in cv["rows"].items():
-            lines.append(f"{method:<10} {cond:<9} {row['clip_ap']!s:<24} {row['accuracy']!s:<24}")
+            lines.append(f"{method:<10} {cond:<9} {row['clip_ap']!s:<24} {row['accuracy']!s:<24} "
+                         f"{row['false_alarm_share']!s:<24}")
+    if cv is not None and cv.get("continuous"):
+        lines.append(f"continuous footage (each fold's clips joined back to back; node hysteresis, hold_s "
+                     f"{cv['hold_s']:g}):")
+        lines.append(f"{'method':<10} {'audio':<9} {'accuracy':>8} {'fights':>7} {'calm+alert':>10} "
+                     f"{'bleed>hold':>10} {'max bleed':>9} {'FA/hour':>8} {'inside AP':>9}")
+        for (method, cond), c in cv["continuous"].items():
+            lines.append(f"{method:<10} {cond:<9} {c.accuracy:>8.3f} {c.fight_detected:>7.3f} {c.calm_with_alert:>10.3f} "
+                         f"{c.bleed_over_hold:>10.3f} {c.max_bleed_s:>8.1f}s {c.false_alarms_per_hour:>8.1f} "
+                         f"{c.inside_ap:>9.3f}")
+    if cv is not None and cv.get("operating_points"):
+        for cond, points in cv["operating_points"].items():
+            for name, pt in points.items():
+                lines.append(f"operating point {name} ({cond}): on {pt['on_threshold']:.4f} off {pt['off_threshold']:.4f}"
+                             f" — clip accuracy {pt['clip_accuracy']:.3f}, calm clips alerting "
+                             f"{pt['clip_false_alarm_share']:.3f}, fights alerting {pt['detected_share']:.3f}")
     if synth is not None:
         lines.append("synthetic scenes (held-out seeds >= 1,000,000): frame-level AP, 95% CI over scenes")
         for method, fig in synth.items():
@@ -304,6 +375,7 @@ def target_lines(cv: dict[str, Any] | None, synth: dict[str, Figure] | None) -> 
     """Each target against its figure, met or not."""
     out = []
     if cv is not None:
+        flow = cv["rows"].get(("flow", "recorded"))
         for cond in ("recorded", "silenced"):
             row = cv["rows"].get(("learned", cond))
             if row is None:
@@ -312,6 +384,10 @@ def target_lines(cv: dict[str, Any] | None, synth: dict[str, Figure] | None) -> 
                 v = row[key].value
                 out.append(f"learned/{cond} {key} {v:.3f} vs target {TARGETS[key]:g}: "
                            f"{'met' if v >= TARGETS[key] else 'NOT met'}")
+            if flow is not None:
+                gain = row["clip_ap"].value - flow["clip_ap"].value
+                out.append(f"learned/{cond} clip AP over the optical-flow baseline {gain:+.3f} vs target "
+                           f"+{TARGETS['ap_over_flow']:g}: {'met' if gain >= TARGETS['ap_over_flow'] else 'NOT met'}")
     if synth is not None and "learned" in synth:
         v = synth["learned"].value
         base = synth.get("motion")
@@ -325,6 +401,13 @@ def _jsonable(cv: dict[str, Any] | None, synth: dict[str, Figure] | None) -> dic
     out: dict[str, Any] = {}
     if cv is not None:
         out["cv"] = {f"{m}/{c}": {k: vars(f) for k, f in row.items()} for (m, c), row in cv["rows"].items()}
+        if cv.get("continuous"):
+            out["continuous"] = {f"{m}/{c}": {**vars(f), "false_alarms_per_hour": f.false_alarms_per_hour}
+                                 for (m, c), f in cv["continuous"].items()}
+        if cv.get("operating_points"):
+            out["operating_points"] = cv["operating_points"]
+        out["oof_scores"] = {f"{m}/{c}": [round(float(x), 6) for x in v] for (m, c), v in cv["scores"].items()}
+        out["labels"] = [int(x) for x in cv["labels"]]
     if synth is not None:
         out["synthetic_frame_ap"] = {k: vars(f) for k, f in synth.items()}
     return out
@@ -372,6 +455,10 @@ def violence_command(data_dir: Path, folds: int, seed: int, cache_dir: Path, n_s
         clips = load_clips(data_dir)
         data = load_clip_windows(clips, req, cache_dir, say)
         cv = cross_validate(data, learner, folds, seed, say, rounds)
+        if learner is not None and folds == 5:  # what `avstream export --recipe violence` would compute
+            path = recipe.operating_points_path(cache_dir, recipe.STEPS, seed, len(data))
+            recipe.save_operating_points(cv["operating_points"]["recorded"], path, len(data))
+            say(f"operating points for the released model written to {path}")
     synth = None
     if n_scenes > 0:
         say(f"rendering {n_scenes} held-out synthetic scenes ...")

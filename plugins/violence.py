@@ -11,6 +11,11 @@ same snippet.
 ``on_threshold`` (``violence_start`` event) and off once the score has stayed below ``off_threshold``
 for ``hold_s`` seconds of media time (``violence_end`` event, also sent when the stream ends during an
 alert). Each event is emitted once per episode.
+
+The thresholds default to the model's calibrated operating point (metadata ``operating_points``,
+chosen by grouped cross-validation; ``operating_point: accuracy`` or ``low_false_alarm``); a model
+without them gets 0.5 / 0.35. An explicit ``on_threshold`` without ``off_threshold`` keeps the
+point's off/on ratio.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from avstream.engine.errors import ModelError
 from avstream.engine.items import AVWindow, Event, Item, Result
 from avstream.engine.node import CheckContext, NodeContext, Params
 
@@ -98,15 +104,41 @@ class Hysteresis:
                      t0=self.start_t, t1=t_end)
 
 
+DEFAULT_ON, DEFAULT_OFF = 0.5, 0.35  # a model without calibrated operating points
+
+
+def resolve_thresholds(params: ViolenceParams, metadata: dict[str, Any]) -> tuple[float, float]:
+    """(on, off) thresholds: the params where set, else the model's operating point, else 0.5 / 0.35."""
+    points = metadata.get("operating_points")
+    point = points.get(params.operating_point) if isinstance(points, dict) else None
+    on_default, off_default = DEFAULT_ON, DEFAULT_OFF
+    if isinstance(point, dict) and isinstance(point.get("on_threshold"), int | float):
+        on_default = float(point["on_threshold"])
+        off_default = float(point.get("off_threshold", on_default * DEFAULT_OFF / DEFAULT_ON))
+    on = params.on_threshold if params.on_threshold is not None else on_default
+    if params.off_threshold is not None:
+        off = params.off_threshold
+    else:
+        off = off_default if params.on_threshold is None else on * off_default / max(on_default, 1e-9)
+    if off > on:
+        raise ModelError(f"off_threshold {off:g} is above on_threshold {on:g} (the model's {params.operating_point} "
+                         "operating point gives the one not set): set both")
+    return on, off
+
+
 # --------------------------------------------------------------------------------------------------
 # the node
 class ViolenceParams(ModelParams):
     model: str = Field(default="builtin:violence", description="violence model (path or builtin:NAME) with "
                        "'score', 'audio_score' and 'visual_score' outputs (per-snippet outputs optional)")
-    on_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="the alert turns on in the first "
-                                "window whose score reaches this")
-    off_threshold: float = Field(default=0.35, ge=0.0, le=1.0, description="the alert turns off once the score "
-                                 "stays below this for hold_s (must not exceed on_threshold)")
+    operating_point: Literal["accuracy", "low_false_alarm"] = Field(
+        default="accuracy", description="the model's calibrated thresholds to default to: the best alert "
+        "accuracy, or the lowest threshold keeping false alarms to the model card's stated rate")
+    on_threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="the alert turns on in the first "
+                                       "window whose score reaches this [default: the operating point's]")
+    off_threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="the alert turns off once the "
+                                        "score stays below this for hold_s (must not exceed on_threshold) "
+                                        "[default: the operating point's]")
     hold_s: float = Field(default=2.0, ge=0.0, le=3600.0, description="seconds of media time the score must "
                           "stay below off_threshold before the alert turns off")
     fusion: Literal["model", "max", "mean", "visual", "audio"] = Field(
@@ -133,18 +165,25 @@ class ViolenceNode(ModelNode[ViolenceParams]):
         super().__init__(ctx, params)
         self.streams: dict[str, _Stream] = {}
         self.pending: list[Event] = []
+        self.on_threshold, self.off_threshold = DEFAULT_ON, DEFAULT_OFF  # the model's, once loaded
 
     @classmethod
     def check(cls, params: Any, ctx: CheckContext) -> list[tuple[str, str]]:
         p = cls.parse_params(params)
         problems = super().check(p, ctx)
-        if p.off_threshold > p.on_threshold:
+        if p.off_threshold is not None and p.on_threshold is not None and p.off_threshold > p.on_threshold:
             problems.append(("off_threshold", f"{p.off_threshold:g} is above on_threshold {p.on_threshold:g}"))
         return problems
 
+    def on_start(self) -> None:
+        super().on_start()
+        self.on_threshold, self.off_threshold = resolve_thresholds(self.params, self.contract.raw)
+        self.ctx.logger.info("%s: alert on %.3f / off %.3f (%s), hold %.1f s", self.ctx.node_id, self.on_threshold,
+                             self.off_threshold, "set" if self.params.on_threshold is not None
+                             else f"operating point {self.params.operating_point}", self.params.hold_s)
+
     def _new_state(self, stream: str) -> _Stream:
-        p = self.params
-        st = self.streams[stream] = _Stream(Hysteresis(p.on_threshold, p.off_threshold, p.hold_s))
+        st = self.streams[stream] = _Stream(Hysteresis(self.on_threshold, self.off_threshold, self.params.hold_s))
         return st
 
     def make_result(self, window: AVWindow, outputs: dict[str, np.ndarray]) -> Result:

@@ -296,7 +296,7 @@ def test_builtin_pipeline_on_the_demo_alerts_during_its_violence(tmp_path: Path)
 
     msgs = _run_pipeline(tmp_path, realtime=True)  # as a camera would deliver it: 20 s
     res = [m for m in msgs if m["kind"] == "violence"]
-    assert len(res) >= 30 and all(m["model"] == "violence@1" for m in res)
+    assert len(res) >= 30 and all(m["model"] == "violence@2" for m in res)
     for m in res:
         assert set(m) >= {"score", "alert", "audio_score", "visual_score", "t0", "t1", "latency_ms", "seq"}
         assert 0.0 <= m["score"] <= 1.0 and isinstance(m["alert"], bool)
@@ -329,3 +329,40 @@ def test_builtin_pipeline_on_a_real_clip_without_audio(tmp_path: Path) -> None:
     assert clip is not None
     res = [m for m in _run_pipeline(tmp_path, "--input", str(clip)) if m["kind"] == "violence"]
     assert res and res[0]["t0"] == 0.0 and all(0.0 <= m["score"] <= 1.0 for m in res)
+
+
+def _calibrated_node(tmp_path: Path, **params: object) -> ViolenceNode:
+    points = {"accuracy": {"on_threshold": 0.42, "off_threshold": 0.3},
+              "low_false_alarm": {"on_threshold": 0.8, "off_threshold": 0.56}}
+    toy_model(tmp_path / "cal.onnx", {**CONTRACT, "operating_points": points})
+    ctx = NodeContext(node_id="violence", streams=("a",), base_dir=tmp_path, stop_event=threading.Event(),
+                      logger=logging.getLogger("test"))
+    node = ViolenceNode(ctx, ViolenceParams.model_validate({"model": "cal.onnx", "providers": ["cpu"], "threads": 1,
+                                                            **params}))
+    node.on_start()
+    return node
+
+
+def test_thresholds_default_to_the_models_operating_point(tmp_path: Path) -> None:
+    node = _calibrated_node(tmp_path)
+    assert (node.on_threshold, node.off_threshold) == (0.42, 0.3)
+    results, events = run(node, stream_of([0.45]))  # above the calibrated 0.42, under the old 0.5 default
+    assert results[0].fields["alert"] and events[0].name == "violence_start"
+    assert events[0].detail["on_threshold"] == 0.42
+    low = _calibrated_node(tmp_path, operating_point="low_false_alarm")
+    assert (low.on_threshold, low.off_threshold) == (0.8, 0.56)
+    assert not run(low, stream_of([0.45]))[0][0].fields["alert"]
+    # an explicit on-threshold keeps the point's off/on ratio; both explicit win outright
+    mine = _calibrated_node(tmp_path, on_threshold=0.6)
+    assert mine.on_threshold == 0.6 and mine.off_threshold == pytest.approx(0.6 * 0.3 / 0.42)
+    both = _calibrated_node(tmp_path, on_threshold=0.6, off_threshold=0.2)
+    assert (both.on_threshold, both.off_threshold) == (0.6, 0.2)
+
+
+def test_thresholds_without_operating_points_and_a_bad_off(tmp_path: Path) -> None:
+    node = node_for(tmp_path)  # the toy model has no operating points
+    assert (node.on_threshold, node.off_threshold) == (0.5, 0.35)
+    from avstream.engine.errors import ModelError
+
+    with pytest.raises(ModelError, match="off_threshold 0.5 is above on_threshold 0.42"):
+        _calibrated_node(tmp_path, off_threshold=0.5)
