@@ -29,12 +29,14 @@ from avstream.engine.runtime.control import MAX_CONTROL_BYTES, ControlGate
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
 from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.replay import ReplayGuard
+from avstream.engine.runtime.resharding import ShardMonitor
 from avstream.engine.runtime.restarts import CrashLoop, RestartPolicy, ResumePoints
 from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
 from avstream.engine.runtime.spawner import Child
 from avstream.engine.runtime.status import StatusView
 from avstream.engine.sinks import Sink, SinkContext, build_sinks
 from avstream.engine.transport.curve import PublishSecurity
+from avstream.engine.transport.edgekeys import edge_bind
 from avstream.engine.transport.private import bind_private, make_private_dir
 from avstream.engine.transport.wire import Rejects, WireError, decode
 
@@ -100,6 +102,8 @@ class Supervisor:
         self.preview_wanted: frozenset[str] = frozenset()
         self.replay = ReplayGuard()
         self.resume = ResumePoints()
+        self.shards = ShardMonitor(spec)  # replicated encoders: which replicas are up, gaps of lost ones
+        self.shard_producers = self.shards.producers()
 
     # --- set-up ---
     def allocate_endpoints(self) -> None:
@@ -154,9 +158,11 @@ class Supervisor:
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)  # a peer sending more is disconnected
+        edge_bind(self.ctx, self.control, self.control_endpoint)
         bind_private(self.control, self.control_endpoint)
         self.results = self.ctx.socket(zmq.PULL)
         self.results.setsockopt(zmq.LINGER, 0)
+        edge_bind(self.ctx, self.results, self.results_endpoint)
         bind_private(self.results, self.results_endpoint)
         # what the two sockets drop: malformed messages, or control messages not from the worker they name
         self.gate = ControlGate(self.identities)
@@ -315,8 +321,12 @@ class Supervisor:
 
     def _publish_status(self, final: bool = False) -> None:
         """Once a second: the status object to the PUB socket, the --status-json sink and the view."""
-        status = self.publisher.publish_status(self.tracker.snapshot(self.workers, self.publisher, final,
-                                                                     replayed=self.replay.replayed))
+        snapshot = self.tracker.snapshot(self.workers, self.publisher, final, replayed=self.replay.replayed)
+        if self.shards.replicas:
+            snapshot["shards"] = self.shards.status()
+            for entry in snapshot["streams"]:
+                entry["dropped"] = self.shards.stream_drops(entry["id"])
+        status = self.publisher.publish_status(snapshot)
         if self.status_sink is not None:
             self.status_sink.write(status)
         self.view.update(status, final=final)
@@ -346,6 +356,9 @@ class Supervisor:
                 if self.viewer is not None:
                     self.viewer.send_frame(item)
             elif isinstance(item, Result):
+                gap = self.shards.check(item) if self.shards.watches else None
+                if gap is not None:  # windows a lost replica took with it
+                    self.publisher.publish_event(gap)
                 if self.replay.admit(item.stream, item.kind, item.t1):
                     self.publisher.publish_result(item)
             elif isinstance(item, Event):
@@ -372,12 +385,19 @@ class Supervisor:
                 continue
             worker.last_seen = time.monotonic()
             kind = admitted.type
-            if kind == "hello" and self.preview_wanted:  # a (re)started worker: what is watched now
-                self._send_preview(worker)
+            if kind == "hello":
+                if self.preview_wanted:  # a (re)started worker: what is watched now
+                    self._send_preview(worker)
+                if worker.name in self.shard_producers:  # and which replicas are up
+                    for shard_msg in self.shards.messages():
+                        self._send_control(worker.name, shard_msg)
             elif kind == "status":
                 worker.status = msg["nodes"]
                 worker.status_at = worker.last_seen
                 self.resume.note(msg["nodes"], time.time())
+                for node in worker.nodes:  # a replica back up takes its streams again
+                    if msg["nodes"].get(node, {}).get("state") == "running":
+                        self._reshard(self.shards.returned(node))
             elif kind == "provider_fallback":
                 report = msg["report"]
                 self.fallbacks.setdefault((report["node"], report["model"], report["why"]), report)
@@ -443,7 +463,21 @@ class Supervisor:
                 worker.released = True
                 self._send_control(worker.name, {"type": "stop"})
 
+    def _reshard(self, moved: Event | None) -> None:
+        """A replica went down or came back: announce what moved, tell the producers."""
+        if moved is None:
+            return
+        self.publisher.publish_event(moved)
+        d = moved.detail
+        self.view.line(f"replica {d['replica']} of '{d['node']}' {'back up' if d['reason'] == 'replica_up' else 'lost'}: "
+                       f"streams moved {d['moved'] or 'none'}", important=d["reason"] != "replica_up")
+        for name in self.shard_producers:
+            for msg in self.shards.messages():
+                self._send_control(name, msg)
+
     def _handle_crash(self, worker: WorkerProc, rc: int, now: float) -> None:
+        for node in worker.nodes:
+            self._reshard(self.shards.lost(node, dict(self.replay.high)))
         if worker.fatal:
             # the error itself was shown when the node reported it: one line per failure, not two
             self.view.line(f"process '{worker.name}' stopped after that error", important=True)
