@@ -19,6 +19,20 @@ from avstream.engine.runtime.graph import PipelineSpec
 from avstream.engine.transport.shards import owners
 
 WATCH_RESULTS = 50  # results of a moved stream checked for the gap before the watch ends
+HOLD_S = 3.0  # at most this long a result waits for the earlier ones its stream's previous owner still has
+
+
+@dataclass
+class _Handover:
+    """A stream moving back to a returned replica: the replica it leaves may still be finishing windows
+    of it, so results are published in media-time order, each waiting (at most ``HOLD_S``) for the
+    ones before it."""
+
+    node: str
+    marks: dict[str, float]  # kind -> the last t1 published
+    held: dict[str, list[Result]] = field(default_factory=dict)
+    since: dict[str, float] = field(default_factory=dict)  # kind -> when its oldest held result came
+    left: int = WATCH_RESULTS
 
 
 @dataclass
@@ -37,6 +51,7 @@ class ShardMonitor:
     hop: dict[str, float] = field(default_factory=dict)  # replicated node -> hop of its windows (s)
     watches: dict[str, _Watch] = field(default_factory=dict)  # moved stream -> its gap watch
     dropped: dict[tuple[str, str], int] = field(default_factory=dict)  # (stream, kind) -> windows lost
+    handovers: dict[str, _Handover] = field(default_factory=dict)  # stream moving back -> its ordering
 
     def __post_init__(self) -> None:
         self.replicas = self.spec.replicated()
@@ -74,9 +89,12 @@ class ShardMonitor:
         (self.up[node].add if alive else self.up[node].discard)(replica)
         after = self.owners(node)
         moved = {s: after[s] for s in before if before[s] != after[s]}
-        if not alive:
-            for stream in moved:
-                self.watches[stream] = _Watch(node, replica, {k: t1 for (s, k), t1 in marks.items() if s == stream})
+        for stream in moved:
+            mine = {k: t1 for (s, k), t1 in marks.items() if s == stream}
+            if alive:
+                self.handovers[stream] = _Handover(node, mine)
+            else:
+                self.watches[stream] = _Watch(node, replica, mine)
         return Event("streams_moved", "", {"node": node, "replica": replica, "reason": "replica_up" if alive else
                                             "replica_lost", "up": sorted(self.up[node]), "moved": moved})
 
@@ -84,8 +102,55 @@ class ShardMonitor:
         """A replica's process died: its streams move. ``marks``: (stream, kind) -> last t1 published."""
         return self._change(node_id, False, marks)
 
-    def returned(self, node_id: str) -> Event | None:
-        return self._change(node_id, True, {})
+    def returned(self, node_id: str, marks: dict[tuple[str, str], float]) -> Event | None:
+        """A replica is up again: its streams come back to it."""
+        return self._change(node_id, True, marks)
+
+    def order(self, result: Result, now: float) -> list[Result]:
+        """The results to publish now: ``result`` itself, except during a handover, where results wait
+        for the earlier windows of their stream (the replica it left may still be finishing them)."""
+        hand = self.handovers.get(result.stream)
+        mark = hand.marks.get(result.kind) if hand is not None else None
+        if hand is None or mark is None:
+            return [result]
+        held = hand.held.setdefault(result.kind, [])
+        held.append(result)
+        held.sort(key=lambda r: r.t1)
+        hand.left -= 1
+        return self._release(result.stream, hand, result.kind, now, force=False)
+
+    def _release(self, stream: str, hand: _Handover, kind: str, now: float, force: bool) -> list[Result]:
+        held, hop = hand.held[kind], self.hop.get(hand.node, 0.0)
+        out: list[Result] = []
+        while held and (force or held[0].t1 <= hand.marks[kind] + 1.5 * hop):
+            r = held.pop(0)
+            out.append(r)
+            hand.marks[kind] = max(hand.marks[kind], r.t1)
+        if held:
+            hand.since.setdefault(kind, now)
+        else:
+            hand.since.pop(kind, None)
+        if hand.left <= 0 and not any(hand.held.values()):
+            self.handovers.pop(stream, None)
+        return out
+
+    def overdue(self, now: float) -> list[Event | Result]:
+        """Results held past ``HOLD_S``: the windows they waited for are lost; reported, then published."""
+        out: list[Event | Result] = []
+        for stream, hand in list(self.handovers.items()):
+            for kind, since in list(hand.since.items()):
+                if now - since < HOLD_S:
+                    continue
+                first, hop = hand.held[kind][0], self.hop.get(hand.node, 0.0)
+                missing = int(round((first.t1 - hand.marks[kind]) / hop)) - 1 if hop > 0 else 0
+                if missing > 0:
+                    key = (stream, kind)
+                    self.dropped[key] = self.dropped.get(key, 0) + missing
+                    out.append(Event("results_dropped", stream, {
+                        "node": hand.node, "kind": kind, "reason": "handover", "windows": missing},
+                        t0=hand.marks[kind], t1=first.t1 - hop))
+                out += self._release(stream, hand, kind, now, force=True)
+        return out
 
     def check(self, result: Result) -> Event | None:
         """A result about to be published: the gap a lost replica left in its stream, once."""

@@ -183,6 +183,7 @@ class Supervisor:
                 self._drain_control()
         self._sync_preview()
         now = time.monotonic()
+        self._release_held()
         self._check_workers(now)
         return now
 
@@ -305,6 +306,7 @@ class Supervisor:
                 # Workers flush their sockets before exiting; collect what is still in transit.
                 while self.results.poll(30):
                     self._drain_results()
+                self._release_held(final=True)
                 break
             if self.stopping and now > self.stop_deadline:
                 self._kill_remaining()
@@ -356,13 +358,28 @@ class Supervisor:
                 if self.viewer is not None:
                     self.viewer.send_frame(item)
             elif isinstance(item, Result):
-                gap = self.shards.check(item) if self.shards.watches else None
-                if gap is not None:  # windows a lost replica took with it
-                    self.publisher.publish_event(gap)
-                if self.replay.admit(item.stream, item.kind, item.t1):
-                    self.publisher.publish_result(item)
+                ordered = self.shards.order(item, time.monotonic()) if self.shards.handovers else [item]
+                for result in ordered:
+                    self._publish_result(result)
             elif isinstance(item, Event):
                 self.publisher.publish_event(item)
+
+    def _publish_result(self, item: Result) -> None:
+        gap = self.shards.check(item) if self.shards.watches else None
+        if gap is not None:  # windows a lost replica took with it
+            self.publisher.publish_event(gap)
+        if self.replay.admit(item.stream, item.kind, item.t1):
+            self.publisher.publish_result(item)
+
+    def _release_held(self, final: bool = False) -> None:
+        """Results a handover between replicas held too long (or all of them, at the end)."""
+        if not self.shards.handovers:
+            return
+        for item in self.shards.overdue(float("inf") if final else time.monotonic()):
+            if isinstance(item, Event):
+                self.publisher.publish_event(item)
+            else:
+                self._publish_result(item)
 
     def _report_rejects(self) -> None:
         """At the end: how many malformed or foreign messages the supervisor's sockets dropped."""
@@ -397,7 +414,7 @@ class Supervisor:
                 self.resume.note(msg["nodes"], time.time())
                 for node in worker.nodes:  # a replica back up takes its streams again
                     if msg["nodes"].get(node, {}).get("state") == "running":
-                        self._reshard(self.shards.returned(node))
+                        self._reshard(self.shards.returned(node, dict(self.replay.high)))
             elif kind == "provider_fallback":
                 report = msg["report"]
                 self.fallbacks.setdefault((report["node"], report["model"], report["why"]), report)
