@@ -41,6 +41,7 @@ class BackendSpec:
 
     kind: str = "local"
     address: str | None = None
+    node_ip: str | None = None  # this host's address in the cluster (the supervisor binds its sockets there)
     placement_timeout_s: float = 60.0
 
 

@@ -50,6 +50,7 @@ class BackendOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["local", "ray"] = Field("local", description="local worker processes, or Ray actors")
     address: str | None = Field(None, description="the Ray cluster (host:port or ray://...); default RAY_ADDRESS")
+    node_ip: str | None = Field(None, description="this host's address in the Ray cluster (default: Ray's choice)")
     placement_timeout_s: float = Field(60.0, gt=0, description="give up when an actor is not placed within this")
 
 
@@ -102,7 +103,8 @@ def compile_backend(report: Report, raw: Any, cli_kind: str | None, cli_address:
     except ValidationError as exc:
         _report_validation(report, ("backend",), exc, ", ".join(BackendOptions.model_fields))
         opts = BackendOptions()
-    spec = BackendSpec(kind=opts.kind, address=opts.address, placement_timeout_s=opts.placement_timeout_s)
+    spec = BackendSpec(kind=opts.kind, address=opts.address, node_ip=opts.node_ip,
+                       placement_timeout_s=opts.placement_timeout_s)
     if cli_kind is not None:
         spec.kind = cli_kind
     if cli_address is not None:

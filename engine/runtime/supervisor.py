@@ -130,12 +130,16 @@ class Supervisor:
         argv = [*self.worker_args(worker), "--process", worker.name, "--control",
                 self.control_endpoint, "--run-dir", str(self.ring_dir), "--resume", json.dumps(resume),
                 "--parent", str(os.getpid())]
-        # Forking is safe only before this process has ZeroMQ sockets (the first start).
-        worker.popen = Child(argv, fork=not hasattr(self, "control"))
+        worker.popen = self.start_child(worker, argv)
         worker.last_seen = time.monotonic()
         worker.loop.on_spawn(worker.last_seen)
         worker.restart_at = None
         worker.drained = worker.released = False
+
+    def start_child(self, worker: WorkerProc, argv: list[str]) -> Child:
+        """The worker process (the Ray backend starts it in an actor instead)."""
+        # Forking is safe only before this process has ZeroMQ sockets (the first start).
+        return Child(argv, fork=not hasattr(self, "control"))
 
     def stream_inputs(self) -> dict[str, dict[str, Any]]:
         """Each stream's input as its source node reads it, for sinks that open it too (clips)."""
@@ -324,6 +328,7 @@ class Supervisor:
     def _publish_status(self, final: bool = False) -> None:
         """Once a second: the status object to the PUB socket, the --status-json sink and the view."""
         snapshot = self.tracker.snapshot(self.workers, self.publisher, final, replayed=self.replay.replayed)
+        snapshot.update(self.extra_status())
         if self.shards.replicas:
             snapshot["shards"] = self.shards.status()
             for entry in snapshot["streams"]:
@@ -332,6 +337,10 @@ class Supervisor:
         if self.status_sink is not None:
             self.status_sink.write(status)
         self.view.update(status, final=final)
+
+    def extra_status(self) -> dict[str, Any]:
+        """Entries a backend adds to the status object (the Ray backend: where each process runs)."""
+        return {}
 
     def _log_fallbacks(self, final: bool) -> None:
         """The execution-provider fallbacks of every model in one line, once all nodes have started.
