@@ -142,6 +142,7 @@ class RaySupervisor(Supervisor):
         address = backend.address or os.environ.get("RAY_ADDRESS")
         if address:
             check_reachable(address)
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray's own default to come; no warning
         try:
             ray.init(address=address, _node_ip_address=backend.node_ip, log_to_driver=False,
                      include_dashboard=False, configure_logging=False)
@@ -243,10 +244,10 @@ class RaySupervisor(Supervisor):
         return {"backend": "ray", "placement": self.placement}
 
     def _cleanup(self) -> None:
+        stop_authenticators()  # before the supervisor's context goes
         try:
             super()._cleanup()
         finally:
-            stop_authenticators()
             if self.ray is not None:
                 for actor in self.actors.values():
                     try:
