@@ -77,6 +77,9 @@ def pipeline_options(command: F) -> F:
                      help="stop after this much media time (files, sample://, synthetic://) or wall time (live)"),
         click.option("--publish", metavar="ENDPOINT", help="ZeroMQ PUB endpoint of the results"),
         click.option("--jsonl", metavar="PATH", help="also write the results as JSON lines ('-': standard output)"),
+        click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
+                     help="where the process groups run: local processes, or Ray actors (over the YAML's backend:)"),
+        click.option("--address", metavar="ADDR", help="the Ray cluster to join (host:port); with --backend ray"),
     ]
     for option in reversed(options):
         command = option(command)
@@ -168,6 +171,13 @@ def cmd_run(pipeline: str, overrides: dict[str, Any], quiet: bool, status_json: 
         cls.preflight(cls.Params.model_validate(node.params))
     if quiet:
         logging.getLogger().setLevel(logging.WARNING)
+    if spec.backend.kind == "ray":
+        if view_port is not None:
+            print("error: --view runs with the local backend only", file=sys.stderr)
+            return 2
+        from avstream.engine.runtime.raybackend import RaySupervisor
+
+        return RaySupervisor(spec, quiet=quiet, status_json=status_json).run()
     if view_port is not None:
         from avstream.engine.serve.run_view import run_with_viewer
 

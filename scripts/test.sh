@@ -25,7 +25,7 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # The CPU build of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[cpu,export,dev,mic,serve,report]"
+"$VENV/bin/python" -m pip install -q -e ".[cpu,export,dev,mic,serve,report,ray]"
 
 set +e
 # Lint and the whole-tree type check ([tool.mypy] in pyproject.toml); the suite runs whatever they find.

@@ -25,6 +25,7 @@ import zmq
 
 from avstream.engine.capture.fit import GridGate
 from avstream.engine.items import PreviewFrame, VideoFrame
+from avstream.engine.transport.edgekeys import edge_connect
 from avstream.engine.transport.wire import encode
 
 PREVIEW_HWM = 4  # frames queued towards the supervisor; past that a frame is dropped, not delayed
@@ -114,6 +115,7 @@ class PreviewTap:
         sock = self.zctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, PREVIEW_HWM)
+        edge_connect(sock, self.endpoint)
         sock.connect(self.endpoint)
         params = [cv2.IMWRITE_JPEG_QUALITY, self.quality]
         try:

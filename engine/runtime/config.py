@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from avstream.engine.capture.base import LIVE_SCHEMES
 from avstream.engine.errors import ConfigError, ModelError, Problem
 from avstream.engine.items import AV_WINDOW, MEDIA, RESULT, MediaFit
 from avstream.engine.node import CheckContext, Node, WindowRequirement
 from avstream.engine.runtime.graph import OUTPUTS_NODE, NodeSpec, OutputsSpec, PipelineSpec, PreviewSpec
+from avstream.engine.runtime.output_options import CurveOptions as CurveOptions
+from avstream.engine.runtime.output_options import OutputsOptions as OutputsOptions
+from avstream.engine.runtime.placement import compile_backend, expand_replicas, node_replicas, node_resources
 from avstream.engine.runtime.registry import Registry, load_registry
 from avstream.engine.runtime.restarts import RestartPolicy
 from avstream.engine.runtime.yamlsrc import Marks, Path_, apply_set, load_yaml_file
@@ -32,36 +35,9 @@ from avstream.engine.transport.curve import PublishSecurity, check_publish
 from avstream.engine.transport.edges import POLICIES, EdgeSpec
 
 SOURCE_TYPE = "avstream/source@v1"
-TOP_KEYS = ("version", "name", "description", "streams", "nodes", "outputs")
-NODE_KEYS = ("type", "inputs", "params", "process", "restart")
-STREAM_FRAME_KEYS = ("type", "process", "restart")
-
-
-class CurveOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    secret_key: str = Field(description="the publisher's secret key file (`avstream keys`: server.key_secret)")
-    clients: str = Field(description="folder of the public keys (*.key) of the subscribers let in")
-
-
-class PublishOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    endpoint: str = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the results go to")
-    curve: CurveOptions | None = Field(None, description="CURVE authentication and encryption (SPEC §9)")
-    insecure: bool = Field(False, description="allow publishing unauthenticated on a non-loopback tcp endpoint")
-    wait_for_subscribers: int = Field(0, ge=0, description="wait for this many subscribers before the first result")
-    wait_timeout_s: float = Field(10.0, gt=0, description="give up waiting for subscribers after this long")
-
-
-class JsonlOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str = Field(description="file to append results to, one JSON object per line; '-' for stdout")
-    fsync: str = Field("batch", pattern="^(line|batch)$", description="fsync after every line or per batch")
-
-
-class OutputsOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    publish: PublishOptions = Field(default_factory=lambda: PublishOptions())
-    jsonl: JsonlOptions | None = None
+TOP_KEYS = ("version", "name", "description", "streams", "nodes", "outputs", "backend")
+NODE_KEYS = ("type", "inputs", "params", "process", "restart", "resources", "replicas")
+STREAM_FRAME_KEYS = ("type", "process", "restart", "resources")
 
 
 @dataclass
@@ -74,6 +50,8 @@ class Overrides:
     jsonl: str | None = None
     duration: float | None = None
     preview: PreviewSpec | None = None  # live preview frames for a viewer (`avstream run --view`)
+    backend: str | None = None  # --backend: over the file's backend.kind
+    address: str | None = None  # --address: the Ray cluster
 
 
 def builtin_pipelines() -> dict[str, Path]:
@@ -203,6 +181,8 @@ class _Compiler:
         for nid, cls in self.classes.items():
             if cls.output_kind == RESULT:
                 self.edges.append(EdgeSpec(nid, OUTPUTS_NODE, RESULT, "block", 64))
+        self.edges = expand_replicas(self.error, self.nodes, self.edges)
+        backend = compile_backend(self.error, tree.get("backend"), overrides.backend, overrides.address)
         if self.problems:
             return None
         readers: dict[str, int] = {}
@@ -218,8 +198,10 @@ class _Compiler:
             outputs=outputs,
             duration=overrides.duration,
             live_streams=live,
-            cpu_consumers=sum(1 for nid, n in self.nodes.items() if n.is_source or self.classes[nid].uses_cores),
+            cpu_consumers=sum(1 for nid, n in self.nodes.items()
+                              if n.is_source or self.classes[n.replica_of or nid].uses_cores),
             preview=copy.copy(overrides.preview),
+            backend=backend,
         )
 
     def stream_is_live(self, stream: dict[str, Any]) -> bool:
@@ -257,6 +239,7 @@ class _Compiler:
         self.register(sid, cls, params, path, path, process=str(stream.get("process") or sid))
         self.nodes[sid].is_source = True
         self.restart_policy(sid, stream, path)
+        node_resources(self.error, self.nodes[sid], stream, path)
 
     def add_node(self, nid: str, node: Any) -> None:
         path: Path_ = ("nodes", nid)
@@ -282,6 +265,8 @@ class _Compiler:
             return
         self.register(nid, cls, params, (*path, "params"), path, process=str(node.get("process") or nid))
         self.restart_policy(nid, node, path)
+        node_resources(self.error, self.nodes[nid], node, path)
+        node_replicas(self.error, self.nodes[nid], node, path, cls.input_kinds, cls.output_kind)
         if not cls.input_kinds:
             self.nodes[nid].is_source = True
 

@@ -27,6 +27,22 @@ class NodeSpec:
     window: WindowRequirement | None = None
     is_source: bool = False
     restart: dict[str, Any] = field(default_factory=dict)  # RestartPolicy fields the file sets
+    resources: dict[str, float] = field(default_factory=dict)  # what placing it takes (Ray backend)
+    replica_of: str = ""  # a replica of this node of the file (`replicas: N`), else ""
+    replica: int = 0  # its index among the replicas
+    replicas: int = 1
+
+
+@dataclass
+class BackendSpec:
+    """Where the process groups run: ``local`` (worker processes of the supervisor) or ``ray``
+    (Ray actors, placed by their nodes' ``resources``; ``address`` of the cluster, None: ``RAY_ADDRESS``
+    or a local cluster)."""
+
+    kind: str = "local"
+    address: str | None = None
+    node_ip: str | None = None  # this host's address in the cluster (the supervisor binds its sockets there)
+    placement_timeout_s: float = 60.0
 
 
 @dataclass
@@ -75,11 +91,20 @@ class PipelineSpec:
     live_streams: list[str] = field(default_factory=list)  # streams paced by wall time
     cpu_consumers: int = 0  # sources and nodes that use cores of their own (0: not counted)
     preview: PreviewSpec | None = None  # None: no preview frames at all (`avstream run` without a viewer)
+    backend: BackendSpec = field(default_factory=BackendSpec)
 
     def processes(self) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
         for node in self.nodes.values():
             groups.setdefault(node.process, []).append(node.id)
+        return groups
+
+    def replicated(self) -> dict[str, list[str]]:
+        """Each replicated node of the file and its replicas' node ids, in replica order."""
+        groups: dict[str, list[str]] = {}
+        for node in self.nodes.values():
+            if node.replica_of:
+                groups.setdefault(node.replica_of, []).append(node.id)
         return groups
 
     def inputs_of(self, node_id: str) -> list[EdgeSpec]:
@@ -116,6 +141,7 @@ class PipelineSpec:
             live_streams=raw["live_streams"],
             cpu_consumers=raw.get("cpu_consumers", 0),
             preview=PreviewSpec(**raw["preview"]) if raw.get("preview") else None,
+            backend=BackendSpec(**raw.get("backend", {})),
         )
 
 

@@ -29,12 +29,14 @@ from avstream.engine.runtime.control import MAX_CONTROL_BYTES, ControlGate
 from avstream.engine.runtime.graph import OUTPUTS_NODE, PipelineSpec
 from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.replay import ReplayGuard
+from avstream.engine.runtime.resharding import ShardMonitor
 from avstream.engine.runtime.restarts import CrashLoop, RestartPolicy, ResumePoints
 from avstream.engine.runtime.snapshot import StatusJsonSink, StatusTracker
 from avstream.engine.runtime.spawner import Child
 from avstream.engine.runtime.status import StatusView
 from avstream.engine.sinks import Sink, SinkContext, build_sinks
 from avstream.engine.transport.curve import PublishSecurity
+from avstream.engine.transport.edgekeys import edge_bind
 from avstream.engine.transport.private import bind_private, make_private_dir
 from avstream.engine.transport.wire import Rejects, WireError, decode
 
@@ -100,6 +102,8 @@ class Supervisor:
         self.preview_wanted: frozenset[str] = frozenset()
         self.replay = ReplayGuard()
         self.resume = ResumePoints()
+        self.shards = ShardMonitor(spec)  # replicated encoders: which replicas are up, gaps of lost ones
+        self.shard_producers = self.shards.producers()
 
     # --- set-up ---
     def allocate_endpoints(self) -> None:
@@ -126,12 +130,16 @@ class Supervisor:
         argv = [*self.worker_args(worker), "--process", worker.name, "--control",
                 self.control_endpoint, "--run-dir", str(self.ring_dir), "--resume", json.dumps(resume),
                 "--parent", str(os.getpid())]
-        # Forking is safe only before this process has ZeroMQ sockets (the first start).
-        worker.popen = Child(argv, fork=not hasattr(self, "control"))
+        worker.popen = self.start_child(worker, argv)
         worker.last_seen = time.monotonic()
         worker.loop.on_spawn(worker.last_seen)
         worker.restart_at = None
         worker.drained = worker.released = False
+
+    def start_child(self, worker: WorkerProc, argv: list[str]) -> Child:
+        """The worker process (the Ray backend starts it in an actor instead)."""
+        # Forking is safe only before this process has ZeroMQ sockets (the first start).
+        return Child(argv, fork=not hasattr(self, "control"))
 
     def stream_inputs(self) -> dict[str, dict[str, Any]]:
         """Each stream's input as its source node reads it, for sinks that open it too (clips)."""
@@ -154,9 +162,11 @@ class Supervisor:
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)  # a peer sending more is disconnected
+        edge_bind(self.ctx, self.control, self.control_endpoint)
         bind_private(self.control, self.control_endpoint)
         self.results = self.ctx.socket(zmq.PULL)
         self.results.setsockopt(zmq.LINGER, 0)
+        edge_bind(self.ctx, self.results, self.results_endpoint)
         bind_private(self.results, self.results_endpoint)
         # what the two sockets drop: malformed messages, or control messages not from the worker they name
         self.gate = ControlGate(self.identities)
@@ -177,6 +187,7 @@ class Supervisor:
                 self._drain_control()
         self._sync_preview()
         now = time.monotonic()
+        self._release_held()
         self._check_workers(now)
         return now
 
@@ -299,6 +310,7 @@ class Supervisor:
                 # Workers flush their sockets before exiting; collect what is still in transit.
                 while self.results.poll(30):
                     self._drain_results()
+                self._release_held(final=True)
                 break
             if self.stopping and now > self.stop_deadline:
                 self._kill_remaining()
@@ -315,11 +327,20 @@ class Supervisor:
 
     def _publish_status(self, final: bool = False) -> None:
         """Once a second: the status object to the PUB socket, the --status-json sink and the view."""
-        status = self.publisher.publish_status(self.tracker.snapshot(self.workers, self.publisher, final,
-                                                                     replayed=self.replay.replayed))
+        snapshot = self.tracker.snapshot(self.workers, self.publisher, final, replayed=self.replay.replayed)
+        snapshot.update(self.extra_status())
+        if self.shards.replicas:
+            snapshot["shards"] = self.shards.status()
+            for entry in snapshot["streams"]:
+                entry["dropped"] = self.shards.stream_drops(entry["id"])
+        status = self.publisher.publish_status(snapshot)
         if self.status_sink is not None:
             self.status_sink.write(status)
         self.view.update(status, final=final)
+
+    def extra_status(self) -> dict[str, Any]:
+        """Entries a backend adds to the status object (the Ray backend: where each process runs)."""
+        return {}
 
     def _log_fallbacks(self, final: bool) -> None:
         """The execution-provider fallbacks of every model in one line, once all nodes have started.
@@ -346,10 +367,28 @@ class Supervisor:
                 if self.viewer is not None:
                     self.viewer.send_frame(item)
             elif isinstance(item, Result):
-                if self.replay.admit(item.stream, item.kind, item.t1):
-                    self.publisher.publish_result(item)
+                ordered = self.shards.order(item, time.monotonic()) if self.shards.handovers else [item]
+                for result in ordered:
+                    self._publish_result(result)
             elif isinstance(item, Event):
                 self.publisher.publish_event(item)
+
+    def _publish_result(self, item: Result) -> None:
+        gap = self.shards.check(item) if self.shards.watches else None
+        if gap is not None:  # windows a lost replica took with it
+            self.publisher.publish_event(gap)
+        if self.replay.admit(item.stream, item.kind, item.t1):
+            self.publisher.publish_result(item)
+
+    def _release_held(self, final: bool = False) -> None:
+        """Results a handover between replicas held too long (or all of them, at the end)."""
+        if not self.shards.handovers:
+            return
+        for item in self.shards.overdue(float("inf") if final else time.monotonic()):
+            if isinstance(item, Event):
+                self.publisher.publish_event(item)
+            else:
+                self._publish_result(item)
 
     def _report_rejects(self) -> None:
         """At the end: how many malformed or foreign messages the supervisor's sockets dropped."""
@@ -372,12 +411,19 @@ class Supervisor:
                 continue
             worker.last_seen = time.monotonic()
             kind = admitted.type
-            if kind == "hello" and self.preview_wanted:  # a (re)started worker: what is watched now
-                self._send_preview(worker)
+            if kind == "hello":
+                if self.preview_wanted:  # a (re)started worker: what is watched now
+                    self._send_preview(worker)
+                if worker.name in self.shard_producers:  # and which replicas are up
+                    for shard_msg in self.shards.messages():
+                        self._send_control(worker.name, shard_msg)
             elif kind == "status":
                 worker.status = msg["nodes"]
                 worker.status_at = worker.last_seen
                 self.resume.note(msg["nodes"], time.time())
+                for node in worker.nodes:  # a replica back up takes its streams again
+                    if msg["nodes"].get(node, {}).get("state") == "running":
+                        self._reshard(self.shards.returned(node, dict(self.replay.high)))
             elif kind == "provider_fallback":
                 report = msg["report"]
                 self.fallbacks.setdefault((report["node"], report["model"], report["why"]), report)
@@ -443,7 +489,21 @@ class Supervisor:
                 worker.released = True
                 self._send_control(worker.name, {"type": "stop"})
 
+    def _reshard(self, moved: Event | None) -> None:
+        """A replica went down or came back: announce what moved, tell the producers."""
+        if moved is None:
+            return
+        self.publisher.publish_event(moved)
+        d = moved.detail
+        self.view.line(f"replica {d['replica']} of '{d['node']}' {'back up' if d['reason'] == 'replica_up' else 'lost'}: "
+                       f"streams moved {d['moved'] or 'none'}", important=d["reason"] != "replica_up")
+        for name in self.shard_producers:
+            for msg in self.shards.messages():
+                self._send_control(name, msg)
+
     def _handle_crash(self, worker: WorkerProc, rc: int, now: float) -> None:
+        for node in worker.nodes:
+            self._reshard(self.shards.lost(node, dict(self.replay.high)))
         if worker.fatal:
             # the error itself was shown when the node reported it: one line per failure, not two
             self.view.line(f"process '{worker.name}' stopped after that error", important=True)

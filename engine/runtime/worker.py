@@ -32,7 +32,9 @@ from avstream.engine.node import Node, NodeContext, NodeState, SourceNode
 from avstream.engine.runtime.graph import NodeSpec, PipelineSpec
 from avstream.engine.runtime.memory import tune_malloc
 from avstream.engine.runtime.registry import load_registry
+from avstream.engine.transport.edgekeys import EdgeKeys, activate, edge_connect, stop_authenticators
 from avstream.engine.transport.edges import Inbox, InputLink, InputPort, OutputPort
+from avstream.engine.transport.shards import ShardedEdge, ShardRouter, ShardTable
 
 
 def set_process_name(name: str) -> None:
@@ -58,6 +60,7 @@ class ControlLink:
         self.outbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self.status_fn: Any = lambda: {}
         self.preview_streams: frozenset[str] = frozenset()  # streams a viewer watches (sources preview them)
+        self.shards = ShardTable()  # replicas up, per replicated node (the supervisor's "shards" messages)
         self.thread = threading.Thread(target=self._run, name="control", daemon=True)
 
     def post(self, message: dict[str, Any]) -> None:
@@ -68,6 +71,7 @@ class ControlLink:
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.RECONNECT_IVL, 5)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        edge_connect(sock, self.endpoint)
         sock.connect(self.endpoint)
         sock.send_json({"type": "hello", "process": self.process, "pid": os.getpid()})
         next_status = 0.0
@@ -95,6 +99,8 @@ class ControlLink:
                     self.stop.set()
                 elif isinstance(cmd, dict) and cmd.get("type") == "preview":
                     self.preview_streams = frozenset(str(s) for s in cmd.get("streams") or ())
+                elif isinstance(cmd, dict) and cmd.get("type") == "shards" and isinstance(cmd.get("up"), list):
+                    self.shards.set_up(str(cmd.get("node")), [r for r in cmd["up"] if isinstance(r, int)])
 
 
 class ForwardingHandler(logging.Handler):
@@ -142,7 +148,11 @@ class NodeRunner:
                 if shared is None:
                     shared = inputs[edge.endpoint] = InputLink(zctx, edge.endpoint, edge.kind, stop)
             InputPort(zctx, edge, self.inbox, run_dir, stop, shared)
-        self.output = OutputPort(zctx, node.id, spec.outputs_of(node.id), run_dir, stop)
+        out_edges = spec.outputs_of(node.id)
+        sharded = [ShardedEdge(i, dst.replica_of, dst.replica, dst.replicas) for i, e in enumerate(out_edges)
+                   if (dst := spec.nodes.get(e.dst)) is not None and dst.replica_of]
+        router = ShardRouter(sharded, len(out_edges), link.shards) if sharded else None
+        self.output = OutputPort(zctx, node.id, out_edges, run_dir, stop, router=router)
         self.items_in = 0
         self.items_out = 0
         self.last_t: dict[str, float] = {}
@@ -310,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", default="{}")
     parser.add_argument("--parent", type=int, default=0)
     parser.add_argument("--serve", action="store_true", help="shared nodes of `avstream serve`: never end on EOS")
+    parser.add_argument("--edge-keys", default="", help="the run's CURVE keys for tcp edges (engine/transport/edgekeys.py)")
     args = parser.parse_args(argv)
     _die_with_parent()
     tune_malloc()  # a fresh interpreter (a restart) has not inherited the supervisor's setting
@@ -321,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if not _alive(parent):
         return 0
     spec = PipelineSpec.from_json(Path(args.spec).read_text())
+    activate(EdgeKeys.from_json(Path(args.edge_keys).read_text()) if args.edge_keys else None)
     zctx: zmq.Context[Any] = zmq.Context()
     link = ControlLink(zctx, args.control, args.process, stop)
     root = logging.getLogger("avstream")
@@ -375,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     link.post({"type": "status", "nodes": link.status_fn()})
     link.post({"type": "bye", "failed": failed})
     link.thread.join(3)
+    stop_authenticators()
     zctx.term() if graceful else zctx.destroy(linger=0)
     return 1 if failed else 0
 

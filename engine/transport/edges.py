@@ -30,7 +30,9 @@ import numpy as np
 import zmq
 
 from avstream.engine.items import NATIVE_FIT, AudioChunk, AVWindow, Item, MediaFit, VideoFrame
+from avstream.engine.transport.edgekeys import edge_bind, edge_connect
 from avstream.engine.transport.private import bind_private
+from avstream.engine.transport.shards import ShardRouter
 from avstream.engine.transport.shm import FrameRing, RingReader
 from avstream.engine.transport.wire import Rejects, WireError, encode, parse
 
@@ -69,8 +71,10 @@ class OutputPort:
     """
 
     def __init__(self, ctx: zmq.Context[Any], node_id: str, edges: list[EdgeSpec], ring_dir: Path,
-                 stop: threading.Event, use_shm: bool = True):
+                 stop: threading.Event, use_shm: bool = True, router: ShardRouter | None = None):
+        """``router``: picks the edges of replicated consumers that take an item (by stream)."""
         self.stop = stop
+        self.router = router
         self.sockets: list[zmq.Socket[Any]] = []
         self.socket_of: list[int] = []  # per edge: its socket
         by_endpoint: dict[str, int] = {}
@@ -84,10 +88,13 @@ class OutputPort:
                 # The consumer may bind a moment after we connect: retry fast (ZeroMQ's default is 100 ms).
                 sock.setsockopt(zmq.RECONNECT_IVL, 5)
                 sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+                edge_connect(sock, edge.endpoint)  # CURVE on tcp edges between hosts
                 sock.connect(edge.endpoint)
                 self.sockets.append(sock)
             self.socket_of.append(k)
-        frame_edges = [e for e in edges if e.kind == "media"]
+        # frames cross to another host inline: shared memory only reaches the readers of this one
+        self.inline = [not e.endpoint.startswith("ipc://") for e in edges]
+        frame_edges = [e for e, inline in zip(edges, self.inline, strict=True) if e.kind == "media" and not inline]
         self.ring: FrameRing | None = None
         if use_shm and frame_edges:
             slots = sum(e.size + 2 * FRAME_HWM + 2 for e in frame_edges) + 2
@@ -99,47 +106,60 @@ class OutputPort:
         self.sent = 0
 
     def send(self, item: Item) -> bool:
-        """Send to every edge; waits under backpressure. False when the engine is stopping."""
+        """Send to every edge that takes ``item``; waits under backpressure. False when the engine is stopping."""
+        targets = self.router.targets(item) if self.router is not None else None
         if isinstance(item, VideoFrame) and item.fitted is not None:
-            return self._send_fitted(item, item.fitted)
+            return self._send_fitted(item, item.fitted, targets)
+        edges = list(range(len(self.socket_of))) if targets is None else targets
         desc = None
-        if isinstance(item, VideoFrame) and self.ring is not None:
-            desc = self.ring.write(item.image)
-        frames = encode(item, desc)
-        for sock in self.sockets:
-            if not self._push(sock, frames):
+        shm_readers = [self.readers[i] for i in edges if not self.inline[i]]
+        if isinstance(item, VideoFrame) and self.ring is not None and shm_readers:
+            desc = self.ring.write(item.image, shm_readers)
+        whole: dict[bool, list[Any]] = {}
+        for s, sock in enumerate(self.sockets):
+            mine = [i for i in edges if self.socket_of[i] == s]
+            if not mine:
+                continue
+            inline = self.inline[mine[0]]
+            if len(mine) == self.on_socket[s]:
+                frames = whole.get(inline) or whole.setdefault(inline, encode(item, None if inline else desc))
+            else:
+                frames = encode(item, None if inline else desc, to=[self.readers[i] for i in mine])
+            if not self._push(sock, frames, mine):
                 return False
         self.sent += 1
         return True
 
-    def _send_fitted(self, frame: VideoFrame, fitted: dict[str, np.ndarray]) -> bool:
+    def _send_fitted(self, frame: VideoFrame, fitted: dict[str, np.ndarray], targets: list[int] | None) -> bool:
         """Each edge gets the image of its fit; each image goes into the ring once, flagged for the
         readers that get it; an edge whose fit did not take this frame is sent nothing."""
         groups: dict[int, tuple[np.ndarray, list[int]]] = {}
         for i, key in enumerate(self.frame_keys):
-            image = fitted.get(key)
+            image = fitted.get(key) if targets is None or i in targets else None
             if image is not None:
                 groups.setdefault(id(image), (image, []))[1].append(i)
         # the largest first: a ring that has to grow does so before the smaller images take slots
         for image, edges in sorted(groups.values(), key=lambda g: -g[0].nbytes):
-            desc = self.ring.write(image, [self.readers[i] for i in edges]) if self.ring is not None else None
+            local = [self.readers[i] for i in edges if not self.inline[i]]
+            desc = self.ring.write(image, local) if self.ring is not None and local else None
             item = VideoFrame(frame.stream, frame.t, frame.wall, image)
-            whole: list[Any] | None = None  # the message for a socket all of whose edges take the image
+            whole: dict[bool, list[Any]] = {}  # the message for a socket all of whose edges take the image
             for s, sock in enumerate(self.sockets):
-                mine = [self.readers[i] for i in edges if self.socket_of[i] == s]
-                if not mine:
+                on_socket = [i for i in edges if self.socket_of[i] == s]
+                if not on_socket:
                     continue
+                inline = self.inline[on_socket[0]]
+                mine = [self.readers[i] for i in on_socket]
                 if len(mine) == self.on_socket[s]:
-                    whole = whole or encode(item, desc)
-                    frames = whole
+                    frames = whole.get(inline) or whole.setdefault(inline, encode(item, None if inline else desc))
                 else:
-                    frames = encode(item, desc, to=mine)
-                if not self._push(sock, frames):
+                    frames = encode(item, None if inline else desc, to=mine)
+                if not self._push(sock, frames, on_socket):
                     return False
         self.sent += 1
         return True
 
-    def _push(self, sock: zmq.Socket[Any], frames: list[Any]) -> bool:
+    def _push(self, sock: zmq.Socket[Any], frames: list[Any], edges: list[int]) -> bool:
         while True:
             try:
                 sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
@@ -147,6 +167,9 @@ class OutputPort:
             except zmq.Again:
                 if self.stop.is_set():
                     return False
+                if self.router is not None and self.router.gone(edges):
+                    self.router.dropped += 1  # its replica went down: the supervisor counts the gap
+                    return True
                 sock.poll(POLL_MS, zmq.POLLOUT)
 
     def close(self, linger_ms: int = 2000) -> None:
@@ -217,6 +240,7 @@ class InputLink:
         sock = self.ctx.socket(zmq.PULL)
         sock.setsockopt(zmq.RCVHWM, FRAME_HWM if self.kind == "media" else 64)
         sock.setsockopt(zmq.LINGER, 0)
+        edge_bind(self.ctx, sock, self.endpoint)
         bind_private(sock, self.endpoint)
         self.ready.set()
         try:
