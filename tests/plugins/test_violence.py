@@ -294,7 +294,9 @@ def _run_pipeline(tmp_path: Path, *args: str, realtime: bool = False) -> list[di
 def test_builtin_pipeline_on_the_demo_alerts_during_its_violence(tmp_path: Path) -> None:
     from avstream.engine.synthetic.scene import SceneConfig, generate_truth
 
-    msgs = _run_pipeline(tmp_path, realtime=True)  # as a camera would deliver it: 20 s
+    # as a camera would deliver it: 20 s. The procedural fight scores about 0.55-0.75, under the threshold
+    # calibrated on real footage (the model card's operating point), so the test sets the former 0.5
+    msgs = _run_pipeline(tmp_path, "--set", "nodes.violence.params.on_threshold=0.5", realtime=True)
     res = [m for m in msgs if m["kind"] == "violence"]
     assert len(res) >= 30 and all(m["model"] == "violence@2" for m in res)
     for m in res:
