@@ -22,7 +22,7 @@ PSS_BOUND_MB = 320
 
 def tree_pss(pid: int) -> tuple[float, set[str]]:
     """PSS summed over the process tree (MB) and the names of its processes."""
-    total, names = 0.0, set()
+    total, names = 0.0, set[str]()
     root = psutil.Process(pid)
     for proc in [root, *root.children(recursive=True)]:
         try:
@@ -46,7 +46,7 @@ def test_edge_pipeline_runs_all_four_tasks(tmp_path: Path, port: int) -> None:
     out = tmp_path / "edge.jsonl"
     proc = start_run("edge", "--duration", "12", "--jsonl", str(out), "--quiet", "--publish",
                      f"tcp://127.0.0.1:{port}")
-    peak, names = 0.0, set()
+    peak, names = 0.0, set[str]()
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         try:
