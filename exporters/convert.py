@@ -13,6 +13,8 @@ from avstream.exporters.quantize import (
     calibration_windows,
     compare,
     convert_fp16,
+    point_at_decoder,
+    quantize_decoder_step_int8,
     quantize_int8,
     window_feeds,
 )
@@ -46,6 +48,8 @@ def convert_main(args: Any, say: Progress) -> int:
         calib, held_out = window_feeds(model, windows[0::2]), window_feeds(model, windows[1::2])
         quantize_int8(model, out, calib, fmt="qdq" if fmt == "qdq" else "qoperator",
                       keep_front_end=not args.quantize_front_end, progress=say)
+        if fmt != "qdq":
+            int8_decoder_step(model, out, say)
         eval_feeds, label = held_out or calib, "held-out windows of the calibration input(s)"
     else:
         convert_fp16(model, out, progress=say)
@@ -62,3 +66,19 @@ def convert_main(args: Any, say: Progress) -> int:
     for line in result.lines():
         say("  " + line)
     return 0
+
+
+def int8_decoder_step(encoder: Path, out: Path, say: Progress) -> None:
+    """A caption encoder's decoder step gets its INT8 variant next to the INT8 encoder, which then names it:
+    ``X_encoder.onnx`` -> ``X_decoder_step.onnx`` (else ``OUT_decoder_step.onnx``)."""
+    named = read_contract(encoder).raw.get("decoder")
+    if not isinstance(named, str) or not (encoder.parent / named).is_file():
+        return
+    stem = out.stem.removesuffix("_encoder")
+    decoder = out.with_name(f"{stem}_decoder_step.onnx")
+    if decoder.resolve() == (encoder.parent / named).resolve():
+        raise ModelError(f"--out {out}: its decoder step {decoder.name} would overwrite the source's")
+    quantize_decoder_step_int8(encoder.parent / named, decoder, say)
+    point_at_decoder(out, decoder.name)
+    say(f"wrote {decoder} ({decoder.stat().st_size / 1e3:.0f} kB, "
+        f"{(encoder.parent / named).stat().st_size / 1e3:.0f} kB before), named by {out.name}")

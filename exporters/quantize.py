@@ -290,6 +290,42 @@ def quantize_int8(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]], 
     return dst
 
 
+def quantize_decoder_step_int8(src: Path, dst: Path, progress: Progress | None = None) -> Path:
+    """Dynamic INT8 of a caption decoder step (weights 7-bit int8, activations quantised per call): it
+    runs on token prefixes, not on media windows, so there is nothing to calibrate."""
+    onnx = _onnx()
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise MissingDependencyError(f"INT8 quantisation needs onnxruntime's quantisation tools ({exc}): "
+                                     "pip install 'avstream[export]'") from None
+    original = onnx.load(str(src))
+    others = {p.key: p.value for p in original.metadata_props}
+    weight_bits = 7 if REDUCE_RANGE else 8
+    if progress:
+        progress(f"INT8 dynamic quantisation of the decoder step {src.name} ({weight_bits}-bit s8 weights)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "q.onnx"
+        try:
+            quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, reduce_range=REDUCE_RANGE)
+        except Exception as exc:
+            raise ModelError(f"{src}: INT8 quantisation failed: {type(exc).__name__}: {exc}") from None
+        model = onnx.load(str(out))
+    details = {"format": "dynamic", "weight_bits": weight_bits, "source": src.name}
+    _write_with_metadata(model, dst, _variant_metadata(original, "int8", details), others)
+    return dst
+
+
+def point_at_decoder(model_path: Path, decoder_name: str) -> None:
+    """Rewrite an encoder's ``decoder`` metadata key to ``decoder_name`` (a file next to it)."""
+    onnx = _onnx()
+    model = onnx.load(str(model_path))
+    others = {p.key: p.value for p in model.metadata_props}
+    meta = json.loads(others[METADATA_KEY])
+    meta["decoder"] = decoder_name
+    _write_with_metadata(model, model_path, meta, others)
+
+
 def convert_fp16(src: Path, dst: Path, progress: Progress | None = None) -> Path:
     """FP16 weights and activations; graph inputs/outputs keep their types (the contract's)."""
     onnx = _onnx()

@@ -71,6 +71,12 @@ def resolve_decoder(encoder: Path, contract: ModelContract, ref: str, base_dir: 
                      f"{encoder.stem.removesuffix('_encoder')}_decoder_step.onnx lies next to it): set 'decoder'")
 
 
+def base_ref(ref: str) -> str:
+    """``id@version`` without a variant suffix (``captions@1+int8`` -> ``captions@1``): a lower-precision
+    variant of an encoder makes the memory its decoder step was trained on."""
+    return ref.split("+", 1)[0]
+
+
 def model_sources(contract: ModelContract) -> tuple[str, ...]:
     """The sources a caption model was trained for (metadata ``sources``; default: what its inputs allow)."""
     declared = contract.raw.get("sources")
@@ -258,7 +264,7 @@ class CaptionNode(ModelNode[CaptionParams]):
             spec = read_decoder_spec(resolve_decoder(enc, contract, p.decoder, ctx.base_dir))
         except ModelError as exc:
             return [("decoder", str(exc))]
-        if spec.encoder and spec.encoder != contract.ref:
+        if spec.encoder and base_ref(spec.encoder) != base_ref(contract.ref):
             problems.append(("decoder", f"{spec.source} decodes the memory of {spec.encoder}, the encoder is {contract.ref}"))
         if p.max_tokens > spec.length - 1:
             problems.append(("max_tokens", f"{spec.ref} takes at most {spec.length - 1} words (got {p.max_tokens})"))

@@ -115,3 +115,58 @@ def test_int8_agrees_on_an_avx2_cpu_without_vnni(tmp_path: Path) -> None:
     for out in here.get_outputs():
         native = np.concatenate([np.ravel(here.run([out.name], f)[0]) for f in held])
         assert np.allclose(native, emulated[out.name], rtol=0, atol=1e-5), out.name
+
+
+# the shipped INT8 built-ins (pipelines/edge.yaml), each run natively and under emulation on held-out windows
+SHIPPED = {"highlight_int8": "highlight", "violence_int8": "violence", "localization_int8": "localization",
+           "captions_int8_encoder": "captions_encoder"}
+EMULATED_SHIPPED = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+import onnxruntime as ort
+
+work, pairs = Path(sys.argv[1]), json.loads(sys.argv[2])
+out = {}
+for name, (int8, fp32) in pairs.items():
+    data = np.load(work / f"{name}.npz")
+    feeds = [{k: data[f"{k}{i}"] for k in ("video", "audio")} for i in range(int(data["n"]))]
+    res = {}
+    for tag, path in (("int8", int8), ("fp32", fp32)):
+        s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        res[tag] = {o.name: np.concatenate([np.ravel(s.run([o.name], f)[0]) for f in feeds]) for o in s.get_outputs()}
+    np.savez(work / f"{name}.emulated.npz", **res["int8"])
+    out[name] = {o: float(np.corrcoef(res["fp32"][o], res["int8"][o])[0, 1]) for o in res["fp32"]}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(QEMU is None, reason="qemu-x86_64 is not installed (Debian: apt-get install qemu-user)")
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates an x86-64 CPU on an x86-64 host")
+def test_shipped_int8_models_agree_on_an_avx2_cpu_without_vnni(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    pairs = {}
+    for name, fp32_name in SHIPPED.items():
+        int8, fp32 = resolve_model(f"builtin:{name}", Path.cwd()), resolve_model(f"builtin:{fp32_name}", Path.cwd())
+        held = window_feeds(int8, calibration_windows(int8, "synthetic://scene?seed=1000901&duration=12", count=6))
+        arrays: dict[str, Any] = {f"{k}{i}": f[k] for i, f in enumerate(held) for k in ("video", "audio")}
+        np.savez(tmp_path / f"{name}.npz", n=len(held), **arrays)
+        pairs[name] = (str(int8), str(fp32))
+    r = subprocess.run([str(QEMU), "-cpu", HASWELL, sys.executable, "-c", EMULATED_SHIPPED, str(tmp_path),
+                        json.dumps(pairs)], capture_output=True, text=True, timeout=380)
+    assert r.returncode == 0, r.stderr[-3000:]
+    corr = json.loads(r.stdout.strip().splitlines()[-1])
+    for name, outputs in corr.items():
+        assert all(c >= 0.99 for c in outputs.values()), (name, outputs)
+        # and the emulated AVX2 CPU computes what this CPU computes
+        data = np.load(tmp_path / f"{name}.npz")
+        feeds = [{k: data[f"{k}{i}"] for k in ("video", "audio")} for i in range(int(data["n"]))]
+        here = ort.InferenceSession(pairs[name][0], providers=["CPUExecutionProvider"])
+        emulated = np.load(tmp_path / f"{name}.emulated.npz")
+        for out in here.get_outputs():
+            native = np.concatenate([np.ravel(here.run([out.name], f)[0]) for f in feeds])
+            assert np.allclose(native, emulated[out.name], rtol=0, atol=1e-4), (name, out.name)
+    print(json.dumps(corr))
