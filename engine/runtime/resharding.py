@@ -45,7 +45,7 @@ class _Watch:
 
 @dataclass
 class ShardMonitor:
-    spec: PipelineSpec
+    spec: PipelineSpec | None  # None: no replicated node (`avstream serve` builds its graphs itself)
     up: dict[str, set[int]] = field(default_factory=dict)  # replicated node -> replicas up
     replicas: dict[str, list[str]] = field(default_factory=dict)  # replicated node -> its replica node ids
     hop: dict[str, float] = field(default_factory=dict)  # replicated node -> hop of its windows (s)
@@ -54,6 +54,8 @@ class ShardMonitor:
     handovers: dict[str, _Handover] = field(default_factory=dict)  # stream moving back -> its ordering
 
     def __post_init__(self) -> None:
+        if self.spec is None:
+            return
         self.replicas = self.spec.replicated()
         for node, ids in self.replicas.items():
             self.up[node] = set(range(len(ids)))
@@ -61,6 +63,7 @@ class ShardMonitor:
             self.hop[node] = next((w.hop for w in windows if w is not None), 0.0)
 
     def streams(self, node: str) -> list[str]:
+        assert self.spec is not None  # only asked about replicated nodes
         return list(self.spec.nodes[self.replicas[node][0]].streams)
 
     def owners(self, node: str) -> dict[str, int]:
@@ -68,6 +71,8 @@ class ShardMonitor:
 
     def producers(self) -> set[str]:
         """The processes whose nodes feed a replicated node (they route by the table)."""
+        if self.spec is None:
+            return set()
         ids = {r for reps in self.replicas.values() for r in reps}
         return {self.spec.nodes[e.src].process for e in self.spec.edges if e.dst in ids}
 
@@ -79,7 +84,7 @@ class ShardMonitor:
         return any(len(up) < len(self.replicas[n]) for n, up in self.up.items())
 
     def _change(self, node_id: str, alive: bool, marks: dict[tuple[str, str], float]) -> Event | None:
-        spec = self.spec.nodes.get(node_id)
+        spec = self.spec.nodes.get(node_id) if self.spec is not None else None
         if spec is None or not spec.replica_of:
             return None
         node, replica = spec.replica_of, spec.replica

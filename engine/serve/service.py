@@ -31,6 +31,7 @@ from avstream.engine.items import EndOfStream, Event
 from avstream.engine.runtime.config import has_live_input
 from avstream.engine.runtime.outputs import ResultPublisher
 from avstream.engine.runtime.replay import ReplayGuard
+from avstream.engine.runtime.resharding import ShardMonitor
 from avstream.engine.runtime.restarts import ResumePoints, exit_description
 from avstream.engine.runtime.snapshot import NodeEntries
 from avstream.engine.runtime.status import StatusView
@@ -117,6 +118,8 @@ class ServiceSupervisor(Supervisor):
         self.preview_wanted: frozenset[str] = frozenset()
         self.replay = ReplayGuard()
         self.resume = ResumePoints()
+        self.shards = ShardMonitor(None)  # streams come and go here: `replicas:` keeps a fixed ring
+        self.shard_producers: set[str] = set()
 
     # --- graphs ---
     def template_for(self, entry: StreamEntry) -> Template:
