@@ -118,7 +118,7 @@ def test_int8_agrees_on_an_avx2_cpu_without_vnni(tmp_path: Path) -> None:
 
 
 # the shipped INT8 built-ins (pipelines/edge.yaml), each run natively and under emulation on held-out windows
-SHIPPED = {"highlight_int8": "highlight", "violence_int8": "violence", "localization_int8": "localization",
+SHIPPED = {"highlight_int8": "highlight", "localization_int8": "localization",
            "captions_int8_encoder": "captions_encoder"}
 EMULATED_SHIPPED = r"""
 import json, sys

@@ -34,7 +34,8 @@ def tree_pss(pid: int) -> tuple[float, set[str]]:
 
 
 def test_edge_models_are_int8_builtins() -> None:
-    for name in ("highlight_int8", "violence_int8", "localization_int8", "captions_int8_encoder"):
+    # violence runs FP32 on the edge: its INT8 variant does not hold on AVX2-only CPUs (models/int8.md)
+    for name in ("highlight_int8", "localization_int8", "captions_int8_encoder"):
         contract = read_contract(resolve_model(f"builtin:{name}", Path.cwd()))
         assert contract.raw.get("precision") == "int8" and contract.ref.endswith("+int8"), contract.ref
         assert contract.raw["quantization"]["weight_bits"] == 7, name  # no int16 saturation on AVX2-only CPUs
@@ -63,8 +64,9 @@ def test_edge_pipeline_runs_all_four_tasks(tmp_path: Path, port: int) -> None:
     for m in msgs:
         by_kind.setdefault(m["kind"], []).append(m)
     assert KINDS <= by_kind.keys(), sorted(by_kind)
-    for kind in KINDS:  # every result names the INT8 variant that made it
+    for kind in KINDS - {"violence"}:  # every result names the INT8 variant that made it
         assert all(m["model"].endswith("+int8") for m in by_kind[kind]), kind
+    assert all(m["model"] == "violence@2" for m in by_kind["violence"])  # FP32 (models/int8.md)
     assert all(m["text"] for m in by_kind["caption"])
     assert all(0.0 <= m["score"] <= 1.0 for k in ("highlight", "violence", "localization") for m in by_kind[k])
     # edge rates: violence every 1 s, highlight every 2 s over 12 s of media
