@@ -118,6 +118,12 @@ def _export_recipe(args: ExportOptions) -> int:
     else:
         _say(f"training recipe {args.recipe!r}: {args.train_steps} steps, seed {args.seed}")
         model, stats = recipe.train(args.train_steps, args.seed, args.cache_dir, progress=_say)
+        if args.recipe == "violence":  # thresholds in the metadata, chosen by grouped CV of the same recipe
+            from .violence_release import calibrate
+
+            cache = Path(args.cache_dir or ".cache/violence")
+            recipe.CONTRACT["operating_points"] = calibrate(recipe.load_real(cache, _say), args.train_steps,
+                                                            args.seed, cache, _say)
         _say(f"trained in {stats.seconds:.0f} s")
         if args.save_checkpoint:
             import torch

@@ -390,29 +390,9 @@ def train(steps: int = STEPS, seed: int = 0, cache_dir: str | Path | None = None
     progress(f"rendering training scenes {SYNTH_TRAIN[0]}..{SYNTH_TRAIN[1] - 1} (cached) ...")
     synth = render_synth(list(range(*SYNTH_TRAIN)), cache)
     progress(f"data ready in {time.perf_counter() - t0:.0f} s: {len(clips)} clips, {len(synth.frames)} scenes")
-    CONTRACT["operating_points"] = calibrate(clips, steps, seed, cache, progress)
     model, stats = train_model(clips, synth, steps, seed, progress, checkpoint=cache / f"violence_ckpt_seed{seed}.pt")
     stats.seconds = time.perf_counter() - t0
     return model, stats
-
-
-def calibrate(clips: Sequence[ClipData], steps: int, seed: int, cache: Path,
-              progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """The released model's operating points: grouped 5-fold CV of this recipe (same steps and seed) on
-    the development clips, thresholds chosen on the out-of-fold scores with audio as recorded (cached)."""
-    import json
-
-    from ..eval_violence import cross_validate
-
-    path = operating_points_path(cache, steps, seed, len(clips))
-    if path.is_file():
-        progress(f"operating points from {path}")
-        points: dict[str, Any] = json.loads(path.read_text())
-        return points
-    progress("choosing the operating points: grouped 5-fold cross-validation of this recipe ...")
-    cv = cross_validate(clips, Learner(progress, steps, cache), folds=5, seed=seed, progress=progress, rounds=10,
-                        continuous=False)
-    return save_operating_points(cv["operating_points"]["recorded"], path, len(clips))
 
 
 def operating_points_path(cache: Path, steps: int, seed: int, n_clips: int) -> Path:

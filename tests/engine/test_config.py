@@ -74,7 +74,7 @@ def test_every_problem_at_once_with_line_and_column(tmp_path: Path) -> None:
         "`avstream plugins` lists the installed ones",
         f"{f}:8:3: nodes.bad.params.seconds: no consumer states a window length: set seconds",
         f"{f}:8:50: nodes.bad.inputs[0]: input 'window' gives av_window items but avstream/av_window@v1 takes media",
-        f"{f}:8:59: nodes.bad.colour: unknown key (allowed: type, inputs, params, process, restart)",
+        f"{f}:8:59: nodes.bad.colour: unknown key (allowed: type, inputs, params, process, restart, resources, replicas)",
         f"{f}:9:3: nodes.lonely.inputs: avstream/highlight@v1 needs at least one input",
         f"{f}:11:47: outputs.publish.wait_for_subscribers: Input should be greater than or equal to 0",
     ]

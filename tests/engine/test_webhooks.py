@@ -193,6 +193,7 @@ def test_a_run_that_alerts_delivers_signed_webhooks(tmp_path: Path, receivers: A
                          "backoff_initial_s": 0.05}])
     out = tmp_path / "out.jsonl"
     proc = run_cli("run", str(REPO / "pipelines" / "violence.yaml"), "--set", "streams.cam0.realtime=false",
+                   "--set", "nodes.violence.params.on_threshold=0.5",  # the demo fight scores under the calibrated point
                    "--set", f"outputs.webhooks={hooks}", "--publish", f"tcp://127.0.0.1:{free_port()}",
                    "--jsonl", str(out), "--quiet", timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

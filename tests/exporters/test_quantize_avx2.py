@@ -160,7 +160,8 @@ def test_shipped_int8_models_agree_on_an_avx2_cpu_without_vnni(tmp_path: Path) -
     assert r.returncode == 0, r.stderr[-3000:]
     corr = json.loads(r.stdout.strip().splitlines()[-1])
     for name, outputs in corr.items():
-        assert all(c >= 0.99 for c in outputs.values()), (name, outputs)
+        # highlight's activation (log terms of near-silent audio) is the loosest output: >= 0.98 (models/int8.md)
+        assert all(c >= (0.98 if out == "activation" else 0.99) for out, c in outputs.items()), (name, outputs)
         # and the emulated AVX2 CPU computes what this CPU computes
         data = np.load(tmp_path / f"{name}.npz")
         feeds = [{k: data[f"{k}{i}"] for k in ("video", "audio")} for i in range(int(data["n"]))]
