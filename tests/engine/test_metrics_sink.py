@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from avstream.engine.errors import ConfigError
+from avstream.engine.inference.contract import read_contract
 from avstream.engine.runtime.config import load_pipeline
 from avstream.engine.sinks import SinkContext, build_sinks
 from avstream.engine.sinks.metrics import MetricsSink
@@ -21,6 +22,9 @@ from avstream.engine.timing import Timing
 from tests.conftest import REPO, free_port
 from tests.engine.webhook_receiver import wait_for
 from tests.pipelines import write_demo_pipeline
+
+# the shipped violence model's name@version, as its metrics label it
+VIOLENCE_REF = read_contract(REPO / "models" / "violence.onnx").ref if (REPO / "models" / "violence.onnx").exists() else ""
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -228,7 +232,7 @@ def test_a_run_serves_its_metrics_while_it_runs(tmp_path: Path) -> None:
         except OSError:
             return False  # not listening yet
         return (got.get(("avstream_result_latency_seconds_count", frozenset({"stream": "cam0", "kind": "violence"}.items())), 0) >= 3
-                and got.get(("avstream_inference_seconds_count", frozenset({"node": "violence", "model": "violence@1"}.items())), 0) >= 3)
+                and got.get(("avstream_inference_seconds_count", frozenset({"node": "violence", "model": VIOLENCE_REF}.items())), 0) >= 3)
 
     try:
         wait_for(scraped_enough, timeout=60, what="latency and inference samples")
