@@ -240,28 +240,48 @@ def export_command(**options: Any) -> int:
     return _export_recipe(args) if args.recipe else _export_module(args)
 
 
-def _load_tower(encoder: Path, frames: int, fps: float, seconds: float | None) -> Any:
-    """The tower of a Hugging Face folder, by its config.json ``model_type``."""
-    from .pretrained.clip import _read_model_type
+VIDEO_KINDS = ("clip", "open_clip")  # encoder kinds that are video towers; clap is the audio one
 
+
+def _encoder_kind(encoder: Path) -> str:
+    """clip or clap (a Hugging Face folder, by its config.json ``model_type``), or open_clip (a Hub-layout
+    open_clip folder or a checkpoint file)."""
+    from .pretrained.clip import _read_model_type
+    from .pretrained.openclip import is_open_clip
+
+    if not encoder.exists():
+        raise ModelError(f"--encoder {encoder}: no such file or folder (expected a Hugging Face model folder, an "
+                         "open_clip folder or an open_clip checkpoint file)")
+    if is_open_clip(encoder):
+        return "open_clip"
     kind = _read_model_type(encoder)
+    if kind not in ("clip", "clap"):
+        raise ModelError(f"{encoder}/config.json: model_type {kind!r} is not supported (supported: clip, clap)")
+    return kind
+
+
+def _load_tower(encoder: Path, kind: str, frames: int, fps: float, seconds: float | None,
+                arch: str | None = None) -> Any:
+    """The tower of an encoder of the given kind (see ``_encoder_kind``)."""
+    if kind == "open_clip":
+        from .pretrained.openclip import load_open_clip
+
+        return load_open_clip(encoder, arch=arch, frames=frames, fps=fps)
     if kind == "clip":
         from .pretrained.clip import load_clip
 
         return load_clip(encoder, frames=frames, fps=fps)
-    if kind == "clap":
-        try:
-            from .pretrained.clap import load_clap  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise ModelError(f"{encoder}: a CLAP model, but CLAP support is not installed") from None
-        return load_clap(encoder, seconds=seconds)
-    raise ModelError(f"{encoder}/config.json: model_type {kind!r} is not supported (supported: clip, clap)")
+    try:
+        from .pretrained.clap import load_clap  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise ModelError(f"{encoder}: a CLAP model, but CLAP support is not installed") from None
+    return load_clap(encoder, seconds=seconds)
 
 
 def _window_seconds(kinds: list[str], frames: int, fps: float, seconds: float | None) -> float | None:
     """The audio window: ``--seconds``, else the video window when a video encoder is given, else the
     audio model's own (None)."""
-    if "clip" not in kinds:
+    if not any(kind in VIDEO_KINDS for kind in kinds):
         return seconds
     video_s = frames / fps
     if seconds is not None and abs(seconds - video_s) > 1e-6:
@@ -276,9 +296,11 @@ def _export_localization(encoders: tuple[str, ...], projection: str | None, out:
     from avstream.engine.inference.contract import default_model_dir
 
     from .export import import_torch
-    from .pretrained.clip import _read_model_type
 
-    paths = {_read_model_type(Path(e)): Path(e) for e in encoders}
+    paths = {_encoder_kind(Path(e)): Path(e) for e in encoders}
+    if "open_clip" in paths:
+        raise ModelError("--task localization needs the patch tokens of a Hugging Face CLIP folder; open_clip "
+                         "checkpoints are supported for the zero_shot, violence and highlight tasks")
     if len(encoders) != 2 or set(paths) != {"clip", "clap"}:
         raise ModelError("--task localization takes two encoders: a CLIP folder (the frame) and a CLAP folder "
                          "(the sound)")
@@ -294,7 +316,7 @@ def _export_localization(encoders: tuple[str, ...], projection: str | None, out:
     from .pretrained.localization import export_localization
 
     patches = load_clip_patches(paths["clip"], frames=frames, fps=fps)
-    audio = _load_tower(paths["clap"], frames, fps, window_s)
+    audio = _load_tower(paths["clap"], "clap", frames, fps, window_s)
     grid = patches.extra["grid"]
     _say(f"loaded {patches.name}: a {grid[0]}x{grid[1]} patch grid; {audio.name}")
     model_id = model_id or "zeroshot-localization"
@@ -315,10 +337,14 @@ TASK_PROMPTS = {"violence": "violence", "highlight": "highlight", "captions": "c
     "--out models/zeroshot-violence.onnx",
     "avstream export zero-shot --task captions --encoder ./clap-htsat-unfused --out models/zeroshot-captions.onnx",
     "avstream export zero-shot --task localization --encoder ./clip --encoder ./clap --projection clap_to_clip.npy",
-    "avstream export zero-shot --encoder ./clip --prompts my_labels.yaml --frames 4 --fps 1 --out mine.onnx"))
+    "avstream export zero-shot --encoder ./clip --prompts my_labels.yaml --frames 4 --fps 1 --out mine.onnx",
+    "avstream export zero-shot --task highlight --encoder ./laion2b_s34b_b79k.pt --arch ViT-B-32"))
 @click.option("--encoder", "encoders", required=True, multiple=True, metavar="PATH",
-              help="Hugging Face model folder: CLIPModel (video) or ClapModel (audio); give one of each for "
-              "--task violence or highlight")
+              help="Hugging Face model folder: CLIPModel (video) or ClapModel (audio); or an open_clip model "
+              "(video): a folder with open_clip_config.json, or a checkpoint file with --arch; give one video "
+              "and one audio encoder for --task violence or highlight")
+@click.option("--arch", default=None, metavar="NAME|CONFIG.json", help="the architecture of a bare open_clip "
+              "checkpoint: an open_clip model name (ViT-B-32) or its model config JSON")
 @click.option("--task", type=click.Choice(["zero_shot", "violence", "highlight", "captions", "localization"]),
               default="zero_shot", show_default=True, help="what the graph outputs: label probabilities, or the "
               "outputs of the violence, highlight, retrieval-captions or localization node")
@@ -338,10 +364,10 @@ TASK_PROMPTS = {"violence": "violence", "highlight": "highlight", "captions": "c
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="parity tolerance vs PyTorch, absolute")
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="parity tolerance vs PyTorch, relative")
 @reports_errors("avstream export zero-shot")
-def zero_shot_command(encoders: tuple[str, ...], task: str, projection: str | None, prompts: str | None,
+def zero_shot_command(encoders: tuple[str, ...], arch: str | None, task: str, projection: str | None, prompts: str | None,
                       out: str | None, frames: int, fps: float, seconds: float | None, hop: float | None, model_id: str | None, opset: int, atol: float,
                       rtol: float) -> int:
-    """Bake a zero-shot head (labels from prompt texts) on pretrained CLIP/CLAP encoders into ONNX.
+    """Bake a zero-shot head (labels from prompt texts) on pretrained CLIP/CLAP/open_clip encoders into ONNX.
 
     The prompts are embedded now; the graph needs no text tower and no tokenizer at run time. With
     --task zero_shot it outputs the label probabilities (the generic encoder node runs it); with
@@ -352,7 +378,6 @@ def zero_shot_command(encoders: tuple[str, ...], task: str, projection: str | No
     from avstream.engine.inference.contract import default_model_dir
 
     from .export import import_torch
-    from .pretrained.clip import _read_model_type
     from .pretrained.zeroshot import check_task, default_model_id, export_zero_shot, load_prompts
 
     if task == "localization":
@@ -368,17 +393,16 @@ def zero_shot_command(encoders: tuple[str, ...], task: str, projection: str | No
     if hop is not None and hop <= 0:
         raise ModelError(f"--hop {hop:g} must be positive")
     paths = [Path(e) for e in encoders]
-    kinds = [_read_model_type(p) for p in paths]
-    for path, kind in zip(paths, kinds, strict=True):
-        if kind not in ("clip", "clap"):
-            raise ModelError(f"{path}/config.json: model_type {kind!r} is not supported (supported: clip, clap)")
-    modalities = [{"clip": "video", "clap": "audio"}.get(k, k) for k in kinds]
+    kinds = [_encoder_kind(p) for p in paths]
+    if arch is not None and "open_clip" not in kinds:
+        raise ModelError("--arch names the architecture of an open_clip checkpoint; no --encoder is one")
+    modalities = ["audio" if k == "clap" else "video" for k in kinds]
     check_task(task, modalities, prompt_set)  # mistakes in the arguments fail before any model loads
     window_s = _window_seconds(kinds, frames, fps, seconds)
     import_torch()
     towers = []
-    for path in paths:
-        tower = _load_tower(path, frames, fps, window_s)
+    for path, kind in zip(paths, kinds, strict=True):
+        tower = _load_tower(path, kind, frames, fps, window_s, arch)
         _say(f"loaded {tower.name}: {tower.dim}-d embeddings, logit scale {tower.logit_scale:.2f}")
         towers.append(tower)
     model_id = model_id or default_model_id(task, prompt_set.name)

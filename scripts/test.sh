@@ -27,6 +27,22 @@ fi
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -e ".[cpu,export,dev,mic,serve,report,ray]"
 
+# open_clip imports torchvision, and no torchvision wheel installable here loads beside the CPU torch
+# above; the open_clip importer's tests (tests/exporters/test_pretrained_open_clip.py) run it in a
+# second venv, with the torch/torchvision pair that is (a CUDA build; it runs on the CPU).
+# AVSTREAM_OPENCLIP_VENV=none skips them.
+OPENCLIP_VENV=${AVSTREAM_OPENCLIP_VENV:-.venv-openclip}
+if [ "$OPENCLIP_VENV" != none ]; then
+  if [ ! -x "$OPENCLIP_VENV/bin/python" ]; then
+    python3 -m venv "$OPENCLIP_VENV"
+  fi
+  "$OPENCLIP_VENV/bin/python" -m pip install -q --upgrade pip
+  "$OPENCLIP_VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+  "$OPENCLIP_VENV/bin/python" -m pip install -q -e ".[openclip]"
+  AVSTREAM_OPENCLIP_PYTHON="$(cd "$OPENCLIP_VENV" && pwd)/bin/python"
+  export AVSTREAM_OPENCLIP_PYTHON
+fi
+
 set +e
 # Lint and the whole-tree type check ([tool.mypy] in pyproject.toml); the suite runs whatever they find.
 "$VENV/bin/python" -m ruff check .

@@ -99,7 +99,8 @@ outputs:
 
 
 @pytest.mark.parametrize("make, args, message", [
-    (lambda d: None, ["--prompts", "violence"], "not a folder"),
+    (lambda d: None, ["--prompts", "violence"], "no such file or folder"),
+    (lambda d: d.write_text("x"), ["--prompts", "violence"], "not a folder"),
     (lambda d: d.mkdir(), ["--prompts", "violence"], "no config.json"),
     (lambda d: (d.mkdir(), (d / "config.json").write_text('{"model_type": "bert"}')), ["--prompts", "violence"],
      "model_type 'bert' is not supported"),
