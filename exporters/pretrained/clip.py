@@ -26,6 +26,7 @@ import numpy as np
 
 from avstream.engine.errors import ModelError
 from avstream.exporters.export import import_torch
+from avstream.exporters.pretrained.frame_front_end import build_frame_front_end
 from avstream.exporters.pretrained.tower import Tower
 
 WIDE_ASPECT = 16 / 9  # the frame shape the contract asks the engine for
@@ -79,9 +80,16 @@ def frame_geometry(processor: Any) -> tuple[int, int, int, int]:
     return height, width, crop_h, crop_w
 
 
+def normalisation(processor: Any) -> tuple[float, list[float], list[float]]:
+    """(rescale factor, mean, std) as a ``CLIPImageProcessor`` applies them."""
+    scale = float(processor.rescale_factor) if processor.do_rescale else 1.0
+    mean = list(processor.image_mean) if processor.do_normalize else [0.0, 0.0, 0.0]
+    std = list(processor.image_std) if processor.do_normalize else [1.0, 1.0, 1.0]
+    return scale, mean, std
+
+
 def _build_video_module(model: Any, processor: Any, height: int, width: int, crop_h: int, crop_w: int) -> Any:
     import_torch()  # names the extra when torch is missing
-    import torch
     from torch import nn
 
     class ClipVideoEncoder(nn.Module):
@@ -92,22 +100,12 @@ def _build_video_module(model: Any, processor: Any, height: int, width: int, cro
             self.vision = model.vision_model
             self.projection = model.visual_projection
             # the crop offsets the processor uses: floor of the margin halves
-            self.top, self.left = (height - crop_h) // 2, (width - crop_w) // 2
-            self.crop_h, self.crop_w = crop_h, crop_w
-            scale = float(processor.rescale_factor) if processor.do_rescale else 1.0
-            mean = processor.image_mean if processor.do_normalize else [0.0, 0.0, 0.0]
-            std = processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0]
-            # fold rescale and normalisation into one multiply-add per channel
-            self.register_buffer("gain", torch.tensor([scale / s for s in std]).view(1, 3, 1, 1))
-            self.register_buffer("offset", torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, 3, 1, 1))
+            self.pixels = build_frame_front_end((height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w,
+                                                *normalisation(processor))
 
         def forward(self, video: Any) -> Any:
             b, t = video.shape[0], video.shape[1]
-            frames = video[:, :, self.top:self.top + self.crop_h, self.left:self.left + self.crop_w, :]
-            frames = frames.flip(-1)  # BGR -> RGB
-            x = frames.reshape(b * t, self.crop_h, self.crop_w, 3).permute(0, 3, 1, 2).float()
-            x = x * self.gain + self.offset
-            pooled = self.vision(pixel_values=x).pooler_output
+            pooled = self.vision(pixel_values=self.pixels(video)).pooler_output
             emb = nn.functional.normalize(self.projection(pooled), dim=-1)
             mean = emb.reshape(b, t, -1).mean(dim=1)
             return nn.functional.normalize(mean, dim=-1)

@@ -23,7 +23,9 @@ from avstream.exporters.pretrained.clip import (
     _image_processor_class,
     _import_transformers,
     _read_model_type,
+    normalisation,
 )
+from avstream.exporters.pretrained.frame_front_end import build_frame_front_end
 from avstream.exporters.pretrained.tower import Tower
 
 
@@ -39,13 +41,6 @@ def _grid_frame(processor: Any, patch: int) -> tuple[int, int]:
     height -= height % patch
     width = max(patch, int(round(height * WIDE_ASPECT / patch)) * patch)
     return height, width
-
-
-def _normalisation(processor: Any) -> tuple[list[float], list[float]]:
-    scale = float(processor.rescale_factor) if processor.do_rescale else 1.0
-    mean = list(processor.image_mean) if processor.do_normalize else [0.0, 0.0, 0.0]
-    std = list(processor.image_std) if processor.do_normalize else [1.0, 1.0, 1.0]
-    return [scale / s for s in std], [-m / s for m, s in zip(mean, std, strict=True)]
 
 
 def load_clip_patches(path: Path, *, frames: int = 8, fps: float = 2.0) -> Tower:
@@ -64,7 +59,6 @@ def load_clip_patches(path: Path, *, frames: int = 8, fps: float = 2.0) -> Tower
         raise ModelError(f"{path}: cannot load the CLIP model: {str(exc).splitlines()[0]}") from None
     patch = int(model.config.vision_config.patch_size)
     height, width = _grid_frame(processor, patch)
-    gain, offset = _normalisation(processor)
     grid = (height // patch, width // patch)
 
     def patch_embeddings(pixels: Any) -> Any:
@@ -77,13 +71,11 @@ def load_clip_patches(path: Path, *, frames: int = 8, fps: float = 2.0) -> Tower
         def __init__(self) -> None:
             super().__init__()
             self.model = model
-            self.register_buffer("gain", torch.tensor(gain).view(1, 3, 1, 1))
-            self.register_buffer("offset", torch.tensor(offset).view(1, 3, 1, 1))
+            self.pixels = build_frame_front_end(0, 0, height, width, *normalisation(processor))  # no crop
 
         def forward(self, video: Any) -> Any:
             b, t = video.shape[0], video.shape[1]
-            x = video.flip(-1).reshape(b * t, height, width, 3).permute(0, 3, 1, 2).float()  # BGR -> RGB
-            emb = patch_embeddings(x * self.gain + self.offset)
+            emb = patch_embeddings(self.pixels(video))
             return emb.reshape(b, t, grid[0], grid[1], -1).mean(dim=1)
 
     def reference(inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -36,6 +36,7 @@ import numpy as np
 from avstream.engine.errors import MissingDependencyError, ModelError
 from avstream.exporters.export import import_torch
 from avstream.exporters.pretrained.clip import WIDE_ASPECT
+from avstream.exporters.pretrained.frame_front_end import build_frame_front_end
 from avstream.exporters.pretrained.tower import Tower
 
 HUB_CONFIG = "open_clip_config.json"
@@ -143,7 +144,6 @@ def _frame_geometry(preprocess: dict[str, Any], path: Path) -> tuple[int, int, i
 def _build_video_module(model: Any, preprocess: dict[str, Any], height: int, width: int, crop_h: int,
                         crop_w: int) -> Any:
     import_torch()  # names the extra when torch is missing
-    import torch
     from torch import nn
 
     class OpenClipVideoEncoder(nn.Module):
@@ -152,20 +152,13 @@ def _build_video_module(model: Any, preprocess: dict[str, Any], height: int, wid
         def __init__(self) -> None:
             super().__init__()
             self.model = model
-            # torchvision's CenterCrop offsets: the margin halves, rounded half to even
-            self.top, self.left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
-            self.crop_h, self.crop_w = crop_h, crop_w
-            mean, std = preprocess["mean"], preprocess["std"]
-            # ToTensor's /255 and Normalize folded into one multiply-add per channel
-            self.register_buffer("gain", torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1))
-            self.register_buffer("offset", torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, 3, 1, 1))
+            # ToTensor's /255 and Normalize; torchvision's CenterCrop offsets: the margin halves, rounded half to even
+            self.pixels = build_frame_front_end(int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0)),
+                                                crop_h, crop_w, 1.0 / 255.0, preprocess["mean"], preprocess["std"])
 
         def forward(self, video: Any) -> Any:
             b, t = video.shape[0], video.shape[1]
-            frames = video[:, :, self.top:self.top + self.crop_h, self.left:self.left + self.crop_w, :]
-            frames = frames.flip(-1)  # BGR -> RGB
-            x = frames.reshape(b * t, self.crop_h, self.crop_w, 3).permute(0, 3, 1, 2).float()
-            x = x * self.gain + self.offset
+            x = self.pixels(video)
             emb = self.model.encode_image(x, normalize=True)
             mean = emb.reshape(b, t, -1).mean(dim=1)
             return nn.functional.normalize(mean, dim=-1)
