@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -174,25 +175,42 @@ class FileReader(MediaReader):
             self.counter(name, amount)
 
 
+# Serialises the error path's log capture, so that each capture restores the level it found.
+_LOG_CAPTURE = threading.Lock()
+
+
 def _open_telling_why(path: str, options: dict[str, str]) -> Any:
     """``av.open``, whose error then names FFmpeg's own reason: an open that fails on a bad header
-    often returns a code that says little ("Device or resource busy" for a 16384x16384 raw video)."""
+    often returns a code that says little ("Device or resource busy" for a 16384x16384 raw video).
+
+    FFmpeg's log goes to Python only on that error path, and only for the retried open. A frame-threaded
+    decoder's threads log through PyAV's callback, which takes the GIL, while PyAV frees a decoder
+    holding the GIL and waiting for those threads: with the callback installed, a stream that ends
+    (or loops) while another stream's decoder logs deadlocks the whole capture process. Earlier, every
+    open installed the callback and restored the level it had read, so two opens at once could leave it
+    installed for good.
+    """
     import av
     import av.logging
 
-    level = av.logging.get_level()
-    av.logging.set_level(av.logging.ERROR)
     try:
-        with av.logging.Capture() as logs:
-            try:
-                return av.open(path, options=options)
-            except av.FFmpegError as exc:
-                said = [message.strip() for _, _, message in logs if message.strip()]
-                if said:
-                    exc.strerror = f"{said[-1]}; {exc.strerror}" if exc.strerror else said[-1]
-                raise
-    finally:
-        av.logging.set_level(level)
+        return av.open(path, options=options)
+    except av.FFmpegError:
+        pass  # open it again, this time hearing what FFmpeg says
+    with _LOG_CAPTURE:
+        level = av.logging.get_level()
+        av.logging.set_level(av.logging.ERROR)
+        try:
+            with av.logging.Capture() as logs:
+                try:
+                    return av.open(path, options=options)
+                except av.FFmpegError as exc:
+                    said = [message.strip() for _, _, message in logs if message.strip()]
+                    if said:
+                        exc.strerror = f"{said[-1]}; {exc.strerror}" if exc.strerror else said[-1]
+                    raise
+        finally:
+            av.logging.set_level(level)
 
 
 class _FileTimeline(Timeline):
