@@ -61,14 +61,14 @@ def _readable(path: Path) -> bool:
 
 def _kind(ck: Checkpoint, checkpoint: Path) -> str:
     from avstream.exporters.pretrained.clip import _read_model_type
+    from avstream.exporters.pretrained.openclip import is_open_clip
 
-    kind = _read_model_type(checkpoint)
+    kind = "open_clip" if is_open_clip(checkpoint) else _read_model_type(checkpoint)
     if kind not in KINDS:
         raise ModelError(f"{checkpoint}/config.json: model_type {kind!r} is not supported (supported: "
                          f"{', '.join(KINDS)})")
     if ck.kind and ck.kind != kind:
-        raise ModelError(f"{checkpoint}/config.json: model_type {kind!r}, but {ck.source} lists "
-                         f"{ck.name} as {ck.kind!r}")
+        raise ModelError(f"{checkpoint}: a {kind} model, but {ck.source} lists {ck.name} as {ck.kind!r}")
     return kind
 
 
@@ -83,6 +83,10 @@ def _export(ck: Checkpoint, kind: str, checkpoint: Path, todo: dict[str, Path]) 
         from avstream.exporters.pretrained.clip import load_clip
 
         tower = load_clip(checkpoint, frames=ck.frames, fps=ck.fps)
+    elif kind == "open_clip":
+        from avstream.exporters.pretrained.openclip import load_open_clip
+
+        tower = load_open_clip(checkpoint, frames=ck.frames, fps=ck.fps)
     else:
         from avstream.exporters.pretrained.clap import load_clap
 

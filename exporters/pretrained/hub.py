@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from avstream.engine.errors import MissingDependencyError, ModelError
-from avstream.exporters.pretrained.registry import COMMIT, FOLDER_FILES, WEIGHT_FILES, Checkpoint
+from avstream.exporters.pretrained.registry import (
+    COMMIT,
+    FOLDER_FILES,
+    OPEN_CLIP_CONFIG,
+    OPEN_CLIP_WEIGHT_FILES,
+    WEIGHT_FILES,
+    Checkpoint,
+)
 
 MANIFEST = "avstream-checkpoint.json"
 CHUNK = 1 << 20
@@ -134,14 +141,20 @@ class Resolved:
 
 
 def _pick_files(siblings: Mapping[str, Any], repo: str) -> list[str]:
-    """For a repository without a file list: its config, tokenizer and preprocessing, one weights file."""
-    if "config.json" not in siblings:
-        raise ModelError(f"{repo}: no config.json at this revision (not a transformers model folder)")
-    weights = next((w for w in WEIGHT_FILES if w in siblings), None)
+    """For a repository without a file list: its config, tokenizer and preprocessing, one weights file;
+    or, for an open_clip repository without a transformers config, its open_clip config and weights."""
+    if "config.json" in siblings:
+        config, weight_files = [f for f in FOLDER_FILES if f in siblings], WEIGHT_FILES
+    elif OPEN_CLIP_CONFIG in siblings:
+        config, weight_files = [OPEN_CLIP_CONFIG], OPEN_CLIP_WEIGHT_FILES
+    else:
+        raise ModelError(f"{repo}: neither config.json nor {OPEN_CLIP_CONFIG} at this revision (not a transformers "
+                         "or open_clip model folder)")
+    weights = next((w for w in weight_files if w in siblings), None)
     if weights is None:
-        raise ModelError(f"{repo}: neither {' nor '.join(WEIGHT_FILES)} at this revision "
+        raise ModelError(f"{repo}: neither {' nor '.join(weight_files)} at this revision "
                          f"(sharded or non-PyTorch weights are not supported)")
-    return [f for f in FOLDER_FILES if f in siblings] + [weights]
+    return config + [weights]
 
 
 def resolve(checkpoint: Checkpoint, say: Callable[[str], None]) -> Resolved:

@@ -28,13 +28,17 @@ REGISTRY_ENV = "AVSTREAM_MODEL_REGISTRY"
 COMMIT = re.compile(r"[0-9a-f]{40}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
-KINDS = ("clip", "clap")
+KINDS = ("clip", "clap", "open_clip")
 # the built-in prompt sets each kind of tower is exported with (zeroshot.BUILTIN_PROMPTS)
-DEFAULT_PROMPTS = {"clip": ("violence", "highlight"), "clap": ("violence", "captions", "sound_events")}
+DEFAULT_PROMPTS = {"clip": ("violence", "highlight"), "clap": ("violence", "captions", "sound_events"),
+                   "open_clip": ("violence", "highlight")}
 # what an unlisted repository contributes: config, preprocessing, tokenizer, one weights file
 FOLDER_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "vocab.json", "merges.txt")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # the first one the repository has
+# an open_clip repository without a transformers config.json (openclip.py reads it): config + weights
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Checkpoint:
     name: str  # folder and model-file stem: "clip-vit-b-32"
     repo: str  # "openai/clip-vit-base-patch32"
     revision: str | None  # a 40-hex commit; None: resolve the default branch once (hf:// sources)
-    kind: str | None = None  # "clip" / "clap"; None: read config.json's model_type after download
+    kind: str | None = None  # "clip" / "clap" / "open_clip"; None: read from the downloaded files
     files: Mapping[str, str | None] = field(default_factory=dict)  # empty: pick from the repo's listing
     prompts: tuple[str, ...] = ()  # empty: DEFAULT_PROMPTS of the kind
     frames: int = 8  # CLIP window: frames at fps

@@ -58,13 +58,13 @@ def registry(path: Path, hub: HubServer, **overrides: str) -> Path:
 
 
 def pull(source: str, tmp: Path, endpoint: str, *args: str, reg: Path | None = None,
-         timeout: float = 240) -> subprocess.CompletedProcess[str]:
+         timeout: float = 240, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env.update({"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
                 "HF_HOME": str(tmp / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1",
                 "HF_HUB_DISABLE_PROGRESS_BARS": "1", "AVSTREAM_MODELS": str(tmp / "models"),
                 "AVSTREAM_MODEL_REGISTRY": str(reg or tmp / "registry.yaml"), "OMP_NUM_THREADS": "1"})
-    return subprocess.run([sys.executable, "-m", "avstream.engine.cli", "models", "pull", source, *args],
+    return subprocess.run([python, "-m", "avstream.engine.cli", "models", "pull", source, *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 

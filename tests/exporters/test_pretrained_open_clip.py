@@ -10,6 +10,7 @@ and their results are read from the PUB socket."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -122,6 +123,34 @@ def test_highlight_from_a_bare_checkpoint_and_its_config(open_clip_python: str, 
         p, rolling = h["prompt_score"], h["rolling_score"]
         assert 0.0 < p < 1.0 and 0.0 <= rolling <= 1.0
         assert h["score"] == pytest.approx(0.5 * p + 0.5 * rolling, abs=1e-9)
+
+
+def test_models_pull_of_an_open_clip_repository(open_clip_python: str, checkpoints: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    """A Hub repository with only open_clip files (no transformers config.json), pulled by hf:// from a
+    local server in the Hub's layout: fetched, checked, exported to violence and highlight, cached."""
+    pytest.importorskip("huggingface_hub")
+    from avstream.engine.inference.contract import read_model
+    from tests.exporters.hub_server import HubServer, Repo
+    from tests.exporters.test_models_pull import pull
+
+    commit = hashlib.sha1(b"tiny-open-clip", usedforsecurity=False).hexdigest()
+    (tmp_path / "registry.yaml").write_text("{}\n")
+    with HubServer({"test/tiny-open-clip": Repo(checkpoints["hub"], commit)}) as hub:
+        r = pull(f"hf://test/tiny-open-clip@{commit}", tmp_path, hub.endpoint, python=open_clip_python)
+        assert r.returncode == 0, r.stdout + r.stderr
+        folder = tmp_path / "models" / "checkpoints" / f"test--tiny-open-clip@{commit}"
+        assert {p.name for p in folder.iterdir()} == {"open_clip_config.json", "open_clip_model.safetensors",
+                                                       "avstream-checkpoint.json"}
+        assert "reported by the Hub" in r.stdout
+        for task in ("violence", "highlight"):
+            contract, _ = read_model(tmp_path / "models" / f"test--tiny-open-clip-{task}.onnx")
+            assert contract.task == task and contract.video is not None and contract.audio is None
+        assert "avstream run zeroshot-violence --input URI --set nodes.violence.params.model=" in r.stdout
+        before = len(hub.requests)
+        again = pull(f"hf://test/tiny-open-clip@{commit}", tmp_path, hub.endpoint, python=open_clip_python)
+        assert again.returncode == 0 and "cached" in again.stdout, again.stdout + again.stderr
+        assert len(hub.requests) == before  # no request at all the second time
 
 
 def _write(path: Path, text: str) -> Path:
