@@ -198,8 +198,9 @@ def _open_telling_why(path: str, options: dict[str, str]) -> Any:
     except av.FFmpegError:
         pass  # open it again, this time hearing what FFmpeg says
     with _LOG_CAPTURE:
-        level = av.logging.get_level()
+        level, skip = av.logging.get_level(), av.logging.get_skip_repeated()
         av.logging.set_level(av.logging.ERROR)
+        av.logging.set_skip_repeated(False)  # the same reason as the last failed open's is still the reason
         try:
             with av.logging.Capture() as logs:
                 try:
@@ -210,6 +211,7 @@ def _open_telling_why(path: str, options: dict[str, str]) -> Any:
                         exc.strerror = f"{said[-1]}; {exc.strerror}" if exc.strerror else said[-1]
                     raise
         finally:
+            av.logging.set_skip_repeated(skip)
             av.logging.set_level(level)
 
 
