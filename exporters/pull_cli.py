@@ -79,18 +79,9 @@ def _export(ck: Checkpoint, kind: str, checkpoint: Path, todo: dict[str, Path]) 
 
     prompt_sets = {p: load_prompts(p) for p in todo}  # a bad prompt set fails before the model loads
     import_torch()
-    if kind == "clip":
-        from avstream.exporters.pretrained.clip import load_clip
+    from avstream.exporters.cli import _load_tower  # the loader dispatch that `avstream export` uses
 
-        tower = load_clip(checkpoint, frames=ck.frames, fps=ck.fps)
-    elif kind == "open_clip":
-        from avstream.exporters.pretrained.openclip import load_open_clip
-
-        tower = load_open_clip(checkpoint, frames=ck.frames, fps=ck.fps)
-    else:
-        from avstream.exporters.pretrained.clap import load_clap
-
-        tower = load_clap(checkpoint, seconds=ck.seconds)
+    tower = _load_tower(checkpoint, kind, ck.frames, ck.fps, ck.seconds)
     _say(f"loaded {tower.name}: {tower.dim}-d embeddings, logit scale {tower.logit_scale:.2f}")
     for spec, out in todo.items():
         out.parent.mkdir(parents=True, exist_ok=True)
