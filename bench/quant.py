@@ -39,21 +39,12 @@ from avstream.exporters.quantize import (
     REDUCE_RANGE,
     calibration_feeds,
     compare,
+    cpu_session,
     paired_latency,
     quantize_int8,
 )
 
 CALIB_SEED0, EVAL_SEED0 = 500_000, 1_000_300
-
-
-def ort_session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def feeds_of(model: Path, seed0: int, scenes: int, per_scene: int) -> list[dict[str, np.ndarray]]:
@@ -65,7 +56,7 @@ def feeds_of(model: Path, seed0: int, scenes: int, per_scene: int) -> list[dict[
 
 def batch_speed(ref: Path, new: Path, feeds: list[dict[str, np.ndarray]], batch: int) -> tuple[float, float]:
     feed = {k: np.concatenate([f[k] for f in (feeds * batch)[:batch]]) for k in feeds[0]}
-    a, b = paired_latency([ort_session(ref), ort_session(new)], feed, runs=max(3, 30 // batch))
+    a, b = paired_latency([cpu_session(ref), cpu_session(new)], feed, runs=max(3, 30 // batch))
     return a, b
 
 
@@ -142,9 +133,9 @@ def bench_decoder_step(name: str, path: Path, args: argparse.Namespace, tmp: Pat
     # 7-bit weights for the same reason as the static variants: no int16 saturation on AVX2 CPUs
     quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, reduce_range=REDUCE_RANGE)
     held = feeds_of(encoder, EVAL_SEED0, args.eval_scenes, args.per_scene)
-    enc = ort_session(encoder)
+    enc = cpu_session(encoder)
     memory = np.concatenate([enc.run(["memory"], f)[0] for f in held])
-    a, b = ort_session(path), ort_session(out)
+    a, b = cpu_session(path), cpu_session(out)
     length, bos, pad = meta["inputs"]["tokens"]["length"], meta["vocabulary"]["bos"], meta["vocabulary"]["pad"]
     tokens = np.full((len(memory), length), pad, np.int64)
     tokens[:, 0] = bos

@@ -211,37 +211,24 @@ class Probe:
         return self._scorer(predict)
 
 
-def per_window_ms(path: str, feeds: dict[str, np.ndarray], rounds: int = 20) -> float:
-    """Median latency of one window on one ONNX Runtime thread."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    session.run(None, feeds)
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * float(np.median(times))
-
-
 def latency_ratio(features: FeatureChange, size: int) -> tuple[float, float]:
-    """(ms per window of the backbone features with the mirror pass, of the built-in violence model)."""
+    """(ms per window of the backbone features with the mirror pass, of the built-in violence model), one
+    ONNX Runtime thread each, measured in alternating rounds (``paired_latency``)."""
     from avstream.engine.inference.contract import builtin_models
+    from avstream.exporters.quantize import cpu_session, paired_latency
 
-    video = np.random.default_rng(0).integers(0, 256, (1, 16, size, size, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (1, 16, size, size, 3), dtype=np.uint8)
+    builtin_feed = {"video": rng.integers(0, 256, (1, 16, 112, 112, 3), dtype=np.uint8),
+                    "audio": np.zeros((1, 32000), np.float32)}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's tracer warnings about the padding arithmetic
         path = str(Path(tmp) / "probe.onnx")
         torch.onnx.export(features, (torch.from_numpy(video),), path, input_names=["video"], opset_version=17,
                           dynamo=False)
-        probe = 2.0 * per_window_ms(path, {"video": video})  # plain + mirrored, as scored above
-    small = np.random.default_rng(0).integers(0, 256, (1, 16, 112, 112, 3), dtype=np.uint8)
-    builtin = per_window_ms(str(builtin_models()["violence"]), {"video": small,
-                                                                "audio": np.zeros((1, 32000), np.float32)})
-    return probe, builtin
+        probe_ms, builtin_ms = paired_latency([cpu_session(path), cpu_session(builtin_models()["violence"])],
+                                              [{"video": video}, builtin_feed], runs=5)
+    return 2.0 * probe_ms, builtin_ms  # the probe scores the frames and their mirror image
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -377,35 +377,38 @@ class Comparison:
         return out
 
 
-def paired_latency(sessions: Sequence[Any], feed: dict[str, np.ndarray], runs: int, rounds: int = 5) -> list[float]:
+def cpu_session(path: Path | str, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session on ``threads`` intra-op threads, quiet: what latency is measured on."""
+    from avstream.engine.inference.runners import import_onnxruntime
+
+    ort = import_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def paired_latency(sessions: Sequence[Any], feed: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]], runs: int,
+                   rounds: int = 5) -> list[float]:
     """Milliseconds per run of each session: rounds alternate between them and the best round counts,
-    so both see the same machine load (the CPUs here are shared)."""
-    for s in sessions:
-        s.run(None, feed)
+    so both see the same machine load (the CPUs here are shared). ``feed``: one for all, or one each."""
+    feeds = [feed] * len(sessions) if isinstance(feed, dict) else list(feed)
+    for s, f in zip(sessions, feeds, strict=True):
+        s.run(None, f)
     best = [float("inf")] * len(sessions)
     for _ in range(rounds):
         for k, s in enumerate(sessions):
             t = time.perf_counter()
             for _ in range(runs):
-                s.run(None, feed)
+                s.run(None, feeds[k])
             best[k] = min(best[k], (time.perf_counter() - t) / runs * 1e3)
     return best
 
 
 def compare(ref: Path, new: Path, feeds: Sequence[dict[str, np.ndarray]], runs: int = 20, threads: int = 1) -> Comparison:
     """Both models on the same feeds: per-output agreement and CPU latency (ORT, ``threads`` threads)."""
-    from avstream.engine.inference.runners import import_onnxruntime
-
-    ort = import_onnxruntime()
-
-    def session(path: Path) -> Any:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-    a, b = session(ref), session(new)
+    a, b = cpu_session(ref, threads), cpu_session(new, threads)
     names = [o.name for o in a.get_outputs()]
     got_a: dict[str, list[np.ndarray]] = {n: [] for n in names}
     got_b: dict[str, list[np.ndarray]] = {n: [] for n in names}

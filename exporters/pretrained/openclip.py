@@ -37,9 +37,12 @@ from avstream.engine.errors import MissingDependencyError, ModelError
 from avstream.exporters.export import import_torch
 from avstream.exporters.pretrained.clip import WIDE_ASPECT
 from avstream.exporters.pretrained.frame_front_end import build_frame_front_end
+from avstream.exporters.pretrained.registry import OPEN_CLIP_CONFIG as HUB_CONFIG
+from avstream.exporters.pretrained.registry import OPEN_CLIP_WEIGHT_FILES
 from avstream.exporters.pretrained.tower import Tower
 
-HUB_CONFIG = "open_clip_config.json"
+# weights a local folder may hold beside its config: the Hub's names, and two that open_clip also reads
+LOCAL_WEIGHT_FILES = (*OPEN_CLIP_WEIGHT_FILES, "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.pth")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
@@ -72,13 +75,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _weights_in(folder: Path) -> Path:
-    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
-                 "open_clip_pytorch_model.pth"):
-        if (folder / name).is_file():
-            return folder / name
-    raise ModelError(f"{folder}: has {HUB_CONFIG} but no weights (open_clip_model.safetensors or "
-                     "open_clip_pytorch_model.bin)")
+def _check_weights_in(folder: Path) -> None:
+    """open_clip itself would load a folder without weights with random ones, and say nothing."""
+    if not any((folder / name).is_file() for name in LOCAL_WEIGHT_FILES):
+        raise ModelError(f"{folder}: has {HUB_CONFIG} but no weights ({' or '.join(OPEN_CLIP_WEIGHT_FILES)})")
 
 
 def _hub_folder_for(checkpoint: Path, config_file: Path, staging: Path) -> Path:
@@ -101,7 +101,7 @@ def _create(open_clip: Any, path: Path, arch: str | None, staging: Path) -> tupl
     if path.is_dir():
         if arch is not None:
             raise ModelError(f"--arch is for a bare checkpoint file; {path} is a folder with its own {HUB_CONFIG}")
-        _weights_in(path)
+        _check_weights_in(path)
         name, pretrained = f"local-dir:{path}", None
     elif arch is None:
         raise ModelError(f"{path}: a bare open_clip checkpoint needs --arch NAME (e.g. ViT-B-32) or --arch "
