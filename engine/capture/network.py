@@ -64,8 +64,8 @@ class CliInput:
                "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy", "-flush_packets", "1", "-f", "nut", "pipe:1"]
         self.where = where
         # unbuffered: PyAV's reads must return what has arrived, not wait for a full buffer
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     bufsize=0, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(_dies_with_parent(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0)
         self.errors: collections.deque[str] = collections.deque(maxlen=5)
         threading.Thread(target=self._pump_stderr, name="ffmpeg-stderr", daemon=True).start()
 
@@ -102,14 +102,15 @@ class CliInput:
                 f.close()
 
 
-def _die_with_parent() -> None:
-    """In the FFmpeg child: get SIGKILL when the thread that started it ends (no orphans)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except OSError:
-        pass
+def _dies_with_parent(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that it gets SIGKILL when the thread that started it ends (no orphan FFmpeg), by
+    util-linux's ``setpriv`` where there is one. Not a ``preexec_fn``: Python code in the forked child
+    of a threaded process can wait forever on a lock that another thread held at the fork (the dynamic
+    loader's, for one), and without it the child runs no Python at all. (``setpriv`` sets the signal
+    after the spawn returns: a thread that ended within that millisecond would not be noticed; reader
+    threads live as long as their FFmpeg.)"""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
 def check_net_uri(uri: str) -> str | None:
