@@ -4,8 +4,11 @@ thread that started it ends."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
+
+import pytest
 
 from avstream.engine.capture.network import CliInput
 from tests.live.servers import needs_ffmpeg
@@ -22,6 +25,8 @@ def _alive(pid: int) -> bool:
 
 def test_ffmpeg_child_dies_with_the_thread_that_started_it() -> None:
     needs_ffmpeg()
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs util-linux's setpriv (it gives FFmpeg the parent-death signal)")
     started: list[CliInput] = []
     def reader() -> None:  # a reader thread lives on while its FFmpeg runs; here for half a second
         started.append(CliInput("test", ["-re", "-f", "lavfi"], "testsrc=size=64x48:rate=5"))
